@@ -1,0 +1,34 @@
+# Set-up, tests, demo and benchmarks. Every target uses the project's own venv.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test test-fast demo bench-ingest clean
+
+## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
+setup:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m feedback.jars
+
+## test: the whole suite (real Spark, Delta, Great Expectations; a few minutes)
+test:
+	$(PY) -m pytest
+
+## test-fast: skip the end-to-end tests marked slow
+test-fast:
+	$(PY) -m pytest -m "not slow"
+
+## demo: simulate a week of traffic, run the pipeline into demo/lake, print every table
+demo:
+	$(VENV)/bin/feedback demo --workdir demo
+
+## bench-ingest: events/s through bronze ingestion on local[2], with and without Great Expectations
+bench-ingest:
+	$(PY) benchmarks/bench_ingest.py --users 2500 --days 7 --workdir bench/ingest
+
+clean:
+	rm -rf demo bench spark-warehouse metastore_db derby.log .pytest_cache

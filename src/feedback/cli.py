@@ -1,0 +1,97 @@
+"""The ``feedback`` command line: parse arguments, build Spark, call a ``run`` function.
+
+Nothing else happens here; ``jobs/*.py`` call the same functions for spark-submit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from feedback.config import AppConfig, load_config
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "great_expectations", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _add_conf(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", type=Path, default=None, help="YAML file applied over the defaults (conf/default.yaml)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedback", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="write simulated contract-v1 traffic and its ground truth")
+    simulate.add_argument("--out", type=Path, required=True, help="output directory (events/, ground_truth.jsonl, ...)")
+    simulate.add_argument("--users", type=int, default=None)
+    simulate.add_argument("--days", type=int, default=None)
+    simulate.add_argument("--seed", type=int, default=None)
+    _add_conf(simulate)
+
+    for name, text in (
+        ("pipeline", "process every file now in --events through every stage, then exit"),
+        ("stream", "keep processing files as they land in --events until interrupted"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--events", type=Path, required=True, help="landing directory of *.jsonl files")
+        command.add_argument("--lake", type=Path, required=True, help="root directory of the Delta lake")
+        _add_conf(command)
+
+    demo = commands.add_parser("demo", help="simulate a week of traffic, run the pipeline, print every table")
+    demo.add_argument("--workdir", type=Path, default=Path("demo"), help="where the traffic and the lake go")
+    _add_conf(demo)
+    return parser
+
+
+def _simulation_overrides(args: argparse.Namespace) -> dict[str, object]:
+    section = {key: getattr(args, key) for key in ("users", "days", "seed") if getattr(args, key, None) is not None}
+    return {"simulation": section} if section else {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    config: AppConfig = load_config(args.conf, _simulation_overrides(args))
+
+    if args.command == "simulate":
+        from feedback.simulate import run as simulate
+
+        summary = simulate(config.simulation, args.out)
+        print(summary)
+        return 0
+
+    from feedback.spark import build_spark
+
+    spark = build_spark(config.spark)
+    try:
+        if args.command == "pipeline":
+            from feedback.pipeline import run_pipeline
+
+            print(run_pipeline(spark, config, args.events, args.lake).render())
+        elif args.command == "stream":
+            from feedback.pipeline import run_stream
+
+            print(run_stream(spark, config, args.events, args.lake).render())
+        elif args.command == "demo":
+            from feedback.demo import run as run_demo
+
+            print(run_demo(spark, config, args.workdir))
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

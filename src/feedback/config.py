@@ -1,0 +1,245 @@
+"""Typed, validated configuration loaded from YAML.
+
+Every stage receives one of the frozen dataclasses below instead of a loose dict, so a
+typo or an out-of-range value fails at start-up with an error that names the key
+(``ingest.max_files_per_trigger: must be >= 1, got 0``) rather than deep inside a job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def _require(condition: bool, key: str, message: str, value: object) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """How the single SparkSession of a process is built (see ``feedback.spark``)."""
+
+    master: str = "local[*]"
+    app_name: str = "feedback"
+    shuffle_partitions: int = 4
+    jars_dir: str | None = None
+    log_level: str = "WARN"
+    state_store: str = "rocksdb"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.master.strip()), "spark.master", "must be non-empty", self.master)
+        _require(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1", self.shuffle_partitions)
+        _require(
+            self.log_level in {"ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"},
+            "spark.log_level",
+            "must be one of ALL, DEBUG, INFO, WARN, ERROR, FATAL, OFF",
+            self.log_level,
+        )
+        _require(self.state_store in {"rocksdb", "hdfs"}, "spark.state_store", "must be rocksdb or hdfs", self.state_store)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Great Expectations validation of each bronze micro-batch."""
+
+    enabled: bool = True
+    every_n_batches: int = 1
+    fail_on_error: bool = False
+    result_format: str = "SUMMARY"
+
+    def __post_init__(self) -> None:
+        _require(self.every_n_batches >= 1, "ingest.validation.every_n_batches", "must be >= 1", self.every_n_batches)
+        _require(
+            self.result_format in {"BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE"},
+            "ingest.validation.result_format",
+            "must be one of BOOLEAN_ONLY, BASIC, SUMMARY, COMPLETE",
+            self.result_format,
+        )
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Landing files -> bronze/quarantine."""
+
+    max_files_per_trigger: int = 200
+    file_glob: str = "*.jsonl"
+    trigger_interval: str = "10 seconds"
+    target_files_per_partition: int = 1
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.max_files_per_trigger >= 1, "ingest.max_files_per_trigger", "must be >= 1", self.max_files_per_trigger)
+        _require(
+            self.target_files_per_partition >= 1,
+            "ingest.target_files_per_partition",
+            "must be >= 1",
+            self.target_files_per_partition,
+        )
+        _require(bool(self.trigger_interval.strip()), "ingest.trigger_interval", "must be non-empty", self.trigger_interval)
+        _require(bool(self.file_glob.strip()), "ingest.file_glob", "must be non-empty", self.file_glob)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Size, seed and fault rates of the traffic simulator (``feedback.simulate``)."""
+
+    users: int = 200
+    days: int = 7
+    seed: int = 7
+    start_date: str = "2026-11-02"
+    sessions_per_user_day: float = 2.5
+    duplicate_rate: float = 0.01
+    late_file_rate: float = 0.03
+    malformed_rate: float = 0.004
+    asr_systematic_error_rate: float = 0.6
+    asr_random_error_rate: float = 0.02
+    nlu_misroute_rate: float = 0.03
+    error_status_rate: float = 0.01
+    nlu_systematic_misroute_rate: float = 0.5
+    abandon_rate: float = 0.25
+    noise_barge_in_rate: float = 0.025
+    explicit_feedback_rate: float = 0.03
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.users >= 1, "simulation.users", "must be >= 1", self.users)
+        _require(self.days >= 1, "simulation.days", "must be >= 1", self.days)
+        _require(self.sessions_per_user_day > 0, "simulation.sessions_per_user_day", "must be > 0", self.sessions_per_user_day)
+        _require(1 <= self.max_attempts <= 10, "simulation.max_attempts", "must be in [1, 10]", self.max_attempts)
+        for name in (
+            "duplicate_rate",
+            "late_file_rate",
+            "malformed_rate",
+            "asr_systematic_error_rate",
+            "asr_random_error_rate",
+            "nlu_misroute_rate",
+            "error_status_rate",
+            "nlu_systematic_misroute_rate",
+            "abandon_rate",
+            "noise_barge_in_rate",
+            "explicit_feedback_rate",
+        ):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"simulation.{name}", "must be in [0, 1]", value)
+        try:
+            from datetime import date
+
+            date.fromisoformat(self.start_date)
+        except ValueError:
+            _require(False, "simulation.start_date", "must be an ISO date (YYYY-MM-DD)", self.start_date)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The whole configuration of one run."""
+
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+
+
+def _check_scalar(value: object, expected: type, key: str) -> object:
+    if expected is bool:
+        _require(isinstance(value, bool), key, "must be a boolean", value)
+        return value
+    if expected is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), key, "must be an integer", value)
+        return value
+    if expected is float:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), key, "must be a number", value)
+        return float(value)  # type: ignore[arg-type]
+    if expected is str:
+        _require(isinstance(value, str), key, "must be a string", value)
+        return value
+    raise ConfigError(f"{key}: unsupported field type {expected!r}")
+
+
+def _convert(value: object, annotation: Any, key: str) -> object:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key)
+    if dataclasses.is_dataclass(annotation):
+        _require(isinstance(value, Mapping), key, "must be a mapping", value)
+        return build_dataclass(annotation, value, key)  # type: ignore[arg-type]
+    if origin is dict:
+        _require(isinstance(value, Mapping), key, "must be a mapping", value)
+        return {str(k): str(v) for k, v in value.items()}  # type: ignore[union-attr]
+    return _check_scalar(value, annotation, key)
+
+
+def build_dataclass(cls: type[T], data: Mapping[str, object], prefix: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from ``data``, rejecting unknown keys.
+
+    Args:
+        cls: a dataclass type of this module.
+        data: the mapping read from YAML.
+        prefix: the dotted path of ``data`` inside the whole file, used in errors.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: Mapping[str, object], override: Mapping[str, object]) -> dict[str, object]:
+    merged = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = _deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, object] | None = None) -> AppConfig:
+    """Load the dataclass defaults, then ``path`` on top, then ``overrides``.
+
+    Args:
+        path: a YAML file with any subset of the keys of ``AppConfig``; None uses the defaults.
+        overrides: nested mapping applied last (the CLI uses it for flags such as ``--users``).
+
+    Raises:
+        ConfigError: a key is unknown or a value is of the wrong type or out of range.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    data: dict[str, object] = {}
+    if path is not None:
+        conf_path = Path(path)
+        if not conf_path.is_file():
+            raise FileNotFoundError(f"conf: no such file {conf_path}")
+        loaded = yaml.safe_load(conf_path.read_text()) or {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"conf: {conf_path} must hold a mapping at the top level")
+        data = _deep_merge(data, loaded)
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return build_dataclass(AppConfig, data)
+
+
+def replace_section(config: AppConfig, **sections: object) -> AppConfig:
+    """Return ``config`` with whole sections swapped (tests and the CLI use it)."""
+    return dataclasses.replace(config, **sections)

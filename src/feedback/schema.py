@@ -1,0 +1,190 @@
+"""The contracts: event contract v1 and the schemas of the Delta tables this project writes.
+
+Other tools read these tables, so column names and types here are a public API: add
+columns, never rename or retype them. ``docs/events.md`` documents the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+SCHEMA_VERSION = 1
+MAX_EVENT_ID_LENGTH = 128
+MAX_UTTERANCE_LENGTH = 1000
+
+STATUSES = ("success", "unhandled", "error")
+RESPONSE_TYPES = ("speech", "media", "action", "none")
+EXPLICIT_FEEDBACK = ("positive", "negative")
+
+FieldKind = Literal["string", "int", "double", "map"]
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """One top-level field of contract v1 and the checks it gets."""
+
+    name: str
+    kind: FieldKind
+    required: bool = False
+    non_empty: bool = False
+    max_length: int | None = None
+    allowed: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+EVENT_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("event_id", "string", required=True, non_empty=True, max_length=MAX_EVENT_ID_LENGTH),
+    FieldRule("schema_version", "int", required=True),
+    FieldRule("ts", "string", required=True),
+    FieldRule("user_id", "string", required=True, non_empty=True),
+    FieldRule("device_id", "string", required=True, non_empty=True),
+    FieldRule("device_type", "string"),
+    FieldRule("locale", "string"),
+    FieldRule("utterance", "string", required=True, max_length=MAX_UTTERANCE_LENGTH),
+    FieldRule("asr_confidence", "double", minimum=0.0, maximum=1.0),
+    FieldRule("nlu_confidence", "double", minimum=0.0, maximum=1.0),
+    FieldRule("domain", "string"),
+    FieldRule("intent", "string"),
+    FieldRule("slots", "map"),
+    FieldRule("response_type", "string", allowed=RESPONSE_TYPES),
+    FieldRule("response_text", "string"),
+    FieldRule("status", "string", required=True, allowed=STATUSES),
+    FieldRule("response_latency_ms", "int", minimum=0, maximum=2**31 - 1),
+    FieldRule("response_duration_ms", "int", minimum=0, maximum=2**31 - 1),
+    FieldRule("explicit_feedback", "string", allowed=EXPLICIT_FEEDBACK),
+)
+EVENT_FIELD_NAMES = tuple(rule.name for rule in EVENT_FIELDS)
+
+# Reason codes written to quarantine/interactions.reasons. Field-specific codes are
+# "<code>:<field>", e.g. "missing_field:user_id".
+REASON_NOT_JSON = "not_json"
+REASON_TRUNCATED_JSON = "truncated_json"
+REASON_NOT_OBJECT = "not_object"
+REASON_MISSING_FIELD = "missing_field"
+REASON_WRONG_TYPE = "wrong_type"
+REASON_EMPTY_FIELD = "empty_field"
+REASON_TOO_LONG = "too_long"
+REASON_OUT_OF_RANGE = "out_of_range"
+REASON_BAD_VALUE = "bad_value"
+REASON_BAD_TIMESTAMP = "bad_timestamp"
+REASON_BLANK_UTTERANCE = "blank_utterance"
+REASON_UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+
+# ISO-8601 date-time that must carry an offset or Z (a bare local time is ambiguous).
+ISO_TIMESTAMP_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
+
+_SPARK_TYPES = {
+    "string": StringType(),
+    "int": IntegerType(),
+    "double": DoubleType(),
+    "map": MapType(StringType(), StringType()),
+}
+
+BRONZE_SCHEMA = StructType(
+    [
+        StructField("event_id", StringType(), False),
+        StructField("schema_version", IntegerType(), False),
+        StructField("ts", TimestampType(), False),
+        StructField("event_date", DateType(), False),
+        *[
+            StructField(rule.name, _SPARK_TYPES[rule.kind], not rule.required)
+            for rule in EVENT_FIELDS
+            if rule.name not in {"event_id", "schema_version", "ts"}
+        ],
+        StructField("raw", StringType(), False),
+        StructField("source_file", StringType(), False),
+        StructField("ingest_time", TimestampType(), False),
+        StructField("ingest_batch", StringType(), False),
+    ]
+)
+BRONZE_PARTITION_COLUMNS = ("event_date",)
+
+QUARANTINE_SCHEMA = StructType(
+    [
+        StructField("raw", StringType(), True),
+        StructField("reasons", ArrayType(StringType(), False), False),
+        StructField("event_id", StringType(), True),
+        StructField("source_file", StringType(), False),
+        StructField("ingest_time", TimestampType(), False),
+        StructField("ingest_date", DateType(), False),
+        StructField("ingest_batch", StringType(), False),
+    ]
+)
+QUARANTINE_PARTITION_COLUMNS = ("ingest_date",)
+
+INGEST_BATCHES_SCHEMA = StructType(
+    [
+        StructField("app_id", StringType(), False),
+        StructField("batch_id", LongType(), False),
+        StructField("ingest_time", TimestampType(), False),
+        StructField("files", LongType(), False),
+        StructField("lines_read", LongType(), False),
+        StructField("bronze_inserted", LongType(), False),
+        StructField("quarantined", LongType(), False),
+        StructField("duplicates_in_batch", LongType(), False),
+        StructField("duplicates_existing", LongType(), False),
+        StructField("validation_run", BooleanType(), False),
+        StructField("validation_success", BooleanType(), True),
+        StructField("validation_failed_expectations", ArrayType(StringType(), False), False),
+        StructField("validation_seconds", DoubleType(), False),
+        StructField("batch_seconds", DoubleType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class LakePaths:
+    """Where every table of a lake lives; ``root`` is the ``--lake`` directory."""
+
+    root: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.root, str) or not self.root.strip():
+            raise ValueError(f"root must be a non-empty path string, got {self.root!r}")
+
+    @classmethod
+    def at(cls, root: str | Path) -> "LakePaths":
+        """Lake paths under ``root``, made absolute for local paths (Spark resolves relative paths oddly)."""
+        text = str(root)
+        if "://" not in text:
+            text = str(Path(text).resolve())
+        return cls(text)
+
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    @property
+    def bronze(self) -> str:
+        return self._join("bronze", "interactions")
+
+    @property
+    def quarantine(self) -> str:
+        return self._join("quarantine", "interactions")
+
+    @property
+    def ingest_batches(self) -> str:
+        return self._join("_ops", "ingest_batches")
+
+    @property
+    def validation_results(self) -> str:
+        return self._join("_ops", "validation", "bronze_interactions")
+
+    def checkpoint(self, query_name: str) -> str:
+        return self._join("_checkpoints", query_name)

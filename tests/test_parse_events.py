@@ -1,0 +1,111 @@
+"""Contract v1 rules, line by line, on hand-written input."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import SparkSession
+from pyspark.testing import assertDataFrameEqual
+
+from feedback.ingest import deduplicate_batch, parse_events, split_valid
+
+GOOD = (
+    '{"event_id":"e1","schema_version":1,"ts":"2026-11-02T10:00:00.250+01:00","user_id":"u1","device_id":"d1",'
+    '"device_type":"speaker","utterance":"play jazz","asr_confidence":0.91,"nlu_confidence":1,'
+    '"slots":{"genre":"jazz"},"response_type":"media","status":"success","response_latency_ms":420,'
+    '"response_duration_ms":null,"app_version":"7.1"}'
+)
+MINIMAL = '{"event_id":"e2","schema_version":1,"ts":"2026-11-03T23:59:59Z","user_id":"u2","device_id":"d2","utterance":"stop","status":"unhandled"}'
+
+CASES: list[tuple[str, list[str]]] = [
+    (GOOD, []),
+    (MINIMAL, []),
+    ("this is not json", ["not_json"]),
+    ("", ["not_json"]),
+    ('{"event_id":"e3","schema_version":1,"ts":"2026-11-0', ["truncated_json"]),
+    ("[1, 2]", ["not_object"]),
+    ('"just a string"', ["not_object"]),
+    ("{}", [f"missing_field:{f}" for f in ("event_id", "schema_version", "ts", "user_id", "device_id", "utterance", "status")]),
+    (MINIMAL.replace('"user_id":"u2",', ""), ["missing_field:user_id"]),
+    (MINIMAL.replace('"u2"', "null"), ["missing_field:user_id"]),
+    (MINIMAL.replace('"u2"', '""'), ["empty_field:user_id"]),
+    (MINIMAL.replace('"d2"', '"  "'), ["empty_field:device_id"]),
+    (MINIMAL.replace('"e2"', '"' + "x" * 129 + '"'), ["too_long:event_id"]),
+    (MINIMAL.replace('"stop"', '" \\t "'), ["blank_utterance"]),
+    (MINIMAL.replace('"stop"', '"' + "a" * 1001 + '"'), ["too_long:utterance"]),
+    (MINIMAL.replace('"schema_version":1', '"schema_version":2'), ["unknown_schema_version"]),
+    (MINIMAL.replace('"schema_version":1', '"schema_version":"1"'), ["wrong_type:schema_version"]),
+    (MINIMAL.replace("2026-11-03T23:59:59Z", "2026-11-03 23:59:59"), ["bad_timestamp"]),
+    (MINIMAL.replace("2026-11-03T23:59:59Z", "2026-13-03T23:59:59Z"), ["bad_timestamp"]),
+    (MINIMAL.replace("2026-11-03T23:59:59Z", "yesterday"), ["bad_timestamp"]),
+    (MINIMAL.replace('"ts":"2026-11-03T23:59:59Z"', '"ts":1762214399'), ["wrong_type:ts"]),
+    (MINIMAL.replace('"stop"', "42"), ["wrong_type:utterance"]),
+    (MINIMAL.replace('"status":"unhandled"', '"status":"ok"'), ["bad_value:status"]),
+    (MINIMAL[:-1] + ',"response_type":"video"}', ["bad_value:response_type"]),
+    (MINIMAL[:-1] + ',"explicit_feedback":"meh"}', ["bad_value:explicit_feedback"]),
+    (MINIMAL[:-1] + ',"asr_confidence":1.7}', ["out_of_range:asr_confidence"]),
+    (MINIMAL[:-1] + ',"asr_confidence":"high"}', ["wrong_type:asr_confidence"]),
+    (MINIMAL[:-1] + ',"response_latency_ms":-5}', ["out_of_range:response_latency_ms"]),
+    (MINIMAL[:-1] + ',"response_latency_ms":12.5}', ["wrong_type:response_latency_ms"]),
+    (MINIMAL[:-1] + ',"response_duration_ms":99999999999}', ["out_of_range:response_duration_ms"]),
+    (MINIMAL[:-1] + ',"slots":["a"]}', ["wrong_type:slots"]),
+    (MINIMAL[:-1] + ',"slots":{"a":1}}', ["wrong_type:slots"]),
+    (
+        '{"event_id":"","schema_version":"1","ts":"2026-11-02 10:00:00","user_id":"u","utterance":" ",'
+        '"status":"ok","asr_confidence":1.7}',
+        [
+            "empty_field:event_id",
+            "wrong_type:schema_version",
+            "bad_timestamp",
+            "missing_field:device_id",
+            "blank_utterance",
+            "out_of_range:asr_confidence",
+            "bad_value:status",
+        ],
+    ),
+]
+
+
+def _lines(spark: SparkSession, values: list[str]):  # type: ignore[no-untyped-def]
+    return spark.createDataFrame([(v, "file:/landing/f.jsonl") for v in values], "value string, source_file string")
+
+
+def test_every_rule_yields_exactly_its_reasons(spark: SparkSession) -> None:
+    parsed = parse_events(_lines(spark, [line for line, _ in CASES]))
+    expected = spark.createDataFrame(CASES, "raw string, reasons array<string>")
+    assertDataFrameEqual(parsed.select("raw", "reasons"), expected)
+
+
+def test_valid_lines_are_typed_and_keep_the_raw_payload(spark: SparkSession) -> None:
+    valid, rejected = split_valid(parse_events(_lines(spark, [GOOD, MINIMAL, "junk"])))
+    assert rejected.count() == 1
+    columns = [
+        "event_id", "schema_version", "ts", "event_date", "user_id", "device_type", "asr_confidence",
+        "nlu_confidence", "slots", "response_type", "status", "response_latency_ms", "response_duration_ms", "raw",
+    ]
+    expected = spark.createDataFrame(
+        [
+            ("e1", 1, dt.datetime(2026, 11, 2, 9, 0, 0, 250000), dt.date(2026, 11, 2), "u1", "speaker", 0.91, 1.0,
+             {"genre": "jazz"}, "media", "success", 420, None, GOOD),
+            ("e2", 1, dt.datetime(2026, 11, 3, 23, 59, 59), dt.date(2026, 11, 3), "u2", None, None, None,
+             None, None, "unhandled", None, None, MINIMAL),
+        ],
+        "event_id string, schema_version int, ts timestamp, event_date date, user_id string, device_type string, "
+        "asr_confidence double, nlu_confidence double, slots map<string,string>, response_type string, "
+        "status string, response_latency_ms int, response_duration_ms int, raw string",
+    )
+    assertDataFrameEqual(valid.select(*columns), expected)
+
+
+def test_deduplication_keeps_one_row_per_event_id_deterministically(spark: SparkSession) -> None:
+    redelivered = MINIMAL[:-1] + ',"app_version":"2"}'
+    lines = spark.createDataFrame(
+        [(MINIMAL, "file:/b.jsonl"), (redelivered, "file:/a.jsonl"), (MINIMAL, "file:/c.jsonl"), (GOOD, "file:/a.jsonl")],
+        "value string, source_file string",
+    )
+    valid, _ = split_valid(parse_events(lines))
+    unique = deduplicate_batch(valid).select("event_id", "source_file", "raw")
+    expected = spark.createDataFrame(
+        [("e1", "file:/a.jsonl", GOOD), ("e2", "file:/a.jsonl", redelivered)], "event_id string, source_file string, raw string"
+    )
+    assertDataFrameEqual(unique, expected)
