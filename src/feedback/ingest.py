@@ -407,25 +407,32 @@ def read_landing(spark: SparkSession, events_dir: str, config: AppConfig) -> Dat
     )
 
 
+def bronze_writer(config: AppConfig, lake: LakePaths) -> BronzeBatchWriter:
+    """The sink of the bronze query, bound to the app id of its checkpoint."""
+    validator = BatchValidator(config.ingest.validation) if config.ingest.validation.enabled else None
+    return BronzeBatchWriter(
+        lake, app_id_for(lake.checkpoint(BRONZE_QUERY_NAME)), validator, config.ingest.target_files_per_partition
+    )
+
+
 def start_bronze_stream(
     spark: SparkSession,
     config: AppConfig,
     events_dir: str,
     lake: LakePaths,
     available_now: bool,
+    writer: BronzeBatchWriter | None = None,
 ) -> StreamingQuery:
-    """Start the landing -> bronze query (availableNow for batch runs, processing time for streams)."""
+    """Start the landing -> bronze query (availableNow for batch runs, processing time for streams).
+
+    ``writer`` defaults to ``bronze_writer(config, lake)``; tests pass one that fails on purpose.
+    """
     ensure_bronze_tables(spark, lake)
-    checkpoint = lake.checkpoint(BRONZE_QUERY_NAME)
-    validator = None
-    if config.ingest.validation.enabled:
-        validator = BatchValidator(config.ingest.validation)
-    writer = BronzeBatchWriter(lake, app_id_for(checkpoint), validator, config.ingest.target_files_per_partition)
     stream = (
         read_landing(spark, events_dir, config)
         .writeStream.queryName(BRONZE_QUERY_NAME)
-        .foreachBatch(writer)
-        .option("checkpointLocation", checkpoint)
+        .foreachBatch(writer or bronze_writer(config, lake))
+        .option("checkpointLocation", lake.checkpoint(BRONZE_QUERY_NAME))
     )
     if available_now:
         stream = stream.trigger(availableNow=True)

@@ -1,0 +1,146 @@
+"""Benchmark: events per second through bronze ingestion on local[2], with and without GX.
+
+Simulates the traffic once (reused when the same size and seed are on disk), then runs the
+availableNow bronze query over it into fresh lakes, alternating validation off and on
+(``--repeats`` pairs) so both see the same machine state, and prints a Markdown table.
+Figures are ratios within one run: the machines are shared and noisy.
+
+    .venv/bin/python benchmarks/bench_ingest.py --users 2500 --days 7 --workdir bench/ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from feedback.config import AppConfig, IngestConfig, SimulationConfig, SparkConfig, ValidationConfig, replace_section
+from feedback.ingest import summarize_ingest
+from feedback.pipeline import run_pipeline
+from feedback.schema import LakePaths
+from feedback.simulate import run as simulate
+from feedback.spark import build_spark
+
+
+@dataclass(frozen=True)
+class RunResult:
+    validation: bool
+    lines: int
+    wall_seconds: float
+    batches: int
+    batch_seconds: float
+    validation_seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.lines / self.wall_seconds
+
+
+def ensure_traffic(workdir: Path, users: int, days: int, seed: int) -> Path:
+    traffic = workdir / f"traffic-u{users}-d{days}-s{seed}"
+    if not (traffic / "manifest.json").is_file():
+        if traffic.exists():
+            shutil.rmtree(traffic)
+        simulate(SimulationConfig(users=users, days=days, seed=seed), traffic)
+    return traffic
+
+
+def run_once(spark: SparkSession, config: AppConfig, events: Path, lake: Path, validation: bool) -> RunResult:
+    if lake.exists():
+        shutil.rmtree(lake)
+    run_config = replace_section(
+        config,
+        ingest=IngestConfig(
+            max_files_per_trigger=config.ingest.max_files_per_trigger,
+            validation=ValidationConfig(enabled=validation),
+        ),
+    )
+    started = time.perf_counter()
+    run_pipeline(spark, run_config, events, lake)
+    wall = time.perf_counter() - started
+    paths = LakePaths.at(lake)
+    totals = (
+        spark.read.format("delta")
+        .load(paths.ingest_batches)
+        .agg(F.count(F.lit(1)).alias("batches"), F.sum("batch_seconds").alias("batch"), F.sum("validation_seconds").alias("gx"))
+        .first()
+    )
+    summary = summarize_ingest(spark, paths)
+    return RunResult(
+        validation=validation,
+        lines=summary["lines_read"],
+        wall_seconds=wall,
+        batches=int(totals["batches"]),
+        batch_seconds=float(totals["batch"]),
+        validation_seconds=float(totals["gx"] or 0.0),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=2500)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--files-per-batch", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=Path("bench/ingest"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    traffic = ensure_traffic(args.workdir, args.users, args.days, args.seed)
+    manifest = json.loads((traffic / "manifest.json").read_text())
+    config = replace_section(
+        AppConfig(),
+        spark=SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}),
+        ingest=IngestConfig(max_files_per_trigger=args.files_per_batch),
+    )
+    spark = build_spark(config.spark)
+    # Warm-up: JVM JIT, GX imports and Delta's first commit cost, on a few files.
+    warm_events = args.workdir / "warmup-events"
+    if not warm_events.exists():
+        warm_events.mkdir(parents=True)
+        for path in sorted((traffic / "events").glob("*.jsonl"))[:4]:
+            shutil.copy(path, warm_events / path.name)
+    run_once(spark, config, warm_events, args.workdir / "lake-warmup", validation=True)
+
+    results: list[RunResult] = []
+    for _ in range(args.repeats):
+        for validation in (False, True):
+            result = run_once(spark, config, traffic / "events", args.workdir / f"lake-{validation}", validation)
+            results.append(result)
+            print(
+                f"validation={validation}: {result.lines} lines in {result.wall_seconds:.1f}s "
+                f"= {result.events_per_second:,.0f} events/s ({result.batches} batches, "
+                f"GX {result.validation_seconds:.1f}s of {result.batch_seconds:.1f}s batch time)",
+                flush=True,
+            )
+    spark.stop()
+
+    off = [r for r in results if not r.validation]
+    on = [r for r in results if r.validation]
+    off_rate = statistics.median(r.events_per_second for r in off)
+    on_rate = statistics.median(r.events_per_second for r in on)
+    off_batch = statistics.median(r.batch_seconds / r.batches for r in off)
+    on_batch = statistics.median(r.batch_seconds / r.batches for r in on)
+    gx_share = statistics.median(r.validation_seconds / (r.batch_seconds - r.validation_seconds) for r in on)
+    print()
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, local[2]; traffic: {manifest['lines']} lines "
+          f"({manifest['events']} events, {manifest['files']} files), {args.files_per_batch} files per batch")
+    print("| validation | events/s (median of %d) | mean batch time | GX time / rest of batch |" % args.repeats)
+    print("|---|---|---|---|")
+    print(f"| off | {off_rate:,.0f} | {off_batch:.2f} s | - |")
+    print(f"| on  | {on_rate:,.0f} | {on_batch:.2f} s | {gx_share:.1%} |")
+    print(f"batch time on/off: {on_batch / off_batch:.3f}; throughput on/off: {on_rate / off_rate:.3f}")
+
+
+if __name__ == "__main__":
+    main()
