@@ -6,6 +6,7 @@ Nothing else happens here; ``jobs/*.py`` call the same functions for spark-submi
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 from pathlib import Path
@@ -49,10 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--lake", type=Path, required=True, help="root directory of the Delta lake")
         _add_conf(command)
 
+    backfill = commands.add_parser("backfill", help="recompute silver and gold for whole days from bronze")
+    backfill.add_argument("--lake", type=Path, required=True)
+    backfill.add_argument("--from", dest="first_day", type=_date, required=True, help="first event date, YYYY-MM-DD")
+    backfill.add_argument("--to", dest="last_day", type=_date, required=True, help="last event date, YYYY-MM-DD")
+    _add_conf(backfill)
+
+    evaluate = commands.add_parser("evaluate", help="score silver/turns against a simulator ground-truth file")
+    evaluate.add_argument("--lake", type=Path, required=True)
+    evaluate.add_argument("--truth", type=Path, required=True, help="ground_truth.jsonl written by `feedback simulate`")
+    evaluate.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    _add_conf(evaluate)
+
     demo = commands.add_parser("demo", help="simulate a week of traffic, run the pipeline, print every table")
     demo.add_argument("--workdir", type=Path, default=Path("demo"), help="where the traffic and the lake go")
     _add_conf(demo)
     return parser
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from error
 
 
 def _simulation_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -84,6 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from feedback.pipeline import run_stream
 
             print(run_stream(spark, config, args.events, args.lake).render())
+        elif args.command == "backfill":
+            from feedback.schema import LakePaths
+            from feedback.silver import backfill
+
+            turns = backfill(spark, config, LakePaths.at(args.lake), args.first_day, args.last_day)
+            print(f"backfill {args.first_day}..{args.last_day}: {turns} turns rewritten in silver/turns; gold rebuilt")
+        elif args.command == "evaluate":
+            from feedback.evaluate import run as evaluate
+
+            print(evaluate(spark, args.lake, args.truth, args.json).render())
         elif args.command == "demo":
             from feedback.demo import run as run_demo
 

@@ -113,6 +113,7 @@ class SimulationConfig:
     noise_barge_in_rate: float = 0.025
     explicit_feedback_rate: float = 0.03
     max_attempts: int = 3
+    silent_give_up_rate: float = 0.2
 
     def __post_init__(self) -> None:
         _require(self.users >= 1, "simulation.users", "must be >= 1", self.users)
@@ -127,6 +128,7 @@ class SimulationConfig:
             "asr_random_error_rate",
             "nlu_misroute_rate",
             "error_status_rate",
+            "silent_give_up_rate",
             "nlu_systematic_misroute_rate",
             "abandon_rate",
             "noise_barge_in_rate",
@@ -142,12 +144,120 @@ class SimulationConfig:
             _require(False, "simulation.start_date", "must be an ISO date (YYYY-MM-DD)", self.start_date)
 
 
+_INTERVAL_UNITS = ("second", "seconds", "minute", "minutes", "hour", "hours", "day", "days")
+
+
+def _is_interval(text: str) -> bool:
+    parts = text.split()
+    return len(parts) == 2 and parts[0].isdigit() and int(parts[0]) > 0 and parts[1] in _INTERVAL_UNITS
+
+
+DEFAULT_STOP_PHRASES = (
+    "stop",
+    "cancel",
+    "pause",
+    "skip",
+    "next",
+    "never mind",
+    "nevermind",
+    "shut up",
+    "be quiet",
+    "quiet",
+    "enough",
+    "stop it",
+    "stop stop",
+    "no stop",
+    "cancel that",
+    "skip this",
+    "next song",
+)
+
+
+DEFAULT_TERMINATION_PHRASES = (
+    "stop",
+    "cancel",
+    "never mind",
+    "nevermind",
+    "shut up",
+    "be quiet",
+    "quiet",
+    "enough",
+    "stop it",
+    "stop stop",
+    "no stop",
+    "cancel that",
+)
+
+
+@dataclass(frozen=True)
+class SessionizeConfig:
+    """Session windows and the timing rules of barge-in and termination."""
+
+    session_gap: str = "5 minutes"
+    watermark: str = "10 minutes"
+    media_barge_in_window_s: float = 30.0
+    termination_window_s: float = 10.0
+    stop_phrases: tuple[str, ...] = DEFAULT_STOP_PHRASES
+    stop_intents: tuple[str, ...] = ("Stop", "Cancel", "Pause", "Next")
+    termination_phrases: tuple[str, ...] = DEFAULT_TERMINATION_PHRASES
+    termination_intents: tuple[str, ...] = ("Stop", "Cancel")
+
+    def __post_init__(self) -> None:
+        _require(_is_interval(self.session_gap), "sessionize.session_gap", "must be like '5 minutes'", self.session_gap)
+        _require(_is_interval(self.watermark), "sessionize.watermark", "must be like '10 minutes'", self.watermark)
+        _require(
+            self.media_barge_in_window_s > 0,
+            "sessionize.media_barge_in_window_s",
+            "must be > 0",
+            self.media_barge_in_window_s,
+        )
+        _require(self.termination_window_s >= 0, "sessionize.termination_window_s", "must be >= 0", self.termination_window_s)
+        _require(len(self.stop_phrases) > 0, "sessionize.stop_phrases", "must be non-empty", self.stop_phrases)
+
+
+@dataclass(frozen=True)
+class HeuristicWeights:
+    """Weights of the transparent rephrase scorer (see ``feedback.detect.score_pairs_heuristic``)."""
+
+    lexical: float = 0.0
+    phonetic: float = 0.3
+    characters: float = 0.3
+    visible_failure: float = 0.3
+    step_penalty: float = 0.4
+
+    def __post_init__(self) -> None:
+        for name in ("lexical", "phonetic", "characters", "visible_failure", "step_penalty"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"detect.heuristic_weights.{name}", "must be in [0, 1]", value)
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Which pairs are rephrase candidates and when a pair counts as a rephrase."""
+
+    rephrase_window_s: float = 120.0
+    rephrase_max_back: int = 2
+    rephrase_threshold: float = 0.5
+    max_chain_length: int = 6
+    heuristic_weights: HeuristicWeights = field(default_factory=HeuristicWeights)
+
+    def __post_init__(self) -> None:
+        _require(self.rephrase_window_s > 0, "detect.rephrase_window_s", "must be > 0", self.rephrase_window_s)
+        _require(self.rephrase_max_back >= 1, "detect.rephrase_max_back", "must be >= 1", self.rephrase_max_back)
+        _require(
+            0.0 <= self.rephrase_threshold <= 1.0, "detect.rephrase_threshold", "must be in [0, 1]", self.rephrase_threshold
+        )
+        _require(self.max_chain_length >= 2, "detect.max_chain_length", "must be >= 2", self.max_chain_length)
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """The whole configuration of one run."""
 
     spark: SparkConfig = field(default_factory=SparkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    sessionize: SessionizeConfig = field(default_factory=SessionizeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
 
@@ -177,6 +287,10 @@ def _convert(value: object, annotation: Any, key: str) -> object:
     if dataclasses.is_dataclass(annotation):
         _require(isinstance(value, Mapping), key, "must be a mapping", value)
         return build_dataclass(annotation, value, key)  # type: ignore[arg-type]
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), key, "must be a list", value)
+        item_type = typing.get_args(annotation)[0]
+        return tuple(_check_scalar(item, item_type, f"{key}[{index}]") for index, item in enumerate(value))  # type: ignore[arg-type]
     if origin is dict:
         _require(isinstance(value, Mapping), key, "must be a mapping", value)
         return {str(k): str(v) for k, v in value.items()}  # type: ignore[union-attr]

@@ -253,7 +253,8 @@ class BronzeBatchWriter:
         batch_tag = f"{self.app_id}:{batch_id}"
         ingest_time = F.current_timestamp()
 
-        parsed = parse_events(batch).persist()
+        # Parsed once with its lineage cut, so the writes and GX below do not re-plan or re-parse it.
+        parsed = parse_events(batch).localCheckpoint(eager=True)
         try:
             counts, outcome = self._write(spark, parsed, batch_id, batch_tag, ingest_time)
         finally:
@@ -353,7 +354,7 @@ class BronzeBatchWriter:
             self._append(quarantine_rows, self.lake.quarantine, "quarantine", batch_id, QUARANTINE_PARTITION_COLUMNS)
 
         valid_count = lines_read - quarantined
-        unique = deduplicate_batch(valid).persist()
+        unique = deduplicate_batch(valid).localCheckpoint(eager=True)
         try:
             unique_count = unique.count()
             dates = [row["event_date"] for row in unique.select("event_date").distinct().collect()]

@@ -21,6 +21,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from feedback.config import AppConfig
 from feedback.ingest import format_summary, start_bronze_stream, summarize_ingest
 from feedback.schema import LakePaths
+from feedback.silver import start_silver_stream, summarize_silver
 
 LOG = logging.getLogger("feedback.pipeline")
 
@@ -76,7 +77,17 @@ def start_queries(
     """Start every stage's streaming query, upstream first."""
     events, paths = _check_dirs(events_dir, lake)
     _attach_progress_logger(spark)
-    return [start_bronze_stream(spark, config, events, paths, available_now=available_now)]
+    bronze = start_bronze_stream(spark, config, events, paths, available_now=available_now)
+    if available_now:
+        # The silver query reads bronze as a Delta source: let bronze finish first so one run sees it all.
+        _await(bronze)
+    return [bronze, start_silver_stream(spark, config, paths, available_now=available_now)]
+
+
+def _await(query: StreamingQuery) -> None:
+    query.awaitTermination()
+    if query.exception() is not None:
+        raise RuntimeError(f"query {query.name} failed: {query.exception()}")
 
 
 @dataclass(frozen=True)
@@ -84,18 +95,27 @@ class PipelineSummary:
     """Totals over the lake after a run (the CLI prints them)."""
 
     ingest: dict[str, int]
+    silver: dict[str, int]
 
     def render(self) -> str:
-        return "bronze ingestion (all batches so far):\n" + format_summary(self.ingest)
+        return (
+            "bronze ingestion (all batches so far):\n"
+            + format_summary(self.ingest)
+            + "\nsilver and gold (all batches so far):\n"
+            + format_summary(self.silver)
+        )
+
+
+def summarize(spark: SparkSession, lake: str | Path) -> PipelineSummary:
+    paths = LakePaths.at(lake)
+    return PipelineSummary(ingest=summarize_ingest(spark, paths), silver=summarize_silver(spark, paths))
 
 
 def run_pipeline(spark: SparkSession, config: AppConfig, events_dir: str | Path, lake: str | Path) -> PipelineSummary:
     """Process everything now in ``events_dir`` through every stage (Trigger.AvailableNow), then return."""
     for query in start_queries(spark, config, events_dir, lake, available_now=True):
-        query.awaitTermination()
-        if query.exception() is not None:
-            raise RuntimeError(f"query {query.name} failed: {query.exception()}")
-    return PipelineSummary(ingest=summarize_ingest(spark, LakePaths.at(lake)))
+        _await(query)
+    return summarize(spark, lake)
 
 
 def run_stream(
@@ -125,7 +145,7 @@ def run_stream(
         for query in queries:
             if query.isActive:
                 query.stop()
-    return PipelineSummary(ingest=summarize_ingest(spark, LakePaths.at(lake)))
+    return summarize(spark, lake)
 
 
 def describe_lake(spark: SparkSession, lake: str | Path) -> str:
@@ -151,6 +171,45 @@ def describe_lake(spark: SparkSession, lake: str | Path) -> str:
         quarantine.select(F.explode("reasons").alias("reason")).groupBy("reason").count().orderBy(F.desc("count"), "reason").collect()
     ):
         lines.append(f"  {row['reason']}: {row['count']}")
+    header("silver/turns", paths.silver_turns)
+    silver = spark.read.format("delta").load(paths.silver_turns)
+    totals = silver.agg(
+        F.count_distinct("session_id").alias("sessions"),
+        F.sum(F.col("barge_in").cast("long")).alias("barge_ins"),
+        F.sum(F.col("terminated").cast("long")).alias("terminations"),
+        F.count("rephrase_of").alias("rephrases"),
+        F.sum(F.col("defect").cast("long")).alias("defects"),
+    ).first()
+    if totals:
+        lines.append("  " + ", ".join(f"{k} {v}" for k, v in totals.asDict().items()))
+    for row in (
+        silver.select(F.explode("defect_reasons").alias("reason")).groupBy("reason").count().orderBy(F.desc("count")).collect()
+    ):
+        lines.append(f"  defect reason {row['reason']}: {row['count']}")
+    header("gold/defect_metrics", paths.defect_metrics)
+    for row in (
+        spark.read.format("delta").load(paths.defect_metrics).groupBy("domain")
+        .agg(F.sum("turns").alias("turns"), F.sum("defects").alias("defects"))
+        .withColumn("rate", F.round(F.col("defects") / F.col("turns"), 3)).orderBy(F.desc("rate")).collect()
+    ):
+        lines.append(f"  {row['domain']}: {row['turns']} turns, defect rate {row['rate']}")
+    header("gold/utterance_defects", paths.utterance_defects)
+    for row in (
+        spark.read.format("delta").load(paths.utterance_defects).filter("traffic >= 5")
+        .orderBy(F.desc("defect_rate"), F.desc("traffic")).limit(5).collect()
+    ):
+        lines.append(
+            f"  '{row['normalized_utterance']}': {row['traffic']} requests, defect rate {row['defect_rate']:.2f}, "
+            f"most often rephrased as '{row['top_rephrase']}'"
+        )
+    header("gold/rephrase_pairs", paths.rephrase_pairs)
+    for row in (
+        spark.read.format("delta").load(paths.rephrase_pairs).orderBy(F.desc("chains"), "utterance").limit(5).collect()
+    ):
+        lines.append(
+            f"  '{row['utterance']}' -> '{row['rephrase']}': {row['chains']} chains, {row['users']} users, "
+            f"success share {row['success_share']:.2f}"
+        )
     header("_ops/ingest_batches", paths.ingest_batches)
     header("_ops/validation/bronze_interactions", paths.validation_results)
     return "\n".join(lines)

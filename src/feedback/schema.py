@@ -12,6 +12,7 @@ from typing import Literal
 
 from pyspark.sql.types import (
     ArrayType,
+    BinaryType,
     BooleanType,
     DateType,
     DoubleType,
@@ -149,6 +150,92 @@ INGEST_BATCHES_SCHEMA = StructType(
 )
 
 
+SILVER_TURNS_SCHEMA = StructType(
+    [
+        StructField("event_id", StringType(), False),
+        StructField("user_id", StringType(), False),
+        StructField("device_id", StringType(), False),
+        StructField("device_type", StringType(), True),
+        StructField("session_id", StringType(), False),
+        StructField("session_start", TimestampType(), False),
+        StructField("turn_index", IntegerType(), False),
+        StructField("ts", TimestampType(), False),
+        StructField("event_date", DateType(), False),
+        StructField("utterance", StringType(), False),
+        StructField("normalized_utterance", StringType(), False),
+        StructField("domain", StringType(), True),
+        StructField("intent", StringType(), True),
+        StructField("slots", MapType(StringType(), StringType()), True),
+        StructField("status", StringType(), False),
+        StructField("response_type", StringType(), True),
+        StructField("response_text", StringType(), True),
+        StructField("response_end_ts", TimestampType(), True),
+        StructField("explicit_feedback", StringType(), True),
+        StructField("is_system_command", BooleanType(), False),
+        StructField("stop_like", BooleanType(), False),
+        StructField("next_turn_gap_s", DoubleType(), True),
+        StructField("barge_in", BooleanType(), False),
+        StructField("terminated", BooleanType(), False),
+        StructField("rephrase_of", StringType(), True),
+        StructField("rephrase_score", DoubleType(), True),
+        StructField("rephrase_detector", StringType(), True),
+        StructField("rephrased", BooleanType(), False),
+        StructField("chain_id", StringType(), True),
+        StructField("chain_success", BooleanType(), True),
+        StructField("abandoned", BooleanType(), False),
+        StructField("defect", BooleanType(), False),
+        StructField("defect_reasons", ArrayType(StringType(), False), False),
+        StructField("processed_at", TimestampType(), False),
+    ]
+)
+SILVER_PARTITION_COLUMNS = ("event_date",)
+
+DEFECT_METRICS_SCHEMA = StructType(
+    [
+        StructField("hour", TimestampType(), False),
+        StructField("domain", StringType(), False),
+        StructField("intent", StringType(), False),
+        StructField("device_type", StringType(), False),
+        StructField("turns", LongType(), False),
+        StructField("defects", LongType(), False),
+        StructField("barge_ins", LongType(), False),
+        StructField("rephrases", LongType(), False),
+        StructField("terminations", LongType(), False),
+        StructField("defect_rate", DoubleType(), False),
+    ]
+)
+
+UTTERANCE_DEFECTS_SCHEMA = StructType(
+    [
+        StructField("normalized_utterance", StringType(), False),
+        StructField("traffic", LongType(), False),
+        StructField("defects", LongType(), False),
+        StructField("defect_rate", DoubleType(), False),
+        StructField("users", LongType(), False),
+        StructField("users_sketch", BinaryType(), False),
+        StructField("first_seen", TimestampType(), False),
+        StructField("last_seen", TimestampType(), False),
+        StructField("top_rephrase", StringType(), True),
+        StructField("top_rephrase_count", LongType(), True),
+    ]
+)
+
+REPHRASE_PAIRS_SCHEMA = StructType(
+    [
+        StructField("utterance", StringType(), False),
+        StructField("rephrase", StringType(), False),
+        StructField("chains", LongType(), False),
+        StructField("successful_chains", LongType(), False),
+        StructField("success_share", DoubleType(), False),
+        StructField("target_successes", LongType(), False),
+        StructField("users", LongType(), False),
+        StructField("users_sketch", BinaryType(), False),
+        StructField("first_seen", TimestampType(), False),
+        StructField("last_seen", TimestampType(), False),
+    ]
+)
+
+
 @dataclass(frozen=True)
 class LakePaths:
     """Where every table of a lake lives; ``root`` is the ``--lake`` directory."""
@@ -185,6 +272,26 @@ class LakePaths:
     @property
     def validation_results(self) -> str:
         return self._join("_ops", "validation", "bronze_interactions")
+
+    @property
+    def silver_turns(self) -> str:
+        return self._join("silver", "turns")
+
+    @property
+    def defect_metrics(self) -> str:
+        return self._join("gold", "defect_metrics")
+
+    @property
+    def utterance_defects(self) -> str:
+        return self._join("gold", "utterance_defects")
+
+    @property
+    def rephrase_pairs(self) -> str:
+        return self._join("gold", "rephrase_pairs")
+
+    @property
+    def silver_batches(self) -> str:
+        return self._join("_ops", "silver_batches")
 
     def checkpoint(self, query_name: str) -> str:
         return self._join("_checkpoints", query_name)

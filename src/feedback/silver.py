@@ -1,0 +1,286 @@
+"""bronze/interactions -> silver/turns (one row per turn) -> gold/*, streaming and as a backfill.
+
+The stream reads bronze as a Delta streaming source, closes gap-based sessions under a
+watermark (RocksDB state, bounded by the watermark), and hands each micro-batch of complete
+sessions to ``SilverBatchWriter``: turns are built by the pure ``build_turns`` and upserted
+into silver by ``event_id``; gold is folded in incrementally (``feedback.aggregate``). Every
+write is idempotent for (app id, batch id), so a replayed batch changes nothing.
+
+Events older than the watermark when they reach the stream are not sessionized by it (they
+are safe in bronze); ``backfill`` recomputes silver for whole days from bronze and rebuilds
+gold from silver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+
+from feedback.aggregate import fold_into_gold, idempotent_writes, rebuild_gold
+from feedback.config import AppConfig, DetectConfig, SessionizeConfig
+from feedback.detect import label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
+from feedback.ingest import app_id_for, ensure_table
+from feedback.schema import (
+    DEFECT_METRICS_SCHEMA,
+    REPHRASE_PAIRS_SCHEMA,
+    SILVER_PARTITION_COLUMNS,
+    SILVER_TURNS_SCHEMA,
+    UTTERANCE_DEFECTS_SCHEMA,
+    LakePaths,
+)
+from feedback.sessionize import TURN_FIELDS, aggregate_sessions, explode_sessions, mark_turns
+
+LOG = logging.getLogger("feedback.silver")
+
+SILVER_QUERY_NAME = "silver_turns"
+
+PairScorer = Callable[[DataFrame, DetectConfig], DataFrame]
+
+SILVER_BATCHES_SCHEMA = StructType(
+    [
+        StructField("app_id", StringType(), False),
+        StructField("batch_id", LongType(), False),
+        StructField("processed_at", TimestampType(), False),
+        StructField("sessions", LongType(), False),
+        StructField("turns", LongType(), False),
+        StructField("candidate_pairs", LongType(), False),
+        StructField("rephrase_links", LongType(), False),
+        StructField("defects", LongType(), False),
+        StructField("batch_seconds", DoubleType(), False),
+    ]
+)
+
+
+def resolve_chains(turns: DataFrame, max_chain_length: int) -> DataFrame:
+    """Add ``chain_id`` (the first request of the rephrase chain) and ``chain_success``.
+
+    A chain is a request and its successive rephrases; it succeeded when its last turn is not
+    a defect. Links only point backwards inside a session, so following parents
+    ``max_chain_length`` times reaches every root.
+    """
+    if max_chain_length < 2:
+        raise ValueError(f"max_chain_length must be >= 2, got {max_chain_length}")
+    parents = turns.select(F.col("event_id").alias("_parent_id"), F.col("rephrase_of").alias("_grandparent"))
+    roots = turns.select("event_id", F.coalesce("rephrase_of", "event_id").alias("_root"))
+    for _ in range(max_chain_length - 2):
+        roots = roots.join(parents, F.col("_root") == F.col("_parent_id"), "left").select(
+            "event_id", F.coalesce("_grandparent", "_root").alias("_root")
+        )
+    in_chain = F.col("rephrase_of").isNotNull() | F.col("rephrased")
+    chained = turns.join(roots, "event_id", "left").withColumn("chain_id", F.when(in_chain, F.col("_root"))).drop("_root")
+    last_turn = Window.partitionBy("chain_id")
+    final_defect = F.max_by("defect", "turn_index").over(last_turn)
+    return chained.withColumn("chain_success", F.when(F.col("chain_id").isNotNull(), ~final_defect))
+
+
+def build_turns(
+    sessions: DataFrame,
+    sessionize: SessionizeConfig,
+    detect: DetectConfig,
+    scorer: PairScorer = score_pairs_heuristic,
+) -> tuple[DataFrame, DataFrame]:
+    """Complete sessions -> silver turns (the ``SILVER_TURNS_SCHEMA`` columns) and the scored candidate pairs.
+
+    Args:
+        sessions: output of ``aggregate_sessions`` (static: one micro-batch or a backfill).
+        sessionize: timing rules.
+        detect: rephrase candidate and linking rules.
+        scorer: adds ``rephrase_score``/``rephrase_detector`` to candidate pairs; the heuristic
+            baseline by default, the registered model when there is one.
+    """
+    turns = mark_turns(explode_sessions(sessions), sessionize)
+    pairs = scorer(rephrase_candidates(turns, detect), detect)
+    linked = link_rephrases(turns, pairs, detect.rephrase_threshold)
+    labelled = resolve_chains(label_defects(linked), detect.max_chain_length)
+    silver = labelled.withColumn("processed_at", F.current_timestamp()).withColumn(
+        "turn_index", F.col("turn_index").cast("int")
+    )
+    return silver.select(*SILVER_TURNS_SCHEMA.fieldNames()), pairs
+
+
+def ensure_silver_tables(spark: SparkSession, lake: LakePaths) -> None:
+    """Create silver, the gold tables and the batch log if absent (readers see schemas at once)."""
+    ensure_table(spark, lake.silver_turns, SILVER_TURNS_SCHEMA, SILVER_PARTITION_COLUMNS)
+    ensure_table(spark, lake.defect_metrics, DEFECT_METRICS_SCHEMA, ())
+    ensure_table(spark, lake.utterance_defects, UTTERANCE_DEFECTS_SCHEMA, ())
+    ensure_table(spark, lake.rephrase_pairs, REPHRASE_PAIRS_SCHEMA, ())
+    ensure_table(spark, lake.silver_batches, SILVER_BATCHES_SCHEMA, ())
+
+
+def upsert_turns(spark: SparkSession, lake: LakePaths, turns: DataFrame, dates: list[dt.date]) -> None:
+    """MERGE turns into silver by event_id, reading only the partitions of ``dates``."""
+    if not dates:
+        return
+    date_list = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
+    (
+        DeltaTable.forPath(spark, lake.silver_turns)
+        .alias("t")
+        .merge(turns.alias("s"), f"t.event_date IN ({date_list}) AND t.event_id = s.event_id")
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+class SilverBatchWriter:
+    """The ``foreachBatch`` function of the silver query: turns into silver, increments into gold."""
+
+    def __init__(self, lake: LakePaths, app_id: str, config: AppConfig, scorer: PairScorer = score_pairs_heuristic) -> None:
+        if not app_id:
+            raise ValueError("app_id must be non-empty")
+        self.lake = lake
+        self.app_id = app_id
+        self.config = config
+        self.scorer = scorer
+
+    def __call__(self, sessions: DataFrame, batch_id: int) -> None:
+        started = time.perf_counter()
+        spark = sessions.sparkSession
+        turns, pairs = build_turns(sessions, self.config.sessionize, self.config.detect, self.scorer)
+        # Computed once, with its lineage cut: every MERGE below would otherwise re-plan the whole
+        # build_turns plan (seconds each) and the non-deterministic processed_at would differ.
+        turns = turns.localCheckpoint(eager=True)
+        try:
+            stats = turns.agg(
+                F.count(F.lit(1)).alias("turns"),
+                F.count_distinct("session_id").alias("sessions"),
+                F.count("rephrase_of").alias("links"),
+                F.sum(F.col("defect").cast("long")).alias("defects"),
+            ).first()
+            turn_count = int(stats["turns"]) if stats else 0
+            if turn_count:
+                dates = [r["event_date"] for r in turns.select("event_date").distinct().collect()]
+                with idempotent_writes(spark, f"{self.app_id}/silver", batch_id):
+                    upsert_turns(spark, self.lake, turns, dates)
+                fold_into_gold(spark, self.lake, turns, self.app_id, batch_id)
+            candidate_count = pairs.count() if turn_count else 0
+        finally:
+            turns.unpersist()
+        elapsed = time.perf_counter() - started
+        record = spark.createDataFrame(
+            [
+                (
+                    self.app_id,
+                    int(batch_id),
+                    int(stats["sessions"]) if stats else 0,
+                    turn_count,
+                    candidate_count,
+                    int(stats["links"]) if stats else 0,
+                    int(stats["defects"] or 0) if stats else 0,
+                    elapsed,
+                )
+            ],
+            "app_id string, batch_id long, sessions long, turns long, candidate_pairs long, rephrase_links long, "
+            "defects long, batch_seconds double",
+        ).withColumn("processed_at", F.current_timestamp())
+        (
+            record.select(*SILVER_BATCHES_SCHEMA.fieldNames())
+            .write.format("delta")
+            .mode("append")
+            .option("txnAppId", f"{self.app_id}/ops")
+            .option("txnVersion", batch_id)
+            .save(self.lake.silver_batches)
+        )
+        LOG.info(
+            "silver batch %d: %d sessions, %d turns, %d candidate pairs, %d rephrase links, %d defects in %.2fs",
+            batch_id,
+            int(stats["sessions"]) if stats else 0,
+            turn_count,
+            candidate_count,
+            int(stats["links"]) if stats else 0,
+            int(stats["defects"] or 0) if stats else 0,
+            elapsed,
+        )
+
+
+def read_bronze_stream(spark: SparkSession, lake: LakePaths) -> DataFrame:
+    """Bronze as a Delta streaming source, only the columns sessionization needs."""
+    return spark.readStream.format("delta").load(lake.bronze).select("user_id", "device_id", *TURN_FIELDS)
+
+
+def start_silver_stream(
+    spark: SparkSession,
+    config: AppConfig,
+    lake: LakePaths,
+    available_now: bool,
+    writer: SilverBatchWriter | None = None,
+) -> StreamingQuery:
+    """Start the bronze -> silver/gold query (append mode: a session is emitted once it is closed)."""
+    ensure_silver_tables(spark, lake)
+    checkpoint = lake.checkpoint(SILVER_QUERY_NAME)
+    sink = writer or SilverBatchWriter(lake, app_id_for(checkpoint), config)
+    stream = (
+        aggregate_sessions(read_bronze_stream(spark, lake), config.sessionize)
+        .writeStream.queryName(SILVER_QUERY_NAME)
+        .outputMode("append")
+        .foreachBatch(sink)
+        .option("checkpointLocation", checkpoint)
+    )
+    if available_now:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=config.ingest.trigger_interval)
+    return stream.start()
+
+
+def backfill(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day: dt.date, last_day: dt.date) -> int:
+    """Recompute silver for event dates ``first_day``..``last_day`` from bronze, then rebuild gold.
+
+    Sessions are rebuilt from bronze events of one extra day on each side, so a session that
+    crosses midnight is whole; only turns dated inside the range are replaced (atomically,
+    with ``replaceWhere``). Returns the number of turns written.
+    """
+    if last_day < first_day:
+        raise ValueError(f"last_day {last_day} is before first_day {first_day}")
+    ensure_silver_tables(spark, lake)
+    margin = dt.timedelta(days=1)
+    events = (
+        spark.read.format("delta")
+        .load(lake.bronze)
+        .filter(F.col("event_date").between(F.lit(first_day - margin), F.lit(last_day + margin)))
+        .select("user_id", "device_id", *TURN_FIELDS)
+    )
+    turns, _ = build_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect)
+    in_range = turns.filter(F.col("event_date").between(F.lit(first_day), F.lit(last_day))).persist()
+    try:
+        written = in_range.count()
+        (
+            in_range.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"event_date >= '{first_day.isoformat()}' AND event_date <= '{last_day.isoformat()}'")
+            .save(lake.silver_turns)
+        )
+    finally:
+        in_range.unpersist()
+    rebuild_gold(spark, lake)
+    LOG.info("backfill %s..%s: %d turns rewritten, gold rebuilt", first_day, last_day, written)
+    return written
+
+
+def summarize_silver(spark: SparkSession, lake: LakePaths) -> dict[str, int]:
+    """Totals of the silver batches so far and the row counts of silver and gold."""
+    totals = spark.read.format("delta").load(lake.silver_batches).agg(
+        F.count(F.lit(1)).alias("batches"),
+        F.coalesce(F.sum("sessions"), F.lit(0)).alias("sessions"),
+        F.coalesce(F.sum("turns"), F.lit(0)).alias("turns"),
+        F.coalesce(F.sum("candidate_pairs"), F.lit(0)).alias("candidate_pairs"),
+        F.coalesce(F.sum("rephrase_links"), F.lit(0)).alias("rephrase_links"),
+        F.coalesce(F.sum("defects"), F.lit(0)).alias("defects"),
+    ).first()
+    summary = {key: int(value) for key, value in totals.asDict().items()} if totals else {}
+    for name, path in (
+        ("silver_rows", lake.silver_turns),
+        ("defect_metrics_rows", lake.defect_metrics),
+        ("utterance_defects_rows", lake.utterance_defects),
+        ("rephrase_pairs_rows", lake.rephrase_pairs),
+    ):
+        summary[name] = spark.read.format("delta").load(path).count()
+    return summary

@@ -1,0 +1,47 @@
+"""Traffic simulator: the project's demo, test and training data.
+
+Simulates households talking to a voice assistant built on the SNIPS intents (vendored under
+``feedback/resources/snips``) plus system commands, with systematic and random ASR errors, NLU
+misroutes, unhandled/unsupported/error responses, and the users' implicit feedback: barge-ins,
+"stop", rephrases (repeat, paraphrase, careful re-say), abandonment and rare explicit feedback.
+
+``run(config, out_dir)`` writes contract-v1 event files in arrival order (with late files,
+duplicate deliveries and malformed lines), ``ground_truth.jsonl`` (one line per unique event),
+``malformed.jsonl`` (each injected line with its expected reason codes) and ``manifest.json``.
+Same config and seed give byte-identical output.
+
+Ground-truth definitions (computed from the generated timings, see ``feedback.simulate.truth``):
+
+* ``barge_in``: the next event on the same device starts before the response ends
+  (``ts + latency + duration``); for media (duration null) when it comes within
+  ``MEDIA_BARGE_IN_WINDOW_S`` seconds of playback start.
+* ``terminated``: the next event on the device is a stop/cancel command while the response plays
+  or within ``TERMINATION_WINDOW_S`` seconds of its end; for media that keeps playing, within
+  ``MEDIA_BARGE_IN_WINDOW_S`` seconds of playback start.
+* ``defective``: the assistant did not serve the intended meaning (``defect_causes`` non-empty);
+  system commands never are.
+* ``rephrase_of``: the previous attempt at the same need (a "stop" in between does not count).
+* ``intended_text``: the user's own wording of this attempt, correctly transcribed (the ASR
+  reference); ``utterance`` is what the recogniser produced.
+"""
+
+from feedback.simulate.constants import (
+    DEFECT_CAUSES,
+    MEDIA_BARGE_IN_WINDOW_S,
+    SESSION_GAP_S,
+    STOP_LIKE_INTENTS,
+    SYSTEM_COMMANDS,
+    TERMINATION_WINDOW_S,
+)
+from feedback.simulate.runner import SimulationSummary, run
+
+__all__ = [
+    "DEFECT_CAUSES",
+    "MEDIA_BARGE_IN_WINDOW_S",
+    "SESSION_GAP_S",
+    "STOP_LIKE_INTENTS",
+    "SYSTEM_COMMANDS",
+    "TERMINATION_WINDOW_S",
+    "SimulationSummary",
+    "run",
+]

@@ -1,0 +1,628 @@
+"""Sessions and turns: what users say, what the assistant does, how users react.
+
+A session is a burst of turns on one device. It serves 1..n *needs*; each need is a request the
+user tries up to ``max_attempts`` times: after a defective response the user barges in, says
+"stop", rephrases (same words, another wording, or the slot said more carefully) or gives up.
+Successful responses are mostly heard out; music plays for minutes. Quick unrelated or same-domain
+follow-ups and interruptions of correct responses are generated on purpose: they are the hard
+negatives and the noise that keep a defect detector honest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from feedback.config import SimulationConfig
+from feedback.simulate.asr import carrier_word_error, random_word_error
+from feedback.simulate.constants import (
+    DEFECT_CAUSES,
+    DIURNAL,
+    ENTITY_SLOTS,
+    INTENT_DOMAINS,
+    MS_PER_DAY,
+    PRIMARY_SLOT,
+    SESSION_GAP_S,
+    SNIPS_INTENTS,
+    SYSTEM_COMMANDS,
+    SYSTEM_DOMAIN,
+    UNSUPPORTED_ON_DEVICE,
+)
+from feedback.simulate.population import Device, Household, pick_request
+from feedback.simulate.responses import (
+    ERROR_TEXT,
+    Response,
+    build_response,
+    success_content,
+    unhandled_text,
+    unsupported_text,
+)
+from feedback.simulate.world import Request, World, sample_cdf
+
+CAREFUL_FACTOR = 0.25
+"""Saying a slot slowly and clearly cuts the chance of a systematic misrecognition to a quarter."""
+ASR_UNHANDLED_SHARE = 0.35
+"""Share of misheard slots the assistant cannot resolve at all (the rest give wrong content)."""
+RANDOM_ERROR_ON_SLOT = 0.6
+INTRINSIC_UNHANDLED = (0.006, 0.04)
+"""Chance the NLU cannot parse a wording with < 3 slots, with >= 3 slots."""
+NOISE_REPEAT_RATE = 0.004
+"""A user repeats a correct spoken answer's request (did not hear it): a rephrase, no defect."""
+FOLLOW_UP_SAME_DOMAIN = 0.18
+QUICK_FOLLOW_UP = 0.4
+MEDIA_CONTROL_RATE = 0.45
+NEED_STOP_P = 0.3
+"""Needs per session are geometric: mean about 1 / 0.3, so ~3.3 requests per session."""
+MIN_BARGE_SPEECH_MS = 1500
+_DIURNAL_CDF = np.cumsum(np.array(DIURNAL)) / float(np.sum(DIURNAL))
+
+
+@dataclass(slots=True)
+class Turn:
+    """One request to the assistant, with both the event fields and the ground truth."""
+
+    event_id: str
+    household: Household
+    device: Device
+    session_key: str
+    ts_ms: int
+    utterance: str
+    intended_text: str
+    intended_intent: str
+    intended_domain: str
+    intended_slots: dict[str, str]
+    is_system: bool
+    asr_confidence: float | None
+    nlu_confidence: float | None
+    domain: str | None
+    intent: str | None
+    slots: dict[str, str] | None
+    response: Response
+    status: str
+    causes: list[str]
+    omit_locale: bool
+    omit_device_type: bool
+    rephrase_of: str | None = None
+    abandoned: bool = False
+    explicit_feedback: str | None = None
+    barge_in: bool = False
+    terminated: bool = False
+    late: bool = False
+    copies: int = 1
+    ts: str = ""
+
+    @property
+    def play_start_ms(self) -> int:
+        """When the response starts (playback start for media)."""
+        return self.ts_ms + self.response.latency_ms
+
+    @property
+    def end_ms(self) -> int:
+        """When the response ends (media: its start; it plays on)."""
+        return self.play_start_ms + (self.response.duration_ms or 0)
+
+    @property
+    def is_media(self) -> bool:
+        """True when the response keeps playing (no duration)."""
+        return self.response.duration_ms is None
+
+
+@dataclass
+class _Outcome:
+    """What the assistant made of one spoken request (before the Turn is assembled)."""
+
+    utterance: str
+    heard: dict[str, str]
+    causes: list[str]
+    asr_error: bool
+    domain: str | None
+    intent: str | None
+    slots: dict[str, str] | None
+    status: str
+    response: Response
+    nlu_confidence: float | None
+
+
+def _same_meaning(request: Request, other: Request | None) -> bool:
+    """Same intent and slot values (whatever the wording)."""
+    return other is not None and request.intent == other.intent and sorted(request.slots) == sorted(other.slots)
+
+
+def _beta(rng: np.random.Generator, a: float, b: float) -> float:
+    """A confidence score in [0, 1] with three decimals."""
+    return round(float(rng.beta(a, b)), 3)
+
+
+class SessionSimulator:
+    """Generates all sessions of one household from its own random stream."""
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        world: World,
+        household: Household,
+        rng: np.random.Generator,
+        window: tuple[int, int],
+    ) -> None:
+        self.config = config
+        self.world = world
+        self.household = household
+        self.rng = rng
+        self.start_ms, self.end_ms = window
+        self.session_count = 0
+
+    # ----- ids and small draws ---------------------------------------------------------------
+
+    def _event_id(self) -> str:
+        """A random 128-bit hex id from the household's stream."""
+        return self.rng.bytes(16).hex()
+
+    def _uniform_ms(self, low_s: float, high_s: float) -> int:
+        """A delay in whole milliseconds drawn uniformly from [low_s, high_s] seconds."""
+        return int(round(self.rng.uniform(low_s, high_s) * 1000.0))
+
+    # ----- speech recognition and understanding -------------------------------------------
+
+    def _recognise(self, request: Request, careful: bool, device: Device) -> tuple[str, dict[str, str], list[str]]:
+        """ASR: the utterance, the slot values as heard, and the ASR causes that fired."""
+        rng = self.rng
+        heard = request.slot_dict()
+        causes: list[str] = []
+        systematic_p = self.config.asr_systematic_error_rate * (CAREFUL_FACTOR if careful else 1.0)
+        for slot, value in request.slots:
+            confused = self.world.confusions.get(value)
+            if confused is not None and rng.random() < systematic_p:
+                heard[slot] = confused
+                if "asr_systematic" not in causes:
+                    causes.append("asr_systematic")
+        random_p = self.config.asr_random_error_rate * (0.5 if careful else 1.0)
+        random_p *= 2.0 if device.device_type == "car" else 1.0
+        carrier_error = False
+        if rng.random() < min(1.0, random_p):
+            if request.slots and rng.random() < RANDOM_ERROR_ON_SLOT:
+                slot = request.slots[int(rng.integers(len(request.slots)))][0]
+                heard[slot] = random_word_error(heard[slot], rng)
+                causes.append("asr_random")
+            else:
+                carrier_error = True
+        pieces = [heard.get(text, "") if is_slot else text for text, is_slot in request.template.parts]
+        if carrier_error:
+            literals = [i for i, (_, is_slot) in enumerate(request.template.parts) if not is_slot]
+            if literals:
+                index = literals[int(rng.integers(len(literals)))]
+                pieces[index] = carrier_word_error(pieces[index], rng)
+        utterance = " ".join(" ".join(p for p in pieces if p).split())
+        return utterance or request.text(), heard, causes
+
+    def _misroute(self, request: Request) -> str | None:
+        """The wrong intent the NLU picks, or None when it routes correctly."""
+        rng = self.rng
+        target = self.world.ambiguous.get((request.intent, request.template.index))
+        if target is not None and rng.random() < self.config.nlu_systematic_misroute_rate:
+            return target
+        if rng.random() < self.config.nlu_misroute_rate:
+            others = [i for i in SNIPS_INTENTS if i != request.intent]
+            return others[int(rng.integers(len(others)))]
+        return None
+
+    def _unsupported(self, request: Request, heard: dict[str, str], device: Device) -> str | None:
+        """Why the request cannot be served here ("" for the device, the value for a service)."""
+        if (request.intent, device.device_type) in UNSUPPORTED_ON_DEVICE:
+            return ""
+        service = heard.get("service")
+        if service is not None and service in self.world.unsupported_values:
+            return service
+        return None
+
+    def _understand(self, request: Request, careful: bool, device: Device) -> _Outcome:
+        """Run ASR, NLU and fulfilment for one spoken request; decide status and causes."""
+        rng = self.rng
+        utterance, heard, asr_causes = self._recognise(request, careful, device)
+        causes = list(asr_causes)
+        target = self._misroute(request)
+        if target is not None:
+            causes.append("nlu_misroute")
+        asr_error = bool(asr_causes)
+        routed = target or request.intent
+        intent: str | None = routed
+        domain: str | None = INTENT_DOMAINS[routed]
+        first_value = heard[request.slots[0][0]] if request.slots else None
+        slots: dict[str, str] | None = dict(heard)
+        if target is not None:
+            slots = {PRIMARY_SLOT[target]: first_value} if first_value else {}
+        nlu_conf: float | None = _beta(rng, 5, 3) if target else _beta(rng, 12, 1.5 if not asr_error else 3.0)
+        unsupported = self._unsupported(request, heard, device) if target is None else None
+        status = "success"
+        if rng.random() < self.config.error_status_rate:
+            status = "error"
+            causes.append("error")
+            if rng.random() < 0.7:
+                response = build_response("speech", ERROR_TEXT, "error", rng)
+            else:
+                response = build_response("none", None, "error", rng)
+            if rng.random() < 0.5:
+                intent = domain = None
+                slots = None
+        elif unsupported is not None:
+            status = "unhandled"
+            causes.append("unsupported")
+            text = unsupported_text(unsupported or None, rng)
+            response = build_response("speech", text, "unhandled", rng)
+        elif asr_error and target is None and rng.random() < ASR_UNHANDLED_SHARE:
+            status = "unhandled"
+            causes.append("unhandled")
+            missing = next((heard[s] for s, v in request.slots if heard[s] != v), None)
+            response = build_response("speech", unhandled_text(missing, rng), "unhandled", rng)
+            nlu_conf = _beta(rng, 6, 3)
+        elif target is None and rng.random() < INTRINSIC_UNHANDLED[len(request.slots) >= 3]:
+            status = "unhandled"
+            causes.append("unhandled")
+            response = build_response("speech", unhandled_text(None, rng), "unhandled", rng)
+            intent = domain = None
+            slots = None
+            nlu_conf = _beta(rng, 2, 6) if rng.random() < 0.5 else None
+        else:
+            response_type, text = success_content(str(intent), slots or {}, rng)
+            kind = "media" if response_type == "media" else "ok"
+            shown: str | None = text if response_type != "media" or rng.random() < 0.6 else None
+            response = build_response(response_type, shown, kind, rng)
+        ordered = [c for c in DEFECT_CAUSES if c in causes]
+        return _Outcome(utterance, heard, ordered, asr_error, domain, intent, slots or None, status, response, nlu_conf)
+
+    def _asr_confidence(self, outcome: _Outcome) -> float:
+        """Lower when the recogniser erred, but overlapping with correct turns."""
+        if "asr_systematic" in outcome.causes:
+            return _beta(self.rng, 6, 2.5)
+        if "asr_random" in outcome.causes:
+            return _beta(self.rng, 5, 3)
+        return _beta(self.rng, 14, 1.6)
+
+    # ----- turns ------------------------------------------------------------------------------
+
+    def _omissions(self) -> tuple[bool, bool]:
+        """Whether this event omits locale (~5%) and device_type (~3%)."""
+        return self.rng.random() < 0.05, self.rng.random() < 0.03
+
+    def request_turn(self, request: Request, careful: bool, device: Device, ts_ms: int, session_key: str) -> Turn:
+        """One spoken request of ``request``'s meaning in ``request``'s wording."""
+        rng = self.rng
+        outcome = self._understand(request, careful, device)
+        omit_locale, omit_device_type = self._omissions()
+        asr_conf: float | None = self._asr_confidence(outcome)
+        if rng.random() < 0.02:
+            asr_conf = None
+        nlu_conf = outcome.nlu_confidence if rng.random() >= 0.02 else None
+        feedback: str | None = None
+        draw = rng.random()
+        if outcome.causes and draw < self.config.explicit_feedback_rate:
+            feedback = "negative"
+        elif not outcome.causes and draw < 0.003:
+            feedback = "positive"
+        elif not outcome.causes and draw < 0.0035:
+            feedback = "negative"
+        return Turn(
+            event_id=self._event_id(),
+            household=self.household,
+            device=device,
+            session_key=session_key,
+            ts_ms=ts_ms,
+            utterance=outcome.utterance,
+            intended_text=request.text(),
+            intended_intent=request.intent,
+            intended_domain=INTENT_DOMAINS[request.intent],
+            intended_slots=request.slot_dict(),
+            is_system=False,
+            asr_confidence=asr_conf,
+            nlu_confidence=nlu_conf,
+            domain=outcome.domain,
+            intent=outcome.intent,
+            slots=outcome.slots,
+            response=outcome.response,
+            status=outcome.status,
+            causes=outcome.causes,
+            omit_locale=omit_locale,
+            omit_device_type=omit_device_type,
+            explicit_feedback=feedback,
+        )
+
+    def command_turn(self, intent: str, device: Device, ts_ms: int, session_key: str) -> Turn:
+        """A system command ("stop", "never mind", "pause", "skip"): always understood."""
+        rng = self.rng
+        wordings = SYSTEM_COMMANDS[intent]
+        weights = 1.0 / np.arange(1, len(wordings) + 1, dtype=np.float64)
+        wording = wordings[sample_cdf(np.cumsum(weights) / weights.sum(), rng)]
+        if intent == "Next":
+            response = build_response("media", None, "command", rng)
+        elif intent == "Cancel" and rng.random() < 0.5:
+            response = build_response("speech", "Okay.", "command", rng)
+        else:
+            response = build_response("action", None, "command", rng)
+        omit_locale, omit_device_type = self._omissions()
+        return Turn(
+            event_id=self._event_id(),
+            household=self.household,
+            device=device,
+            session_key=session_key,
+            ts_ms=ts_ms,
+            utterance=wording,
+            intended_text=wording,
+            intended_intent=intent,
+            intended_domain=SYSTEM_DOMAIN,
+            intended_slots={},
+            is_system=True,
+            asr_confidence=_beta(rng, 20, 1.5),
+            nlu_confidence=_beta(rng, 20, 1.2),
+            domain=SYSTEM_DOMAIN,
+            intent=intent,
+            slots=None,
+            response=response,
+            status="success",
+            causes=[],
+            omit_locale=omit_locale,
+            omit_device_type=omit_device_type,
+        )
+
+    # ----- timing --------------------------------------------------------------------------
+
+    def _after_end(self, turn: Turn, low_s: float, high_s: float) -> int:
+        """A moment ``low_s..high_s`` seconds after the response ended."""
+        return turn.end_ms + self._uniform_ms(low_s, high_s)
+
+    def _into_playback(self, turn: Turn, low_s: float, high_s: float) -> int:
+        """A moment ``low_s..high_s`` seconds after playback started."""
+        return turn.play_start_ms + self._uniform_ms(low_s, high_s)
+
+    def _during_speech(self, turn: Turn) -> int:
+        """A moment while the response is still being spoken (a barge-in)."""
+        duration = turn.response.duration_ms or 0
+        return turn.play_start_ms + int(duration * self.rng.uniform(0.25, 0.85))
+
+    def _can_barge_speech(self, turn: Turn) -> bool:
+        """Speech long enough to be interrupted."""
+        return not turn.is_media and (turn.response.duration_ms or 0) >= MIN_BARGE_SPEECH_MS
+
+    # ----- needs and reactions ---------------------------------------------------------------
+
+    def _rephrase(self, request: Request, causes: list[str]) -> tuple[Request, bool]:
+        """The next attempt's wording and whether the slot is said carefully.
+
+        Why by cause: misheard slots call for saying them again clearly, misroutes for another
+        wording, errors for a plain retry.
+        """
+        rng = self.rng
+        draw = rng.random()
+        asr = "asr_systematic" in causes or "asr_random" in causes
+        if asr:
+            strategy = "repeat" if draw < 0.3 else "paraphrase" if draw < 0.55 else "careful"
+        elif "nlu_misroute" in causes or "unhandled" in causes:
+            strategy = "repeat" if draw < 0.3 else "paraphrase"
+        elif "error" in causes:
+            strategy = "repeat" if draw < 0.8 else "paraphrase"
+        else:
+            strategy = "repeat" if draw < 0.5 else "paraphrase"
+        if strategy == "paraphrase":
+            paraphrase = self.world.paraphrase_of(request, rng)
+            if paraphrase is not None:
+                return paraphrase, False
+            strategy = "careful" if asr else "repeat"
+        return request, strategy == "careful"
+
+    def _abandon(self, attempt: int, causes: list[str]) -> bool:
+        """Whether the user gives up after a failed attempt (more likely the more they tried)."""
+        if attempt >= self.config.max_attempts:
+            return True
+        probability = self.config.abandon_rate * (1.0 + 0.6 * (attempt - 1))
+        if "unsupported" in causes:
+            probability = max(probability, 0.6)
+        return self.rng.random() < min(1.0, probability)
+
+    def _give_up_reaction(self, turn: Turn, session_key: str) -> Turn | None:
+        """The stop or cancel a user who gives up says to the wrong response, or None (a silent give-up).
+
+        Most users cut off an answer they did not ask for; ``silent_give_up_rate`` of them just
+        let it play and move on, which no implicit signal can reveal.
+        """
+        rng = self.rng
+        if rng.random() < self.config.silent_give_up_rate:
+            return None
+        if turn.is_media:
+            return self.command_turn("Stop", turn.device, self._into_playback(turn, 3, 20), session_key)
+        if self._can_barge_speech(turn) and rng.random() < 0.6:
+            return self.command_turn("Stop", turn.device, self._during_speech(turn), session_key)
+        return self.command_turn("Cancel", turn.device, self._after_end(turn, 0.5, 4), session_key)
+
+    def _retry_timing(self, turn: Turn, session_key: str) -> tuple[int, Turn | None]:
+        """When the rephrase comes, and the stop/skip said before it, if any."""
+        rng = self.rng
+        if turn.is_media:
+            draw = rng.random()
+            if draw < 0.45:
+                stop = self.command_turn("Stop", turn.device, self._into_playback(turn, 3, 20), session_key)
+                return self._after_end(stop, 0.8, 3), stop
+            if draw < 0.6:
+                skip = self.command_turn("Next", turn.device, self._into_playback(turn, 3, 20), session_key)
+                return self._into_playback(skip, 2, 10), skip
+            return self._into_playback(turn, 3, 20), None
+        if self._can_barge_speech(turn) and rng.random() < 0.35:
+            if rng.random() < 0.3:
+                stop = self.command_turn("Stop", turn.device, self._during_speech(turn), session_key)
+                return self._after_end(stop, 0.8, 3), stop
+            return self._during_speech(turn), None
+        if rng.random() < 0.05:
+            cancel = self.command_turn("Cancel", turn.device, self._after_end(turn, 0.5, 3), session_key)
+            return self._after_end(cancel, 0.8, 3), cancel
+        return self._after_end(turn, 1, 8), None
+
+    def run_need(self, request: Request, ts_ms: int, device: Device, session_key: str) -> list[Turn]:
+        """All turns of one need: attempts, stops in between, the final give-up reaction."""
+        rng = self.rng
+        turns: list[Turn] = []
+        previous: Turn | None = None
+        wording = request
+        careful = False
+        attempt = 1
+        while True:
+            turn = self.request_turn(wording, careful, device, ts_ms, session_key)
+            turn.rephrase_of = previous.event_id if previous is not None else None
+            turns.append(turn)
+            if not turn.causes:
+                repeat = (
+                    not turn.is_media
+                    and attempt < self.config.max_attempts
+                    and rng.random() < NOISE_REPEAT_RATE
+                )
+                if not repeat:
+                    return turns
+                previous, careful, attempt = turn, False, attempt + 1
+                ts_ms = self._after_end(turn, 1, 3)
+                continue
+            if self._abandon(attempt, turn.causes):
+                turn.abandoned = True
+                reaction = self._give_up_reaction(turn, session_key)
+                if reaction is not None:
+                    turns.append(reaction)
+                return turns
+            wording, careful = self._rephrase(wording, turn.causes)
+            ts_ms, interjection = self._retry_timing(turn, session_key)
+            if interjection is not None:
+                turns.append(interjection)
+            previous = turn
+            attempt += 1
+
+    def _follow_up(self, previous: Request) -> Request | None:
+        """A same-domain follow-up (another city's weather): same wording, one value changed."""
+        rng = self.rng
+        entity = [slot for slot, _ in previous.slots if slot in ENTITY_SLOTS]
+        if not entity:
+            return None
+        slot = entity[int(rng.integers(len(entity)))]
+        current = previous.slot_dict()[slot]
+        for _ in range(4):
+            value = self.world.draw_value(previous.intent, slot, rng)
+            if value != current:
+                slots = tuple((s, value if s == slot else v) for s, v in previous.slots)
+                return Request(previous.intent, previous.template, slots)
+        return None
+
+    def _next_request(self, turns: list[Turn], asked: list[Request]) -> Request:
+        """The next need of a session: a same-domain follow-up or a fresh request.
+
+        Why the redraws: asking the very same thing again in one session would be a rephrase,
+        and ground truth must not contain unlabelled rephrases.
+        """
+        rng = self.rng
+        last_request = next((t for t in reversed(turns) if not t.is_system), None)
+        last_ok = last_request is not None and not last_request.causes
+        if asked and last_ok and rng.random() < FOLLOW_UP_SAME_DOMAIN:
+            follow = self._follow_up(asked[-1])
+            if follow is not None and not any(_same_meaning(follow, a) for a in asked):
+                return follow
+        for _ in range(8):
+            request = pick_request(self.household, self.world, rng)
+            if not any(_same_meaning(request, a) for a in asked):
+                return request
+        for request in self.world.catalog:
+            if not any(_same_meaning(request, a) for a in asked):
+                return request
+        raise RuntimeError("catalog exhausted")
+
+    def _media_control(self, turn: Turn, session_key: str) -> Turn | None:
+        """Later "next"/"pause"/"stop" on music that plays on (or, rarely, an early skip: noise)."""
+        rng = self.rng
+        if not turn.is_media or turn.causes:
+            return None
+        if rng.random() < self.config.noise_barge_in_rate:
+            intent = "Next" if rng.random() < 0.6 else "Stop"
+            return self.command_turn(intent, turn.device, self._into_playback(turn, 3, 20), session_key)
+        if rng.random() >= MEDIA_CONTROL_RATE:
+            return None
+        draw = rng.random()
+        intent = "Next" if draw < 0.45 else "Pause" if draw < 0.65 else "Stop"
+        return self.command_turn(intent, turn.device, self._into_playback(turn, 40, 400), session_key)
+
+    def _next_need_time(self, last: Turn) -> int:
+        """When the next need starts after ``last`` (quick follow-ups are hard negatives)."""
+        rng = self.rng
+        if last.is_media:
+            if not last.causes and rng.random() < self.config.noise_barge_in_rate:
+                return self._into_playback(last, 5, 25)
+            return self._into_playback(last, 45, 600)
+        if last.causes:
+            return self._after_end(last, 3, 60)
+        draw = rng.random()
+        if draw < self.config.noise_barge_in_rate and self._can_barge_speech(last):
+            return self._during_speech(last)
+        if draw < QUICK_FOLLOW_UP:
+            return self._after_end(last, 2, 10)
+        return self._after_end(last, 10, 120)
+
+    def session(self, start_ms: int, device: Device) -> list[Turn]:
+        """One session on ``device`` starting at ``start_ms``."""
+        rng = self.rng
+        self.session_count += 1
+        session_key = f"{self.household.user_id}-s{self.session_count:04d}"
+        turns: list[Turn] = []
+        needs = min(int(rng.geometric(NEED_STOP_P)), 8)
+        asked: list[Request] = []
+        for number in range(needs):
+            if number == 0:
+                ts_ms = start_ms
+                request = pick_request(self.household, self.world, rng)
+            else:
+                control = self._media_control(turns[-1], session_key)
+                if control is not None:
+                    turns.append(control)
+                request = self._next_request(turns, asked)
+                ts_ms = self._next_need_time(turns[-1])
+            turns.extend(self.run_need(request, ts_ms, device, session_key))
+            asked.append(request)
+        control = self._media_control(turns[-1], session_key)
+        if control is not None:
+            turns.append(control)
+        return turns
+
+    # ----- scheduling ------------------------------------------------------------------------
+
+    def _planned_starts(self, start_weekday: int) -> list[tuple[int, int]]:
+        """(UTC start ms, local hour) of every session, diurnal in the household's local time."""
+        rng = self.rng
+        offset_ms = self.household.tz_offset_min * 60_000
+        planned: list[tuple[int, int]] = []
+        days = (self.end_ms - self.start_ms) // MS_PER_DAY
+        for day in range(days):
+            weekend = (start_weekday + day) % 7 >= 5
+            rate = self.config.sessions_per_user_day * self.household.activity * (1.15 if weekend else 0.95)
+            for _ in range(int(rng.poisson(rate))):
+                hour = sample_cdf(_DIURNAL_CDF, rng)
+                local_ms = hour * 3_600_000 + int(rng.integers(3_600_000))
+                utc = self.start_ms + day * MS_PER_DAY + local_ms - offset_ms
+                if utc < self.start_ms:
+                    utc += MS_PER_DAY
+                elif utc >= self.end_ms:
+                    utc -= MS_PER_DAY
+                planned.append((utc, hour))
+        planned.sort()
+        return planned
+
+    def all_sessions(self, start_weekday: int) -> tuple[list[Turn], int]:
+        """Every turn of the household and the number of sessions kept.
+
+        Why the shift: sessions of one device must be >= 30 minutes of silence apart, so a
+        session planned too early moves after the previous one; a session that would run past the
+        simulated window is dropped whole (no dangling rephrase links).
+        """
+        last_end: dict[str, int] = {}
+        turns: list[Turn] = []
+        kept = 0
+        for planned, hour in self._planned_starts(start_weekday):
+            device = self.household.device_for_hour(hour, self.rng)
+            earliest = last_end.get(device.device_id, -(10**15)) + SESSION_GAP_S * 1000
+            start = max(planned, earliest + self._uniform_ms(1, 600) if planned < earliest else planned)
+            session = self.session(start, device)
+            if session[-1].ts_ms >= self.end_ms:
+                continue
+            last_end[device.device_id] = max(t.end_ms for t in session)
+            turns.extend(session)
+            kept += 1
+        return turns, kept

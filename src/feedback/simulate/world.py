@@ -1,0 +1,270 @@
+"""The simulated world shared by all users: wordings, a popularity-ranked catalog, ASR confusions.
+
+Everything here is fixed by the seed before any user is simulated, which is what makes defects
+*systematic*: the catalog's head is requested by many users, a confusable slot value is misheard
+the same way for all of them, and an ambiguous wording is misrouted whoever says it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from feedback.simulate.asr import confusion_for
+from feedback.simulate.constants import (
+    ENTITY_SLOTS,
+    INTENT_POPULARITY,
+    MISROUTE_TARGETS,
+    SNIPS_INTENTS,
+)
+
+CATALOG_SIZE = 6000
+ZIPF_EXPONENT = 1.1
+VALUE_ZIPF_EXPONENT = 0.7
+POPULAR_REQUESTS = 400
+CONFUSABLE_SHARE = 0.2
+AMBIGUOUS_TEMPLATE_SHARE = 0.06
+UNSUPPORTED_SERVICES = 2
+_SLOT_RE = re.compile(r"\{([A-Za-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class Template:
+    """One wording of an intent, e.g. ``play {artist} on {service}``."""
+
+    intent: str
+    index: int
+    text: str
+    parts: tuple[tuple[str, bool], ...]
+    slots: tuple[str, ...]
+    weight: float
+
+    @property
+    def signature(self) -> tuple[str, ...]:
+        """The slot set, sorted: templates with the same signature paraphrase each other."""
+        return tuple(sorted(self.slots))
+
+
+@dataclass(frozen=True)
+class Request:
+    """A concrete request: an intent, a wording and slot values."""
+
+    intent: str
+    template: Template
+    slots: tuple[tuple[str, str], ...]
+
+    def slot_dict(self) -> dict[str, str]:
+        """Slot values as a fresh dict (template order)."""
+        return dict(self.slots)
+
+    def text(self) -> str:
+        """The canonical wording: the template with its slot values filled in."""
+        return render(self.template, self.slot_dict())
+
+    def with_template(self, template: Template) -> Request:
+        """The same meaning said with another wording (a paraphrase)."""
+        return Request(self.intent, template, self.slots)
+
+
+def parse_template(intent: str, index: int, text: str, weight: float) -> Template:
+    """Split a template into literal and slot parts (why: ASR errors target one kind or the other)."""
+    parts: list[tuple[str, bool]] = []
+    position = 0
+    for match in _SLOT_RE.finditer(text):
+        literal = text[position : match.start()].strip()
+        if literal:
+            parts.append((literal, False))
+        parts.append((match.group(1), True))
+        position = match.end()
+    tail = text[position:].strip()
+    if tail:
+        parts.append((tail, False))
+    slots = tuple(name for name, is_slot in parts if is_slot)
+    return Template(intent, index, text, tuple(parts), slots, weight)
+
+
+def render(template: Template, values: dict[str, str]) -> str:
+    """Fill ``template`` with ``values`` (missing slots render as nothing)."""
+    pieces = [values.get(text, "") if is_slot else text for text, is_slot in template.parts]
+    return " ".join(p for p in pieces if p)
+
+
+def load_snips() -> dict[str, Any]:
+    """Read the vendored SNIPS templates and vocabularies (``feedback/resources/snips``)."""
+    blob = resources.files("feedback.resources.snips").joinpath("templates.json.gz").read_bytes()
+    data: dict[str, Any] = json.loads(gzip.decompress(blob).decode("utf-8"))
+    return data
+
+
+def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
+    """Cumulative Zipf weights over ranks 1..n, normalised to end at 1."""
+    weights = 1.0 / np.power(np.arange(1, n + 1, dtype=np.float64), exponent)
+    cdf: np.ndarray = np.cumsum(weights)
+    normalised: np.ndarray = cdf / cdf[-1]
+    return normalised
+
+
+def sample_cdf(cdf: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw an index from a cumulative distribution (one scalar draw: fast and reproducible)."""
+    return min(int(np.searchsorted(cdf, rng.random(), side="right")), len(cdf) - 1)
+
+
+@dataclass
+class World:
+    """Templates, vocabularies, catalog and the fixed defects of one seed."""
+
+    templates: dict[str, list[Template]]
+    template_cdf: dict[str, np.ndarray]
+    vocab: dict[tuple[str, str], list[str]]
+    vocab_cdf: dict[tuple[str, str], np.ndarray]
+    paraphrases: dict[tuple[str, tuple[str, ...]], list[Template]]
+    catalog: list[Request] = field(default_factory=list)
+    catalog_cdf: np.ndarray = field(default_factory=lambda: np.ones(1))
+    confusions: dict[str, str] = field(default_factory=dict)
+    ambiguous: dict[tuple[str, int], str] = field(default_factory=dict)
+    unsupported_values: tuple[str, ...] = ()
+
+    def draw_value(self, intent: str, slot: str, rng: np.random.Generator) -> str:
+        """A slot value with a Zipf preference for the corpus' frequent values."""
+        values = self.vocab[(intent, slot)]
+        return values[sample_cdf(self.vocab_cdf[(intent, slot)], rng)]
+
+    def draw_template(self, intent: str, rng: np.random.Generator) -> Template:
+        """A wording of ``intent`` weighted by how often the corpus uses it."""
+        return self.templates[intent][sample_cdf(self.template_cdf[intent], rng)]
+
+    def draw_catalog(self, rng: np.random.Generator) -> Request:
+        """A popular request (Zipf over the catalog ranks)."""
+        return self.catalog[sample_cdf(self.catalog_cdf, rng)]
+
+    def paraphrase_of(self, request: Request, rng: np.random.Generator) -> Request | None:
+        """Another wording with the same slots, or None when the corpus has none."""
+        options = [
+            t
+            for t in self.paraphrases[(request.intent, request.template.signature)]
+            if t.index != request.template.index
+        ]
+        if not options:
+            return None
+        weights = np.array([t.weight for t in options], dtype=np.float64)
+        cdf = np.cumsum(weights) / weights.sum()
+        return request.with_template(options[sample_cdf(cdf, rng)])
+
+
+def _build_vocab(data: dict[str, Any]) -> tuple[
+    dict[str, list[Template]],
+    dict[str, np.ndarray],
+    dict[tuple[str, str], list[str]],
+    dict[tuple[str, str], np.ndarray],
+    dict[tuple[str, tuple[str, ...]], list[Template]],
+]:
+    """Templates and vocabularies of the vendored corpus as typed structures."""
+    templates: dict[str, list[Template]] = {}
+    template_cdf: dict[str, np.ndarray] = {}
+    vocab: dict[tuple[str, str], list[str]] = {}
+    vocab_cdf: dict[tuple[str, str], np.ndarray] = {}
+    paraphrases: dict[tuple[str, tuple[str, ...]], list[Template]] = {}
+    for intent in SNIPS_INTENTS:
+        body = data["intents"][intent]
+        parsed = [
+            parse_template(intent, i, str(text), float(count))
+            for i, (text, count) in enumerate(body["templates"])
+        ]
+        templates[intent] = parsed
+        weights = np.power(np.array([t.weight for t in parsed], dtype=np.float64), 0.8)
+        template_cdf[intent] = np.cumsum(weights) / weights.sum()
+        for template in parsed:
+            paraphrases.setdefault((intent, template.signature), []).append(template)
+        for slot, values in body["slots"].items():
+            vocab[(intent, slot)] = [str(v) for v, _ in values]
+            vocab_cdf[(intent, slot)] = _zipf_cdf(len(values), VALUE_ZIPF_EXPONENT)
+    return templates, template_cdf, vocab, vocab_cdf, paraphrases
+
+
+def _build_catalog(world: World, rng: np.random.Generator) -> None:
+    """Compose the catalog and rank it so that simple, common wordings lead the Zipf head.
+
+    Why a weighted random permutation: the head should be "what's the weather in {city}"-like
+    requests rather than four-slot restaurant bookings, without being the same for every seed.
+    """
+    intents = list(INTENT_POPULARITY)
+    shares = np.array([INTENT_POPULARITY[i] for i in intents], dtype=np.float64)
+    intent_cdf = np.cumsum(shares) / shares.sum()
+    seen: dict[tuple[str, str], int] = {}
+    requests: list[Request] = []
+    keys: list[float] = []
+    attempts = 0
+    while len(requests) < CATALOG_SIZE and attempts < CATALOG_SIZE * 5:
+        attempts += 1
+        intent = intents[sample_cdf(intent_cdf, rng)]
+        template = world.draw_template(intent, rng)
+        slots = tuple((slot, world.draw_value(intent, slot, rng)) for slot in template.slots)
+        request = Request(intent, template, slots)
+        identity = (intent, request.text())
+        if identity in seen:
+            continue
+        seen[identity] = len(requests)
+        requests.append(request)
+        value_chars = sum(len(value) for _, value in slots)
+        weight = np.sqrt(template.weight) / (1.0 + 0.7 * len(template.slots)) / (1.0 + value_chars / 20.0)
+        keys.append(float(-np.log(rng.random() + 1e-12) / weight))
+    order = np.argsort(np.array(keys), kind="stable")
+    world.catalog = [requests[int(i)] for i in order]
+    world.catalog_cdf = _zipf_cdf(len(world.catalog), ZIPF_EXPONENT)
+
+
+def _build_confusions(world: World, rng: np.random.Generator) -> None:
+    """Pick ~25% of the popular entity values and give each one fixed misrecognition."""
+    popular: list[str] = []
+    known: dict[str, bool] = {}
+    for request in world.catalog[:POPULAR_REQUESTS]:
+        for slot, value in request.slots:
+            if slot in ENTITY_SLOTS and value not in known:
+                known[value] = True
+                popular.append(value)
+    for value in popular:
+        if rng.random() >= CONFUSABLE_SHARE:
+            continue
+        confused = confusion_for(value, rng)
+        if confused is not None:
+            world.confusions[value] = confused
+
+
+def _build_ambiguous(world: World, rng: np.random.Generator) -> None:
+    """Mark a few wordings that the NLU routes to a fixed wrong intent.
+
+    Only wordings with a paraphrase qualify, so a rephrase can find the wording that succeeds.
+    """
+    for intent in SNIPS_INTENTS:
+        targets = MISROUTE_TARGETS[intent]
+        for template in world.templates[intent]:
+            has_paraphrase = len(world.paraphrases[(intent, template.signature)]) > 1
+            if has_paraphrase and rng.random() < AMBIGUOUS_TEMPLATE_SHARE:
+                world.ambiguous[(intent, template.index)] = targets[int(rng.integers(len(targets)))]
+
+
+def _build_unsupported(world: World, rng: np.random.Generator) -> None:
+    """Pick the music services the assistant cannot play from (failures no rephrase can fix)."""
+    services = list(world.vocab.get(("PlayMusic", "service"), []))
+    if not services:
+        return
+    chosen = rng.choice(len(services), size=min(UNSUPPORTED_SERVICES, len(services)), replace=False)
+    world.unsupported_values = tuple(services[int(i)] for i in sorted(chosen))
+
+
+def build_world(seed: int) -> World:
+    """Build the world of ``seed`` (deterministic: its own numpy Generator stream)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED, 0]))
+    templates, template_cdf, vocab, vocab_cdf, paraphrases = _build_vocab(load_snips())
+    world = World(templates, template_cdf, vocab, vocab_cdf, paraphrases)
+    _build_catalog(world, rng)
+    _build_confusions(world, rng)
+    _build_ambiguous(world, rng)
+    _build_unsupported(world, rng)
+    return world

@@ -1,0 +1,133 @@
+"""Simulated traffic through the real pipeline: accounting, exactly-once, and a SIGKILLed driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from feedback.config import AppConfig, SimulationConfig
+from feedback.pipeline import run_pipeline
+from feedback.schema import LakePaths
+from feedback.simulate import run as simulate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("traffic")
+    simulate(SimulationConfig(users=30, days=2, seed=3, malformed_rate=0.02, duplicate_rate=0.03), out, progress=False)
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def landing_lines(traffic: Path) -> list[tuple[str, str]]:
+    """(file name, line) of every line in the landing files, as Spark's text source splits them."""
+    return [
+        (path.name, line)
+        for path in sorted((traffic / "events").glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def check_lake(spark: SparkSession, traffic: Path, lake: Path, summary: dict[str, int]) -> None:
+    """Every valid event exactly once, every malformed line quarantined with its reasons, counts adding up."""
+    truth = read_jsonl(traffic / "ground_truth.jsonl")
+    malformed = read_jsonl(traffic / "malformed.jsonl")
+    lines = landing_lines(traffic)
+    paths = LakePaths.at(lake)
+
+    bronze = spark.read.format("delta").load(paths.bronze)
+    assertDataFrameEqual(
+        bronze.groupBy("event_id").count(),
+        spark.createDataFrame([(str(t["event_id"]), 1) for t in truth], "event_id string, count long"),
+    )
+    quarantine = spark.read.format("delta").load(paths.quarantine).select(
+        F.element_at(F.split("source_file", "/"), -1).alias("file"), "raw", F.array_sort("reasons").alias("reasons")
+    )
+    expected = spark.createDataFrame(
+        [(str(m["file"]), str(m["raw"]), sorted(m["expected_reasons"])) for m in malformed],  # type: ignore[arg-type]
+        "file string, raw string, reasons array<string>",
+    )
+    assertDataFrameEqual(quarantine, expected)
+
+    copies = Counter(line for _, line in lines)
+    duplicate_lines = sum(int(t["delivery_copies"]) - 1 for t in truth)  # type: ignore[arg-type]
+    assert sum(copies.values()) == len(lines)
+    assert summary["lines_read"] == len(lines)
+    assert summary["bronze_inserted"] == summary["bronze_rows"] == len(truth)
+    assert summary["quarantined"] == summary["quarantine_rows"] == len(malformed)
+    assert summary["duplicates"] == duplicate_lines
+    assert summary["lines_read"] == summary["bronze_inserted"] + summary["quarantined"] + summary["duplicates"]
+
+
+def test_simulated_week_lands_exactly_once_with_every_reject_explained(
+    spark: SparkSession, app_config: AppConfig, traffic: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((traffic / "manifest.json").read_text())
+    assert manifest["late_files"] >= 1 and manifest["duplicate_lines"] >= 1 and manifest["malformed_lines"] >= 1
+    summary = run_pipeline(spark, app_config, traffic / "events", tmp_path / "lake").ingest
+    check_lake(spark, traffic, tmp_path / "lake", summary)
+    assert summary["failed_validations"] == 0
+
+
+def _bronze_commits(lake: Path) -> int:
+    log = LakePaths.at(lake).bronze + "/_delta_log"
+    return len(list(Path(log).glob("*.json"))) if Path(log).is_dir() else 0
+
+
+def test_sigkill_of_the_driver_mid_stream_loses_and_duplicates_nothing(
+    spark: SparkSession, app_config: AppConfig, traffic: Path, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    conf = tmp_path / "stream.yaml"
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "spark": {"master": "local[2]", "shuffle_partitions": 2, "extra": {"spark.ui.enabled": "false"}},
+                "ingest": {"max_files_per_trigger": 1, "trigger_interval": "0 seconds"},
+            }
+        )
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "feedback.cli", "stream", "--events", str(traffic / "events"), "--lake", str(lake), "--conf", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        # Table creation is commit 0; wait for three micro-batches to have landed, then kill mid-batch.
+        while _bronze_commits(lake) < 4:
+            if driver.poll() is not None:
+                pytest.fail(f"the stream exited early with {driver.returncode}")
+            if time.monotonic() > deadline:
+                pytest.fail("the stream did not commit three batches in time")
+            time.sleep(0.2)
+        time.sleep(0.7)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert driver.returncode == -signal.SIGKILL
+
+    batches_before = spark.read.format("delta").load(LakePaths.at(lake).ingest_batches).count()
+    files = len(list((traffic / "events").glob("*.jsonl")))
+    assert 3 <= batches_before < files  # killed part-way: the restart has work left
+
+    summary = run_pipeline(spark, app_config, traffic / "events", lake).ingest
+    check_lake(spark, traffic, lake, summary)
