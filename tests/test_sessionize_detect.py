@@ -1,0 +1,159 @@
+"""Sessions, barge-in, termination, rephrase links and defect reasons on hand-worked timelines."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+from turn_data import Event, events_frame, stop
+
+from feedback.config import AppConfig
+from feedback.detect import HEURISTIC_DETECTOR, label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
+from feedback.sessionize import aggregate_sessions, explode_sessions, mark_turns, normalize_utterance
+from feedback.silver import build_turns, resolve_chains
+
+CONFIG = AppConfig()
+
+
+def turns_of(spark: SparkSession, events: list[Event]) -> DataFrame:
+    sessions = aggregate_sessions(events_frame(spark, events), CONFIG.sessionize)
+    return mark_turns(explode_sessions(sessions), CONFIG.sessionize)
+
+
+def test_normalization_pools_spellings(spark: SparkSession) -> None:
+    frame = spark.createDataFrame([("  Play   Spotify!! ",), ("what's the weather, in Köln?",)], "u string")
+    result = frame.select(normalize_utterance(F.col("u")).alias("n"))
+    assertDataFrameEqual(result, spark.createDataFrame([("play spotify",), ("what's the weather in köln",)], "n string"))
+
+
+def test_gap_splits_sessions_and_orders_turns(spark: SparkSession) -> None:
+    events = [
+        Event("b", 20, "second"),
+        Event("a", 0, "first"),
+        Event("c", 20 + 3 + 300 + 1, "after the gap"),  # more than 5 minutes after b
+        Event("x", 5, "other device", device_id="d2"),
+    ]
+    turns = turns_of(spark, events)
+    sessions = turns.groupBy("device_id", "session_id").agg(F.sort_array(F.collect_list(F.struct("turn_index", "event_id"))).alias("t"))
+    result = sessions.select("device_id", F.col("t.event_id").alias("events"), F.col("t.turn_index").alias("indexes"))
+    expected = spark.createDataFrame(
+        [("d1", ["a", "b"], [0, 1]), ("d1", ["c"], [0]), ("d2", ["x"], [0])],
+        "device_id string, events array<string>, indexes array<int>",
+    )
+    assertDataFrameEqual(result, expected)
+    assert turns.select("session_id").distinct().count() == 3
+
+
+def test_barge_in_and_termination_rules(spark: SparkSession) -> None:
+    events = [
+        # speech: plays 10.5 s..13.5 s after ts 10 s: the next request at 12 s interrupts it
+        Event("s1", 10, "weather in paris"),
+        Event("s2", 12, "weather in paris please"),
+        # speech heard to the end (13.5+0.5+3 = 16.0 s ends at 15.5 s... next at 30 s): no barge-in
+        Event("s3", 30, "what time is it"),
+        stop("s4", 38),  # s3 ends at 33.5 s; a stop 4.5 s later terminates it
+        # media (no duration) interrupted 12 s after playback starts: barge-in and terminated
+        Event("m1", 60, "play jazz", response_type="media", duration_ms=None, domain="music", intent="PlayMusic"),
+        stop("m2", 72.5),
+        # media that plays on: "next" after 2 minutes is neither
+        Event("m3", 100, "play rock", response_type="media", duration_ms=None, domain="music", intent="PlayMusic"),
+        Event("m4", 220, "next", domain="system", intent="Next", duration_ms=0),
+        # "skip" right after speech ends does not terminate it (only stop/cancel do)
+        Event("k1", 240, "tell me a joke", duration_ms=2000),
+        Event("k2", 243, "skip", domain="system", intent="Next", duration_ms=0),
+    ]
+    result = turns_of(spark, events).select("event_id", "barge_in", "terminated", "is_system_command", "stop_like")
+    expected = spark.createDataFrame(
+        [
+            ("s1", True, False, False, False),
+            ("s2", False, False, False, False),
+            ("s3", False, True, False, False),
+            ("s4", False, False, True, True),
+            ("m1", True, True, False, False),
+            ("m2", False, False, True, True),
+            ("m3", False, False, False, False),
+            ("m4", False, False, True, True),
+            ("k1", False, False, False, False),
+            ("k2", False, False, True, True),
+        ],
+        "event_id string, barge_in boolean, terminated boolean, is_system_command boolean, stop_like boolean",
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def linked_turns(spark: SparkSession, events: list[Event]) -> DataFrame:
+    turns = turns_of(spark, events)
+    pairs = score_pairs_heuristic(rephrase_candidates(turns, CONFIG.detect), CONFIG.detect)
+    return label_defects(link_rephrases(turns, pairs, CONFIG.detect.rephrase_threshold))
+
+
+def test_rephrase_links_across_a_stop_and_not_to_unrelated_follow_ups(spark: SparkSession) -> None:
+    events = [
+        Event("a1", 0, "play songs by the beetles", status="unhandled", domain="music", intent="PlayMusic"),
+        stop("a2", 1.5),  # barges into the "sorry" answer
+        Event("a3", 4, "play songs by the beatles", domain="music", intent="PlayMusic", duration_ms=None, response_type="media"),
+        # a new need 196 s later (outside the 120 s window: no candidate), then an unrelated follow-up
+        Event("b1", 200, "what's the weather in boston"),
+        Event("b2", 210, "set a timer for ten minutes", domain="timer", intent="SetTimer"),
+    ]
+    linked = linked_turns(spark, events)
+    result = linked.select("event_id", "rephrase_of", "rephrase_detector", "rephrased", "defect_reasons")
+    expected = spark.createDataFrame(
+        [
+            ("a1", None, None, True, ["barge_in", "terminated", "rephrased", "unhandled"]),
+            ("a2", None, None, False, []),
+            ("a3", "a1", HEURISTIC_DETECTOR, False, []),
+            ("b1", None, None, False, []),
+            ("b2", None, HEURISTIC_DETECTOR, False, []),
+        ],
+        "event_id string, rephrase_of string, rephrase_detector string, rephrased boolean, defect_reasons array<string>",
+    )
+    assertDataFrameEqual(result, expected)
+    scores = {r["event_id"]: r["rephrase_score"] for r in linked.collect()}
+    assert scores["a3"] >= CONFIG.detect.rephrase_threshold > scores["b2"]
+    assert scores["b1"] is None
+
+
+def test_defect_reasons_each_have_their_turn(spark: SparkSession) -> None:
+    events = [
+        Event("e1", 0, "book a table at nobu", status="error", domain="restaurant", intent="BookRestaurant"),
+        Event("e2", 60, "what's the weather", feedback="negative"),
+        Event("e3", 120, "play the news", status="unhandled", domain="news", intent="PlayNews"),
+    ]
+    result = linked_turns(spark, events).select("event_id", "abandoned", "defect", "defect_reasons")
+    expected = spark.createDataFrame(
+        [
+            ("e1", False, True, ["error"]),
+            ("e2", False, True, ["negative_feedback"]),
+            ("e3", True, True, ["unhandled", "abandoned"]),
+        ],
+        "event_id string, abandoned boolean, defect boolean, defect_reasons array<string>",
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def test_chains_resolve_to_their_first_request_and_final_outcome(spark: SparkSession) -> None:
+    rows = [
+        ("s", "r1", 0, None, True, True),
+        ("s", "r2", 1, "r1", True, True),
+        ("s", "r3", 2, "r2", False, False),
+        ("s", "q1", 3, None, False, False),
+        ("t", "f1", 0, None, True, True),
+        ("t", "f2", 1, "f1", False, True),
+    ]
+    turns = spark.createDataFrame(rows, "session_id string, event_id string, turn_index int, rephrase_of string, rephrased boolean, defect boolean")
+    result = resolve_chains(turns, max_chain_length=4).select("event_id", "chain_id", "chain_success")
+    expected = spark.createDataFrame(
+        [("r1", "r1", True), ("r2", "r1", True), ("r3", "r1", True), ("q1", None, None), ("f1", "f1", False), ("f2", "f1", False)],
+        "event_id string, chain_id string, chain_success boolean",
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def test_build_turns_writes_exactly_the_silver_columns(spark: SparkSession) -> None:
+    from feedback.schema import SILVER_TURNS_SCHEMA
+
+    sessions = aggregate_sessions(events_frame(spark, [Event("a", 0, "hello"), Event("b", 9, "hello there")]), CONFIG.sessionize)
+    turns, _ = build_turns(sessions, CONFIG.sessionize, CONFIG.detect)
+    assert turns.columns == SILVER_TURNS_SCHEMA.fieldNames()
+    assert turns.count() == 2
