@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo bench-ingest clean
+.PHONY: setup test test-fast demo bench-ingest bench-pipeline clean
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -28,7 +28,11 @@ demo:
 
 ## bench-ingest: events/s through bronze ingestion on local[2], with and without Great Expectations
 bench-ingest:
-	$(PY) benchmarks/bench_ingest.py --users 2500 --days 7 --workdir bench/ingest
+	$(PY) benchmarks/bench_ingest.py --users 2700 --days 7 --workdir bench/ingest
 
 clean:
 	rm -rf demo bench spark-warehouse metastore_db derby.log .pytest_cache
+
+## bench-pipeline: events/s through bronze -> silver -> gold on local[2]; state and batch time at three sizes
+bench-pipeline:
+	$(PY) benchmarks/bench_pipeline.py --users 2000 --days 4 8 16 --workdir bench/pipeline

@@ -1,4 +1,4 @@
-"""Benchmark: events per second through bronze ingestion on local[2], with and without GX.
+"""Benchmark: events per second through bronze ingestion (landing -> bronze/quarantine) on local[2], with and without GX.
 
 Simulates the traffic once (reused when the same size and seed are on disk), then runs the
 availableNow bronze query over it into fresh lakes, alternating validation off and on
@@ -24,8 +24,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, IngestConfig, SimulationConfig, SparkConfig, ValidationConfig, replace_section
-from feedback.ingest import summarize_ingest
-from feedback.pipeline import run_pipeline
+from feedback.ingest import start_bronze_stream, summarize_ingest
 from feedback.schema import LakePaths
 from feedback.simulate import run as simulate
 from feedback.spark import build_spark
@@ -65,7 +64,8 @@ def run_once(spark: SparkSession, config: AppConfig, events: Path, lake: Path, v
         ),
     )
     started = time.perf_counter()
-    run_pipeline(spark, run_config, events, lake)
+    query = start_bronze_stream(spark, run_config, str(events.resolve()), LakePaths.at(lake), available_now=True)
+    query.awaitTermination()
     wall = time.perf_counter() - started
     paths = LakePaths.at(lake)
     totals = (
@@ -87,14 +87,16 @@ def run_once(spark: SparkSession, config: AppConfig, events: Path, lake: Path, v
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--users", type=int, default=2500)
+    parser.add_argument("--users", type=int, default=2700)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--files-per-batch", type=int, default=24)
+    parser.add_argument("--files-per-batch", type=int, default=56)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-off", action="store_true", help="only the validation-on runs")
     parser.add_argument("--workdir", type=Path, default=Path("bench/ingest"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("feedback.ingest").setLevel(logging.DEBUG)
 
     traffic = ensure_traffic(args.workdir, args.users, args.days, args.seed)
     manifest = json.loads((traffic / "manifest.json").read_text())

@@ -129,5 +129,11 @@ def test_sigkill_of_the_driver_mid_stream_loses_and_duplicates_nothing(
     files = len(list((traffic / "events").glob("*.jsonl")))
     assert 3 <= batches_before < files  # killed part-way: the restart has work left
 
-    summary = run_pipeline(spark, app_config, traffic / "events", lake).ingest
-    check_lake(spark, traffic, lake, summary)
+    summary = run_pipeline(spark, app_config, traffic / "events", lake)
+    check_lake(spark, traffic, lake, summary.ingest)
+    # The silver query was killed too: after its restart every turn is there once, and only real events.
+    silver = spark.read.format("delta").load(LakePaths.at(lake).silver_turns)
+    assert silver.groupBy("event_id").count().filter("count > 1").count() == 0
+    bronze = spark.read.format("delta").load(LakePaths.at(lake).bronze)
+    assert silver.join(bronze, "event_id", "left_anti").count() == 0
+    assert summary.silver["silver_rows"] == silver.count() > 0

@@ -195,6 +195,7 @@ class SessionizeConfig:
 
     session_gap: str = "5 minutes"
     watermark: str = "10 minutes"
+    max_files_per_trigger: int = 1000
     media_barge_in_window_s: float = 30.0
     termination_window_s: float = 10.0
     stop_phrases: tuple[str, ...] = DEFAULT_STOP_PHRASES
@@ -205,6 +206,9 @@ class SessionizeConfig:
     def __post_init__(self) -> None:
         _require(_is_interval(self.session_gap), "sessionize.session_gap", "must be like '5 minutes'", self.session_gap)
         _require(_is_interval(self.watermark), "sessionize.watermark", "must be like '10 minutes'", self.watermark)
+        _require(
+            self.max_files_per_trigger >= 1, "sessionize.max_files_per_trigger", "must be >= 1", self.max_files_per_trigger
+        )
         _require(
             self.media_barge_in_window_s > 0,
             "sessionize.media_barge_in_window_s",

@@ -26,7 +26,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.types import StructType
+from pyspark.sql.types import DoubleType, IntegerType, MapType, StringType, StructField, StructType
 
 from feedback.config import AppConfig
 from feedback.schema import (
@@ -65,33 +65,35 @@ _NUMBER_TYPES = r"^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,\d+\)|FLOAT|DOUBLE)
 _BLANK = r"(?U)^\s*$"
 
 
-def _field_columns(payload: Column, rule: FieldRule) -> tuple[Column, list[Column]]:
-    """The typed value of one field and the reason codes it can raise (null where it passes)."""
-    raw = F.variant_get(payload, f"$.{rule.name}", "variant")
-    kind = F.schema_of_variant(raw)
+def _exact_field(raw: Column, kind: Column, rule: FieldRule) -> tuple[Column, Column, Column]:
+    """(present, type_ok, value) of a field from its Variant and ``schema_of_variant`` kind (exact path)."""
     present = raw.isNotNull() & (kind != F.lit("VOID"))
-    reasons: list[Column] = []
-    if rule.required:
-        reasons.append(F.when(~present, F.lit(f"{REASON_MISSING_FIELD}:{rule.name}")))
-
     if rule.kind == "string":
         type_ok = kind == F.lit("STRING")
-        value = F.when(present & type_ok, F.variant_get(raw, "$", "string"))
+        value = F.variant_get(raw, "$", "string")
     elif rule.kind == "int":
         type_ok = kind.rlike(_INT_TYPES)
-        value = F.when(present & type_ok, F.try_variant_get(raw, "$", "bigint"))
+        value = F.try_variant_get(raw, "$", "bigint")
     elif rule.kind == "double":
         type_ok = kind.rlike(_NUMBER_TYPES)
-        value = F.when(present & type_ok, F.try_variant_get(raw, "$", "double"))
+        value = F.try_variant_get(raw, "$", "double")
     else:
         members = F.try_variant_get(raw, "$", "map<string,variant>")
         type_ok = kind.startswith("OBJECT<") & F.forall(
             F.map_values(members), lambda member: F.schema_of_variant(member) == F.lit("STRING")
         )
-        value = F.when(present & type_ok, F.try_variant_get(raw, "$", "map<string,string>"))
-    reasons.append(F.when(present & ~type_ok, F.lit(f"{REASON_WRONG_TYPE}:{rule.name}")))
+        value = F.try_variant_get(raw, "$", "map<string,string>")
+    return present, type_ok, value
 
+
+def _field_columns(present: Column, type_ok: Column, value: Column, rule: FieldRule) -> tuple[Column, list[Column]]:
+    """The typed value of one field and the reason codes it can raise (null where it passes)."""
+    reasons: list[Column] = []
+    if rule.required:
+        reasons.append(F.when(~present, F.lit(f"{REASON_MISSING_FIELD}:{rule.name}")))
+    reasons.append(F.when(present & ~type_ok, F.lit(f"{REASON_WRONG_TYPE}:{rule.name}")))
     checked = present & type_ok
+    value = F.when(checked, value)
     if rule.name == "utterance":
         reasons.append(F.when(checked & value.rlike(_BLANK), F.lit(REASON_BLANK_UTTERANCE)))
     elif rule.non_empty:
@@ -121,8 +123,54 @@ def _field_columns(payload: Column, rule: FieldRule) -> tuple[Column, list[Colum
     return value, reasons
 
 
+_FIELDS_AS_VARIANTS = "struct<" + ", ".join(f"{rule.name}: variant" for rule in EVENT_FIELDS) + ">"
+_CORRUPT = "_corrupt_record"
+# Every field as text: JSON strings unquoted, any other token as its JSON text.
+_AS_TEXT = StructType([StructField(rule.name, StringType()) for rule in EVENT_FIELDS] + [StructField(_CORRUPT, StringType())])
+# The non-string fields typed: a JSON token of another type leaves the field null.
+_AS_TYPED = StructType(
+    [
+        StructField(rule.name, {"int": IntegerType(), "double": DoubleType(), "map": MapType(StringType(), StringType())}[rule.kind])
+        for rule in EVENT_FIELDS
+        if rule.kind != "string"
+    ]
+)
+# How a non-string JSON token renders as text: a number, true/false, or an array/object.
+_NON_STRING_TEXT = r"^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|[\[{].*)$"
+# An object member whose value is not a string (a colon, then neither a quote nor a space).
+_NON_STRING_MEMBER = r':\s*[^"\s]'
+
+
+def _suspicious(text: Column, typed: Column) -> Column:
+    """True where the fast parse cannot be trusted: the exact Variant path decides those lines.
+
+    False alarms (a string that looks like a number) only cost speed; a wrong JSON type cannot
+    pass unseen, since every non-string token renders as a number, true/false or [/{ text.
+    """
+    conditions = [text.isNull(), text[_CORRUPT].isNotNull()]
+    for rule in EVENT_FIELDS:
+        field_text = text[rule.name]
+        if rule.kind == "string":
+            conditions.append(F.coalesce(field_text.rlike(_NON_STRING_TEXT), F.lit(False)))
+        elif rule.kind == "map":
+            conditions.append(field_text.isNotNull() & (~field_text.startswith("{") | field_text.rlike(_NON_STRING_MEMBER)))
+        else:
+            field_value = typed[rule.name]
+            conditions.append(field_text.isNotNull() & (field_value.isNull() | F.isnan(field_value.cast("double"))))
+    suspicious = conditions[0]
+    for condition in conditions[1:]:
+        suspicious = suspicious | condition
+    return suspicious
+
+
 def parse_events(lines: DataFrame) -> DataFrame:
     """Parse and check raw JSONL lines against event contract v1.
+
+    Two code-generated JSON parses (every field as text; the non-string fields typed) serve the
+    common, well-formed line. A line that might hold a JSON token of the wrong type, or is not a
+    JSON object, goes through the exact path instead: parsed into a Variant, whose per-field
+    ``schema_of_variant`` tells a JSON string from a number. Variant expressions run without
+    code generation, so they are computed in their own projections, for those lines only.
 
     Args:
         lines: one row per line, with a string column ``value`` (the line) and ``source_file``.
@@ -137,30 +185,71 @@ def parse_events(lines: DataFrame) -> DataFrame:
     if missing:
         raise ValueError(f"lines is missing column(s) {sorted(missing)}")
     text = F.regexp_replace(F.col("value"), r"^\uFEFF", "")
-    payload = F.try_parse_json(text)
-    is_object = F.coalesce(F.schema_of_variant(payload).startswith("OBJECT<"), F.lit(False))
+    fast = lines.select(
+        F.col("value").alias("raw"),
+        "source_file",
+        F.from_json(text, _AS_TEXT, {"columnNameOfCorruptRecord": _CORRUPT}).alias("_text"),
+        F.from_json(text, _AS_TYPED).alias("_typed"),
+    )
+    flagged = fast.withColumn("_suspicious", _suspicious(F.col("_text"), F.col("_typed")))
+    with_payload = flagged.withColumn(
+        "_payload", F.when(F.col("_suspicious"), F.try_parse_json(F.regexp_replace("raw", r"^\uFEFF", "")))
+    )
+    is_object = F.coalesce(F.schema_of_variant("_payload").startswith("OBJECT<"), F.lit(False))
     structural = (
-        F.when(payload.isNull() & F.ltrim(text).startswith("{"), F.lit(REASON_TRUNCATED_JSON))
-        .when(payload.isNull(), F.lit(REASON_NOT_JSON))
+        F.when(~F.col("_suspicious"), F.lit(None).cast("string"))
+        .when(F.col("_payload").isNull() & F.ltrim(F.regexp_replace("raw", r"^\uFEFF", "")).startswith("{"), F.lit(REASON_TRUNCATED_JSON))
+        .when(F.col("_payload").isNull(), F.lit(REASON_NOT_JSON))
         .when(~is_object, F.lit(REASON_NOT_OBJECT))
     )
-    staged = lines.select(
-        F.col("value").alias("raw"),
-        F.col("source_file"),
-        F.when(is_object, payload).alias("_payload"),
+    split = with_payload.select(
+        "raw",
+        "source_file",
+        "_text",
+        "_typed",
+        "_suspicious",
         structural.alias("_structural"),
+        F.when(is_object, F.try_variant_get("_payload", "$", _FIELDS_AS_VARIANTS)).alias("_fields"),
     )
+    typed = split.select(
+        "raw",
+        "source_file",
+        "_text",
+        "_typed",
+        "_suspicious",
+        "_structural",
+        *[F.col(f"_fields.{rule.name}").alias(f"_raw_{rule.name}") for rule in EVENT_FIELDS],
+        *[F.schema_of_variant(F.col(f"_fields.{rule.name}")).alias(f"_kind_{rule.name}") for rule in EVENT_FIELDS],
+    )
+    exact = F.col("_suspicious")
+    resolved_columns: list[Column] = []
+    for rule in EVENT_FIELDS:
+        exact_present, exact_type_ok, exact_value = _exact_field(
+            F.col(f"_raw_{rule.name}"), F.col(f"_kind_{rule.name}"), rule
+        )
+        fast_value = F.col(f"_text.{rule.name}") if rule.kind == "string" else F.col(f"_typed.{rule.name}")
+        resolved_columns += [
+            F.when(exact, exact_present).otherwise(F.col(f"_text.{rule.name}").isNotNull()).alias(f"_present_{rule.name}"),
+            F.when(exact, exact_type_ok).otherwise(F.lit(True)).alias(f"_type_ok_{rule.name}"),
+            F.when(exact, exact_value).otherwise(fast_value).alias(f"_value_{rule.name}"),
+        ]
+    # A plan barrier before the checks. Without it the optimizer collapses the projections and
+    # inlines each field's CASE expression into every check that reads it, and planning the
+    # result takes minutes; the (lazy) local checkpoint is computed once, when first used.
+    resolved = typed.select("raw", "source_file", "_structural", *resolved_columns).localCheckpoint(eager=False)
     values: list[Column] = []
     field_reasons: list[Column] = []
     for rule in EVENT_FIELDS:
-        value, reasons = _field_columns(F.col("_payload"), rule)
+        value, reasons = _field_columns(
+            F.col(f"_present_{rule.name}"), F.col(f"_type_ok_{rule.name}"), F.col(f"_value_{rule.name}"), rule
+        )
         values.append(value.alias(rule.name))
         field_reasons.extend(reasons)
     reasons = F.when(
         F.col("_structural").isNotNull(), F.array(F.col("_structural"))
     ).otherwise(F.array_compact(F.array(*field_reasons)))
-    parsed = staged.select(*values, F.col("raw"), F.col("source_file"), reasons.alias("reasons"))
-    return parsed.withColumn("event_date", F.to_date("ts"))
+    checked = resolved.select(*values, F.col("raw"), F.col("source_file"), reasons.alias("reasons"))
+    return checked.withColumn("event_date", F.to_date("ts"))
 
 
 def split_valid(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -171,23 +260,50 @@ def split_valid(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 
 def deduplicate_batch(valid: DataFrame) -> DataFrame:
-    """Keep one row per ``event_id``, chosen deterministically so a replayed batch picks the same one."""
+    """Keep one row per ``event_id``, chosen deterministically so a replayed batch picks the same one.
+
+    Duplicates are rare, so only the rows of repeated ids are ranked (a sort); the rest pass
+    through after a cheap count per id.
+    """
+    repeated = valid.groupBy("event_id").count().filter(F.col("count") > 1).select("event_id")
+    singles = valid.join(F.broadcast(repeated), "event_id", "left_anti")
     order = Window.partitionBy("event_id").orderBy(F.col("source_file"), F.col("raw"))
-    return valid.withColumn("_rank", F.row_number().over(order)).filter(F.col("_rank") == 1).drop("_rank")
+    chosen = (
+        valid.join(F.broadcast(repeated), "event_id", "left_semi")
+        .withColumn("_rank", F.row_number().over(order))
+        .filter(F.col("_rank") == 1)
+        .drop("_rank")
+    )
+    return singles.unionByName(chosen)
 
 
-def ensure_table(spark: SparkSession, path: str, schema: StructType, partition_by: tuple[str, ...]) -> DeltaTable:
+def ensure_table(
+    spark: SparkSession,
+    path: str,
+    schema: StructType,
+    partition_by: tuple[str, ...],
+    properties: dict[str, str] | None = None,
+) -> DeltaTable:
     """Create the Delta table at ``path`` if absent, so readers see its schema before any data lands."""
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
     return builder.execute()
+
+
+# Data-skipping statistics only on the columns readers filter by, not on the long raw payload.
+BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": "event_id,ts,user_id,device_id,status,domain,intent,ingest_batch"}
 
 
 def ensure_bronze_tables(spark: SparkSession, lake: LakePaths) -> None:
     """Create bronze, quarantine and the ingest-batch log if absent."""
-    ensure_table(spark, lake.bronze, BRONZE_SCHEMA, BRONZE_PARTITION_COLUMNS)
-    ensure_table(spark, lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS)
+    ensure_table(spark, lake.bronze, BRONZE_SCHEMA, BRONZE_PARTITION_COLUMNS, BRONZE_PROPERTIES)
+    ensure_table(
+        spark, lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS,
+        {"delta.dataSkippingStatsColumns": "event_id,source_file,ingest_batch"},
+    )
     ensure_table(spark, lake.ingest_batches, INGEST_BATCHES_SCHEMA, ())
     ensure_table(spark, lake.validation_results, VALIDATION_RESULTS_SCHEMA, ())
 
@@ -223,6 +339,22 @@ def app_id_for(checkpoint: str) -> str:
     return marker.read_text().strip()
 
 
+class PhaseTimer:
+    """Wall time of the named phases of one micro-batch, logged at DEBUG to find where a batch goes."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.phases: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((name, now - self._last))
+        self._last = now
+
+    def render(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in self.phases)
+
+
 class BronzeBatchWriter:
     """The ``foreachBatch`` function of the bronze stream (idempotent under batch replay)."""
 
@@ -254,9 +386,11 @@ class BronzeBatchWriter:
         ingest_time = F.current_timestamp()
 
         # Parsed once with its lineage cut, so the writes and GX below do not re-plan or re-parse it.
+        timer = PhaseTimer()
         parsed = parse_events(batch).localCheckpoint(eager=True)
+        timer.mark("parse")
         try:
-            counts, outcome = self._write(spark, parsed, batch_id, batch_tag, ingest_time)
+            counts, outcome = self._write(spark, parsed, batch_id, batch_tag, ingest_time, timer)
         finally:
             parsed.unpersist()
         elapsed = time.perf_counter() - started
@@ -286,6 +420,8 @@ class BronzeBatchWriter:
         if outcome is not None:
             self._record_validation(spark, outcome, ingest_time)
         self._append(metrics.select(*INGEST_BATCHES_SCHEMA.fieldNames()), self.lake.ingest_batches, "ops", batch_id, ())
+        timer.mark("bookkeeping")
+        LOG.debug("bronze batch %d phases: %s", batch_id, timer.render())
         LOG.info(
             "bronze batch %d: %d lines from %d files -> %d inserted, %d quarantined, %d duplicates "
             "(%d in batch, %d already in bronze); validation %s in %.2fs; batch %.2fs",
@@ -329,7 +465,13 @@ class BronzeBatchWriter:
         )
 
     def _write(
-        self, spark: SparkSession, parsed: DataFrame, batch_id: int, batch_tag: str, ingest_time: Column
+        self,
+        spark: SparkSession,
+        parsed: DataFrame,
+        batch_id: int,
+        batch_tag: str,
+        ingest_time: Column,
+        timer: PhaseTimer,
     ) -> tuple[BatchCounts, ValidationOutcome | None]:
         totals = parsed.agg(
             F.count(F.lit(1)).alias("lines"),
@@ -339,6 +481,7 @@ class BronzeBatchWriter:
         lines_read = int(totals["lines"]) if totals else 0
         quarantined = int(totals["rejected"] or 0) if totals else 0
         files = int(totals["files"]) if totals else 0
+        timer.mark("count")
 
         valid, rejected = split_valid(parsed)
         if quarantined:
@@ -352,11 +495,13 @@ class BronzeBatchWriter:
                 F.lit(batch_tag).alias("ingest_batch"),
             )
             self._append(quarantine_rows, self.lake.quarantine, "quarantine", batch_id, QUARANTINE_PARTITION_COLUMNS)
+            timer.mark("quarantine")
 
         valid_count = lines_read - quarantined
         unique = deduplicate_batch(valid).localCheckpoint(eager=True)
         try:
             unique_count = unique.count()
+            timer.mark("deduplicate")
             dates = [row["event_date"] for row in unique.select("event_date").distinct().collect()]
             existing = (
                 spark.read.format("delta")
@@ -375,15 +520,22 @@ class BronzeBatchWriter:
             own = int(already["own"] or 0) if already else 0
             duplicates_existing = int(already["others"] or 0) if already else 0
             inserted = unique_count - duplicates_existing
+            timer.mark("classify")
             if inserted - own > 0:
                 bronze_rows = new_rows.select(
                     *[F.col(name) for name in BRONZE_SCHEMA.fieldNames() if name not in {"ingest_time", "ingest_batch"}],
                     ingest_time.alias("ingest_time"),
                     F.lit(batch_tag).alias("ingest_batch"),
                 ).select(*BRONZE_SCHEMA.fieldNames())
-                bronze_rows = bronze_rows.repartition(self.target_files, "event_date")
+                # One task per event date (spread over the cores), target_files files per date.
+                salt = F.pmod(F.xxhash64("event_id"), F.lit(self.target_files))
+                bronze_rows = bronze_rows.repartition("event_date", salt) if self.target_files > 1 else (
+                    bronze_rows.repartition("event_date")
+                )
                 self._append(bronze_rows, self.lake.bronze, "bronze", batch_id, BRONZE_PARTITION_COLUMNS)
+                timer.mark("bronze")
             outcome = self.validator.validate(unique, batch_id) if self.validator and unique_count else None
+            timer.mark("validate")
         finally:
             unique.unpersist()
         counts = BatchCounts(

@@ -201,9 +201,14 @@ class SilverBatchWriter:
         )
 
 
-def read_bronze_stream(spark: SparkSession, lake: LakePaths) -> DataFrame:
+def read_bronze_stream(spark: SparkSession, lake: LakePaths, max_files_per_trigger: int) -> DataFrame:
     """Bronze as a Delta streaming source, only the columns sessionization needs."""
-    return spark.readStream.format("delta").load(lake.bronze).select("user_id", "device_id", *TURN_FIELDS)
+    return (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", max_files_per_trigger)
+        .load(lake.bronze)
+        .select("user_id", "device_id", *TURN_FIELDS)
+    )
 
 
 def start_silver_stream(
@@ -218,7 +223,7 @@ def start_silver_stream(
     checkpoint = lake.checkpoint(SILVER_QUERY_NAME)
     sink = writer or SilverBatchWriter(lake, app_id_for(checkpoint), config)
     stream = (
-        aggregate_sessions(read_bronze_stream(spark, lake), config.sessionize)
+        aggregate_sessions(read_bronze_stream(spark, lake, config.sessionize.max_files_per_trigger), config.sessionize)
         .writeStream.queryName(SILVER_QUERY_NAME)
         .outputMode("append")
         .foreachBatch(sink)

@@ -1,0 +1,133 @@
+"""Benchmark: events per second through bronze -> silver -> gold on local[2], and how state grows.
+
+For each size (same users, more days), simulates the traffic, runs the bronze query
+(availableNow, a day of landing files per micro-batch) and then the silver/gold query
+(availableNow, a few bronze files per micro-batch, RocksDB state), and reads the silver
+query's progress: state rows and memory of the session-window operator, batch durations.
+State is bounded by the watermark, so it should track concurrent sessions, not total events.
+
+    .venv/bin/python benchmarks/bench_pipeline.py --users 2000 --days 4 8 16 --workdir bench/pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from feedback.config import AppConfig, IngestConfig, SessionizeConfig, SimulationConfig, SparkConfig, replace_section
+from feedback.ingest import start_bronze_stream
+from feedback.schema import LakePaths
+from feedback.silver import start_silver_stream, summarize_silver
+from feedback.simulate import run as simulate
+from feedback.spark import build_spark
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    days: int
+    events: int
+    bronze_seconds: float
+    silver_seconds: float
+    silver_batches: int
+    max_state_rows: int
+    max_state_memory_mb: float
+    median_batch_seconds: float
+    max_batch_seconds: float
+    turns: int
+    candidate_pairs: int
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / (self.bronze_seconds + self.silver_seconds)
+
+
+def run_size(spark: SparkSession, config: AppConfig, workdir: Path, users: int, days: int, seed: int) -> SizeResult:
+    traffic = workdir / f"traffic-u{users}-d{days}-s{seed}"
+    if not (traffic / "manifest.json").is_file():
+        simulate(SimulationConfig(users=users, days=days, seed=seed), traffic)
+    manifest = json.loads((traffic / "manifest.json").read_text())
+    lake_dir = workdir / f"lake-d{days}"
+    if lake_dir.exists():
+        shutil.rmtree(lake_dir)
+    lake = LakePaths.at(lake_dir)
+
+    started = time.perf_counter()
+    bronze = start_bronze_stream(spark, config, str((traffic / "events").resolve()), lake, available_now=True)
+    bronze.awaitTermination()
+    bronze_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    silver = start_silver_stream(spark, config, lake, available_now=True)
+    silver.awaitTermination()
+    silver_seconds = time.perf_counter() - started
+
+    progress = [p for p in silver.recentProgress if p.numInputRows > 0 or p.stateOperators]
+    states = [p.stateOperators[0] for p in progress if p.stateOperators]
+    batch_seconds = [p.durationMs.get("triggerExecution", 0) / 1000 for p in progress]
+    totals = summarize_silver(spark, lake)
+    return SizeResult(
+        days=days,
+        events=int(manifest["events"]),
+        bronze_seconds=bronze_seconds,
+        silver_seconds=silver_seconds,
+        silver_batches=len(progress),
+        max_state_rows=max((s.numRowsTotal for s in states), default=0),
+        max_state_memory_mb=max((s.memoryUsedBytes for s in states), default=0) / 2**20,
+        median_batch_seconds=statistics.median(batch_seconds) if batch_seconds else 0.0,
+        max_batch_seconds=max(batch_seconds, default=0.0),
+        turns=totals["turns"],
+        candidate_pairs=totals["candidate_pairs"],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--days", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--workdir", type=Path, default=Path("bench/pipeline"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = replace_section(
+        AppConfig(),
+        spark=SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}),
+        ingest=IngestConfig(max_files_per_trigger=24),
+        sessionize=SessionizeConfig(max_files_per_trigger=4),
+    )
+    spark = build_spark(config.spark)
+    results = []
+    for days in args.days:
+        result = run_size(spark, config, args.workdir, args.users, days, args.seed)
+        results.append(result)
+        print(result, flush=True)
+    spark.stop()
+
+    print()
+    print(f"machine: {platform.machine()}, local[2], RocksDB state store; {args.users} users, seed {args.seed}")
+    print("| days | events | bronze s | silver+gold s | events/s end to end | silver batches | median / max batch s | max state rows | max state memory MB | candidate pairs per event |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r.days} | {r.events:,} | {r.bronze_seconds:.0f} | {r.silver_seconds:.0f} | {r.events_per_second:,.0f} | "
+            f"{r.silver_batches} | {r.median_batch_seconds:.1f} / {r.max_batch_seconds:.1f} | {r.max_state_rows:,} | "
+            f"{r.max_state_memory_mb:.1f} | {r.candidate_pairs / r.turns:.2f} |"
+        )
+    first, last = results[0], results[-1]
+    print(
+        f"events x{last.events / first.events:.2f} -> max state rows x{last.max_state_rows / max(first.max_state_rows, 1):.2f}, "
+        f"median batch time x{last.median_batch_seconds / max(first.median_batch_seconds, 1e-9):.2f}, "
+        f"throughput x{last.events_per_second / first.events_per_second:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
