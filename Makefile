@@ -35,4 +35,4 @@ clean:
 
 ## bench-pipeline: events/s through bronze -> silver -> gold on local[2]; state and batch time at three sizes
 bench-pipeline:
-	$(PY) benchmarks/bench_pipeline.py --users 2000 --days 4 8 16 --workdir bench/pipeline
+	$(PY) benchmarks/bench_pipeline.py --users 5000 --days 1 2 4 --workdir bench/pipeline

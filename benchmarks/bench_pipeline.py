@@ -6,7 +6,7 @@ For each size (same users, more days), simulates the traffic, runs the bronze qu
 query's progress: state rows and memory of the session-window operator, batch durations.
 State is bounded by the watermark, so it should track concurrent sessions, not total events.
 
-    .venv/bin/python benchmarks/bench_pipeline.py --users 2000 --days 4 8 16 --workdir bench/pipeline
+    .venv/bin/python benchmarks/bench_pipeline.py --users 5000 --days 1 2 4 --workdir bench/pipeline
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def run_size(spark: SparkSession, config: AppConfig, workdir: Path, users: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--days", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--days", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--workdir", type=Path, default=Path("bench/pipeline"))
     args = parser.parse_args()

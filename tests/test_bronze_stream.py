@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, IngestConfig, ValidationConfig, replace_section
-from feedback.ingest import BronzeBatchWriter, bronze_writer, start_bronze_stream, summarize_ingest
+from feedback.ingest import BronzeBatchWriter, bronze_writer, start_bronze_stream
 from feedback.pipeline import run_pipeline
 from feedback.schema import LakePaths
 

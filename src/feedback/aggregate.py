@@ -10,14 +10,14 @@ backfill and the stream agree by construction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from feedback.tables import idempotent_writes
 from feedback.schema import (
     DEFECT_METRICS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
@@ -153,21 +153,6 @@ REPHRASE_PAIRS_MERGE = MergeSpec(
     sketches=(("users_sketch", "users"),),
     ratios=(("success_share", "successful_chains", "chains"),),
 )
-
-
-@contextmanager
-def idempotent_writes(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
-    """Make the Delta commands inside skip themselves if ``(app_id, version)`` already committed.
-
-    MERGE takes no writer options, so Delta reads these (internal) session confs instead.
-    """
-    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
-    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
-    try:
-        yield
-    finally:
-        spark.conf.unset("spark.databricks.delta.write.txnAppId")
-        spark.conf.unset("spark.databricks.delta.write.txnVersion")
 
 
 def merge_increment(spark: SparkSession, path: str, increment: DataFrame, spec: MergeSpec, columns: Sequence[str]) -> None:

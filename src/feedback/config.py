@@ -152,25 +152,6 @@ def _is_interval(text: str) -> bool:
     return len(parts) == 2 and parts[0].isdigit() and int(parts[0]) > 0 and parts[1] in _INTERVAL_UNITS
 
 
-DEFAULT_STOP_PHRASES = (
-    "stop",
-    "cancel",
-    "pause",
-    "skip",
-    "next",
-    "never mind",
-    "nevermind",
-    "shut up",
-    "be quiet",
-    "quiet",
-    "enough",
-    "stop it",
-    "stop stop",
-    "no stop",
-    "cancel that",
-    "skip this",
-    "next song",
-)
 
 
 DEFAULT_TERMINATION_PHRASES = (
@@ -187,6 +168,10 @@ DEFAULT_TERMINATION_PHRASES = (
     "no stop",
     "cancel that",
 )
+
+
+# Stop-like requests: the ones that end a response, plus the ones that move media on.
+DEFAULT_STOP_PHRASES = DEFAULT_TERMINATION_PHRASES + ("pause", "skip", "next", "skip this", "next song")
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -53,12 +50,12 @@ from feedback.schema import (
     FieldRule,
     LakePaths,
 )
+from feedback.tables import app_id_for, append_once, ensure_table
 from feedback.validation import SUITE_NAME, VALIDATION_RESULTS_SCHEMA, BatchValidator, ValidationOutcome
 
 LOG = logging.getLogger("feedback.ingest")
 
 BRONZE_QUERY_NAME = "bronze_interactions"
-APP_ID_FILE = "_feedback_app_id"
 
 _INT_TYPES = r"^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,0\))$"
 _NUMBER_TYPES = r"^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,\d+\)|FLOAT|DOUBLE)$"
@@ -277,22 +274,6 @@ def deduplicate_batch(valid: DataFrame) -> DataFrame:
     return singles.unionByName(chosen)
 
 
-def ensure_table(
-    spark: SparkSession,
-    path: str,
-    schema: StructType,
-    partition_by: tuple[str, ...],
-    properties: dict[str, str] | None = None,
-) -> DeltaTable:
-    """Create the Delta table at ``path`` if absent, so readers see its schema before any data lands."""
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
-    if partition_by:
-        builder = builder.partitionedBy(*partition_by)
-    for key, value in (properties or {}).items():
-        builder = builder.property(key, value)
-    return builder.execute()
-
-
 # Data-skipping statistics only on the columns readers filter by, not on the long raw payload.
 BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": "event_id,ts,user_id,device_id,status,domain,intent,ingest_batch"}
 
@@ -318,25 +299,6 @@ class BatchCounts:
     quarantined: int
     duplicates_in_batch: int
     duplicates_existing: int
-
-
-def app_id_for(checkpoint: str) -> str:
-    """A stable id for the query writing through ``checkpoint``, kept next to its offsets.
-
-    Delta skips an idempotent write whose ``txnVersion`` is not above the last one seen for
-    its ``txnAppId``. A deleted checkpoint restarts ``batch_id`` at 0, so the app id must die
-    with the checkpoint, or every later write would be silently skipped.
-    """
-    if "://" in checkpoint and not checkpoint.startswith("file:"):
-        raise ValueError(f"checkpoint must be a local path for the app id file, got {checkpoint!r}")
-    directory = Path(checkpoint.removeprefix("file:"))
-    directory.mkdir(parents=True, exist_ok=True)
-    marker = directory / APP_ID_FILE
-    if not marker.exists():
-        candidate = directory / f".{APP_ID_FILE}.{uuid.uuid4().hex}"
-        candidate.write_text(f"feedback-{uuid.uuid4()}")
-        candidate.replace(marker)
-    return marker.read_text().strip()
 
 
 class PhaseTimer:
@@ -369,15 +331,7 @@ class BronzeBatchWriter:
         self.target_files = target_files
 
     def _append(self, frame: DataFrame, path: str, writer: str, batch_id: int, partition_by: tuple[str, ...]) -> None:
-        write = (
-            frame.write.format("delta")
-            .mode("append")
-            .option("txnAppId", f"{self.app_id}/{writer}")
-            .option("txnVersion", batch_id)
-        )
-        if partition_by:
-            write = write.partitionBy(*partition_by)
-        write.save(path)
+        append_once(frame, path, f"{self.app_id}/{writer}", batch_id, partition_by)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()

@@ -24,10 +24,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
-from feedback.aggregate import fold_into_gold, idempotent_writes, rebuild_gold
+from feedback.aggregate import fold_into_gold, rebuild_gold
 from feedback.config import AppConfig, DetectConfig, SessionizeConfig
 from feedback.detect import label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
-from feedback.ingest import app_id_for, ensure_table
 from feedback.schema import (
     DEFECT_METRICS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
@@ -37,6 +36,7 @@ from feedback.schema import (
     LakePaths,
 )
 from feedback.sessionize import TURN_FIELDS, aggregate_sessions, explode_sessions, mark_turns
+from feedback.tables import app_id_for, append_once, ensure_table, idempotent_writes
 
 LOG = logging.getLogger("feedback.silver")
 
@@ -149,56 +149,30 @@ class SilverBatchWriter:
         # build_turns plan (seconds each) and the non-deterministic processed_at would differ.
         turns = turns.localCheckpoint(eager=True)
         try:
-            stats = turns.agg(
+            row = turns.agg(
                 F.count(F.lit(1)).alias("turns"),
                 F.count_distinct("session_id").alias("sessions"),
-                F.count("rephrase_of").alias("links"),
-                F.sum(F.col("defect").cast("long")).alias("defects"),
+                F.count("rephrase_of").alias("rephrase_links"),
+                F.coalesce(F.sum(F.col("defect").cast("long")), F.lit(0)).alias("defects"),
             ).first()
-            turn_count = int(stats["turns"]) if stats else 0
-            if turn_count:
+            stats = {key: int(value) for key, value in row.asDict().items()} if row else {}
+            if stats.get("turns"):
                 dates = [r["event_date"] for r in turns.select("event_date").distinct().collect()]
                 with idempotent_writes(spark, f"{self.app_id}/silver", batch_id):
                     upsert_turns(spark, self.lake, turns, dates)
                 fold_into_gold(spark, self.lake, turns, self.app_id, batch_id)
-            candidate_count = pairs.count() if turn_count else 0
+            stats["candidate_pairs"] = pairs.count() if stats.get("turns") else 0
         finally:
             turns.unpersist()
         elapsed = time.perf_counter() - started
+        counts = {key: stats.get(key, 0) for key in ("sessions", "turns", "candidate_pairs", "rephrase_links", "defects")}
         record = spark.createDataFrame(
-            [
-                (
-                    self.app_id,
-                    int(batch_id),
-                    int(stats["sessions"]) if stats else 0,
-                    turn_count,
-                    candidate_count,
-                    int(stats["links"]) if stats else 0,
-                    int(stats["defects"] or 0) if stats else 0,
-                    elapsed,
-                )
-            ],
+            [(self.app_id, int(batch_id), *counts.values(), elapsed)],
             "app_id string, batch_id long, sessions long, turns long, candidate_pairs long, rephrase_links long, "
             "defects long, batch_seconds double",
         ).withColumn("processed_at", F.current_timestamp())
-        (
-            record.select(*SILVER_BATCHES_SCHEMA.fieldNames())
-            .write.format("delta")
-            .mode("append")
-            .option("txnAppId", f"{self.app_id}/ops")
-            .option("txnVersion", batch_id)
-            .save(self.lake.silver_batches)
-        )
-        LOG.info(
-            "silver batch %d: %d sessions, %d turns, %d candidate pairs, %d rephrase links, %d defects in %.2fs",
-            batch_id,
-            int(stats["sessions"]) if stats else 0,
-            turn_count,
-            candidate_count,
-            int(stats["links"]) if stats else 0,
-            int(stats["defects"] or 0) if stats else 0,
-            elapsed,
-        )
+        append_once(record.select(*SILVER_BATCHES_SCHEMA.fieldNames()), self.lake.silver_batches, f"{self.app_id}/ops", batch_id)
+        LOG.info("silver batch %d: %s in %.2fs", batch_id, ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()), elapsed)
 
 
 def read_bronze_stream(spark: SparkSession, lake: LakePaths, max_files_per_trigger: int) -> DataFrame:

@@ -1,0 +1,72 @@
+"""Delta table helpers every stage shares: creation, the app id of a checkpoint, writes that replay safely."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+APP_ID_FILE = "_feedback_app_id"
+
+
+def ensure_table(
+    spark: SparkSession,
+    path: str,
+    schema: StructType,
+    partition_by: tuple[str, ...],
+    properties: dict[str, str] | None = None,
+) -> DeltaTable:
+    """Create the Delta table at ``path`` if absent, so readers see its schema before any data lands."""
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
+    return builder.execute()
+
+
+def app_id_for(checkpoint: str) -> str:
+    """A stable id for the query writing through ``checkpoint``, kept next to its offsets.
+
+    Delta skips an idempotent write whose ``txnVersion`` is not above the last one seen for
+    its ``txnAppId``. A deleted checkpoint restarts ``batch_id`` at 0, so the app id must die
+    with the checkpoint, or every later write would be silently skipped.
+    """
+    if "://" in checkpoint and not checkpoint.startswith("file:"):
+        raise ValueError(f"checkpoint must be a local path for the app id file, got {checkpoint!r}")
+    directory = Path(checkpoint.removeprefix("file:"))
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / APP_ID_FILE
+    if not marker.exists():
+        candidate = directory / f".{APP_ID_FILE}.{uuid.uuid4().hex}"
+        candidate.write_text(f"feedback-{uuid.uuid4()}")
+        candidate.replace(marker)
+    return marker.read_text().strip()
+
+
+def append_once(frame: DataFrame, path: str, app_id: str, version: int, partition_by: tuple[str, ...] = ()) -> None:
+    """Append ``frame`` to the Delta table at ``path`` unless (``app_id``, ``version``) already committed there."""
+    write = frame.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", version)
+    if partition_by:
+        write = write.partitionBy(*partition_by)
+    write.save(path)
+
+
+@contextmanager
+def idempotent_writes(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
+    """Make the Delta commands inside skip themselves if ``(app_id, version)`` already committed.
+
+    MERGE takes no writer options, so Delta reads these (internal) session confs instead.
+    """
+    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
+    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset("spark.databricks.delta.write.txnAppId")
+        spark.conf.unset("spark.databricks.delta.write.txnVersion")
