@@ -14,7 +14,7 @@ setup:
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m feedback.jars
 
-## test: the whole suite (real Spark, Delta, Great Expectations; a few minutes)
+## test: the whole suite (real Spark, Delta, Great Expectations; about 12 minutes on 2 cores)
 test:
 	$(PY) -m pytest
 
