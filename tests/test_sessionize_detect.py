@@ -154,6 +154,6 @@ def test_build_turns_writes_exactly_the_silver_columns(spark: SparkSession) -> N
     from feedback.schema import SILVER_TURNS_SCHEMA
 
     sessions = aggregate_sessions(events_frame(spark, [Event("a", 0, "hello"), Event("b", 9, "hello there")]), CONFIG.sessionize)
-    turns, _ = build_turns(sessions, CONFIG.sessionize, CONFIG.detect)
+    turns = build_turns(sessions, CONFIG.sessionize, CONFIG.detect)
     assert turns.columns == SILVER_TURNS_SCHEMA.fieldNames()
     assert turns.count() == 2

@@ -86,8 +86,8 @@ def build_turns(
     sessionize: SessionizeConfig,
     detect: DetectConfig,
     scorer: PairScorer = score_pairs_heuristic,
-) -> tuple[DataFrame, DataFrame]:
-    """Complete sessions -> silver turns (the ``SILVER_TURNS_SCHEMA`` columns) and the scored candidate pairs.
+) -> DataFrame:
+    """Complete sessions -> silver turns (the ``SILVER_TURNS_SCHEMA`` columns).
 
     Args:
         sessions: output of ``aggregate_sessions`` (static: one micro-batch or a backfill).
@@ -103,7 +103,7 @@ def build_turns(
     silver = labelled.withColumn("processed_at", F.current_timestamp()).withColumn(
         "turn_index", F.col("turn_index").cast("int")
     )
-    return silver.select(*SILVER_TURNS_SCHEMA.fieldNames()), pairs
+    return silver.select(*SILVER_TURNS_SCHEMA.fieldNames())
 
 
 def ensure_silver_tables(spark: SparkSession, lake: LakePaths) -> None:
@@ -144,7 +144,7 @@ class SilverBatchWriter:
     def __call__(self, sessions: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
         spark = sessions.sparkSession
-        turns, pairs = build_turns(sessions, self.config.sessionize, self.config.detect, self.scorer)
+        turns = build_turns(sessions, self.config.sessionize, self.config.detect, self.scorer)
         # Computed once, with its lineage cut: every MERGE below would otherwise re-plan the whole
         # build_turns plan (seconds each) and the non-deterministic processed_at would differ.
         turns = turns.localCheckpoint(eager=True)
@@ -161,7 +161,9 @@ class SilverBatchWriter:
                 with idempotent_writes(spark, f"{self.app_id}/silver", batch_id):
                     upsert_turns(spark, self.lake, turns, dates)
                 fold_into_gold(spark, self.lake, turns, self.app_id, batch_id)
-            stats["candidate_pairs"] = pairs.count() if stats.get("turns") else 0
+            # Candidates depend only on columns silver keeps: count them from the checkpointed
+            # turns rather than re-running the micro-batch through build_turns.
+            stats["candidate_pairs"] = rephrase_candidates(turns, self.config.detect).count() if stats.get("turns") else 0
         finally:
             turns.unpersist()
         elapsed = time.perf_counter() - started
@@ -227,7 +229,7 @@ def backfill(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day:
         .filter(F.col("event_date").between(F.lit(first_day - margin), F.lit(last_day + margin)))
         .select("user_id", "device_id", *TURN_FIELDS)
     )
-    turns, _ = build_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect)
+    turns = build_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect)
     in_range = turns.filter(F.col("event_date").between(F.lit(first_day), F.lit(last_day))).persist()
     try:
         written = in_range.count()
