@@ -92,6 +92,10 @@ class IngestConfig:
         _require(bool(self.file_glob.strip()), "ingest.file_glob", "must be non-empty", self.file_glob)
 
 
+VOCABULARIES = ("all", "train", "heldout")
+"""``all``: every intent and value; ``train``: without the held-out intents and values; ``heldout``: only those."""
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """Size, seed and fault rates of the traffic simulator (``feedback.simulate``)."""
@@ -114,8 +118,21 @@ class SimulationConfig:
     explicit_feedback_rate: float = 0.03
     max_attempts: int = 3
     silent_give_up_rate: float = 0.2
+    vocabulary: str = "all"
+    heldout_intents: tuple[str, ...] = ("RateBook", "SearchScreeningEvent")
+    heldout_value_share: float = 0.3
 
     def __post_init__(self) -> None:
+        _require(
+            self.vocabulary in VOCABULARIES, "simulation.vocabulary", f"must be one of {VOCABULARIES}", self.vocabulary
+        )
+        _require(
+            0.0 < self.heldout_value_share < 1.0,
+            "simulation.heldout_value_share",
+            "must be in (0, 1)",
+            self.heldout_value_share,
+        )
+        _require(len(self.heldout_intents) > 0, "simulation.heldout_intents", "must be non-empty", self.heldout_intents)
         _require(self.users >= 1, "simulation.users", "must be >= 1", self.users)
         _require(self.days >= 1, "simulation.days", "must be >= 1", self.days)
         _require(self.sessions_per_user_day > 0, "simulation.sessions_per_user_day", "must be > 0", self.sessions_per_user_day)
@@ -240,6 +257,57 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
+class RephraseModelConfig:
+    """The BERT span-prediction rephrase detector: encoding, decoding, inference and training."""
+
+    base_model: str | None = None
+    max_length: int = 128
+    max_span_tokens: int = 40
+    n_best: int = 5
+    null_score_margin: float = 0.0
+    batch_size: int = 64
+    quantize: bool = False
+    use_champion: bool = True
+    torch_threads: int = 0
+    epochs: int = 2
+    learning_rate: float = 5e-5
+    train_batch_size: int = 16
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    negatives_per_positive: float = 1.5
+    max_train_groups: int = 6000
+    seed: int = 13
+    train_users: int = 300
+    train_days: int = 3
+    train_seed: int = 1001
+    eval_users: int = 200
+    eval_days: int = 3
+    eval_seed: int = 2002
+
+    def __post_init__(self) -> None:
+        _require(32 <= self.max_length <= 512, "rephrase_model.max_length", "must be in [32, 512]", self.max_length)
+        _require(self.max_span_tokens >= 1, "rephrase_model.max_span_tokens", "must be >= 1", self.max_span_tokens)
+        _require(self.n_best >= 1, "rephrase_model.n_best", "must be >= 1", self.n_best)
+        _require(self.batch_size >= 1, "rephrase_model.batch_size", "must be >= 1", self.batch_size)
+        _require(self.torch_threads >= 0, "rephrase_model.torch_threads", "must be >= 0 (0: the task's cores)", self.torch_threads)
+        _require(self.epochs >= 1, "rephrase_model.epochs", "must be >= 1", self.epochs)
+        _require(0 < self.learning_rate < 1, "rephrase_model.learning_rate", "must be in (0, 1)", self.learning_rate)
+        _require(self.train_batch_size >= 1, "rephrase_model.train_batch_size", "must be >= 1", self.train_batch_size)
+        _require(0 <= self.warmup_ratio < 1, "rephrase_model.warmup_ratio", "must be in [0, 1)", self.warmup_ratio)
+        _require(0 <= self.weight_decay < 1, "rephrase_model.weight_decay", "must be in [0, 1)", self.weight_decay)
+        _require(
+            self.negatives_per_positive >= 0,
+            "rephrase_model.negatives_per_positive",
+            "must be >= 0",
+            self.negatives_per_positive,
+        )
+        _require(self.max_train_groups >= 1, "rephrase_model.max_train_groups", "must be >= 1", self.max_train_groups)
+        for name in ("train_users", "train_days", "eval_users", "eval_days"):
+            _require(getattr(self, name) >= 1, f"rephrase_model.{name}", "must be >= 1", getattr(self, name))
+        _require(self.train_seed != self.eval_seed, "rephrase_model.eval_seed", "must differ from train_seed", self.eval_seed)
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """The whole configuration of one run."""
 
@@ -248,6 +316,7 @@ class AppConfig:
     sessionize: SessionizeConfig = field(default_factory=SessionizeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    rephrase_model: RephraseModelConfig = field(default_factory=RephraseModelConfig)
 
 
 def _check_scalar(value: object, expected: type, key: str) -> object:

@@ -293,5 +293,26 @@ class LakePaths:
     def silver_batches(self) -> str:
         return self._join("_ops", "silver_batches")
 
+    @property
+    def rewrites(self) -> str:
+        return self._join("gold", "rewrites")
+
+    @property
+    def rewrite_vetoes(self) -> str:
+        return self._join("gold", "rewrite_vetoes")
+
+    @property
+    def mlflow_db(self) -> str:
+        return self._join("mlflow", "mlflow.db")
+
+    @property
+    def mlflow_artifacts(self) -> str:
+        return self._join("mlflow", "artifacts")
+
+    @property
+    def training(self) -> str:
+        """Simulations and their lakes made by ``feedback train-rephrase`` when no data is given."""
+        return self._join("_training")
+
     def checkpoint(self, query_name: str) -> str:
         return self._join("_checkpoints", query_name)

@@ -1,0 +1,167 @@
+"""MLflow tracking and model registry: where they live and when the ``champion`` alias moves.
+
+Both models of this project (``rephrase-detector``, ``query-rewriter``) are registered with
+aliases, never stages. A new version becomes ``champion`` only when its score on the
+evaluation set clears the current champion's; the decision and both scores are logged to the
+run and tagged on the version, so the registry itself explains why an alias moved or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from feedback.schema import LakePaths
+
+LOG = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+REPHRASE_DETECTOR = "rephrase-detector"
+QUERY_REWRITER = "query-rewriter"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def tracking_uri_for(lake: str | Path) -> str:
+    """``$MLFLOW_TRACKING_URI`` when set, else SQLite at ``LAKE/mlflow/mlflow.db``."""
+    override = os.environ.get(TRACKING_URI_ENV, "").strip()
+    if override:
+        return override
+    paths = LakePaths.at(lake)
+    if "://" in paths.root and not paths.root.startswith("file://"):
+        raise ValueError(f"lake must be a local path for the default SQLite tracking store, got {lake!r}; set {TRACKING_URI_ENV}")
+    return f"sqlite:///{paths.mlflow_db.removeprefix('file://')}"
+
+
+def configure_mlflow(lake: str | Path) -> str:
+    """Point MLflow's tracking and registry at the lake's store (creating its folders); returns the URI."""
+    uri = tracking_uri_for(lake)
+    paths = LakePaths.at(lake)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths.mlflow_artifacts.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(lake: str | Path, name: str) -> str:
+    """The experiment ``name`` (created with its artifacts under ``LAKE/mlflow/artifacts``); returns its id.
+
+    Call after ``configure_mlflow``. With ``$MLFLOW_TRACKING_URI`` set, artifacts go where that
+    server puts them.
+    """
+    client = MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        mlflow.set_experiment(experiment_id=existing.experiment_id)
+        return str(existing.experiment_id)
+    location = None
+    if not os.environ.get(TRACKING_URI_ENV, "").strip():
+        location = Path(LakePaths.at(lake).mlflow_artifacts.removeprefix("file://")).joinpath(name).as_uri()
+    experiment_id = client.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)
+
+
+def champion_version(client: MlflowClient, model_name: str) -> ModelVersion | None:
+    """The version behind ``model_name@champion``, or None when the model or the alias does not exist."""
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+
+
+def champion_uri(model_name: str) -> str:
+    """``models:/NAME@champion``."""
+    return f"models:/{model_name}@{CHAMPION_ALIAS}"
+
+
+def beats_champion(candidate_score: float, champion_score: float | None, *, allow_equal: bool) -> bool:
+    """Whether a candidate with ``candidate_score`` should take the alias (higher is better).
+
+    No champion yet: the candidate wins. ``allow_equal``: "no worse" is enough (the rewriter's
+    rule); otherwise it must be strictly better (the detector's rule).
+    """
+    if not isinstance(candidate_score, (int, float)):
+        raise TypeError(f"candidate_score must be a number, got {type(candidate_score).__name__}")
+    if champion_score is None:
+        return True
+    return candidate_score >= champion_score if allow_equal else candidate_score > champion_score
+
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    """What the champion rule decided for one new version, and on which scores."""
+
+    model_name: str
+    metric: str
+    candidate_version: str
+    candidate_score: float
+    champion_version: str | None
+    champion_score: float | None
+    promoted: bool
+
+    def describe(self) -> str:
+        previous = (
+            f"champion v{self.champion_version} {self.metric}={self.champion_score:.4f}"
+            if self.champion_version is not None and self.champion_score is not None
+            else "no champion yet"
+        )
+        verdict = "promoted to champion" if self.promoted else "kept as challenger"
+        return f"{self.model_name} v{self.candidate_version} {self.metric}={self.candidate_score:.4f} vs {previous}: {verdict}"
+
+
+def apply_champion_rule(
+    client: MlflowClient,
+    model_name: str,
+    candidate_version: str,
+    metric: str,
+    candidate_score: float,
+    champion_score: float | None,
+    *,
+    allow_equal: bool,
+) -> ChampionDecision:
+    """Move ``champion`` to ``candidate_version`` when it beats the current champion's score.
+
+    ``champion_score`` must be the current champion measured on the same evaluation set as the
+    candidate (None when there is no champion). The decision is tagged on the new version and,
+    when a run is active, logged to it (metrics and ``champion_decision.json``).
+    """
+    current = champion_version(client, model_name)
+    if current is not None and champion_score is None:
+        raise ValueError(f"champion_score is required: {model_name} already has champion v{current.version}")
+    promoted = beats_champion(candidate_score, champion_score if current is not None else None, allow_equal=allow_equal)
+    decision = ChampionDecision(
+        model_name=model_name,
+        metric=metric,
+        candidate_version=str(candidate_version),
+        candidate_score=float(candidate_score),
+        champion_version=None if current is None else str(current.version),
+        champion_score=None if current is None or champion_score is None else float(champion_score),
+        promoted=promoted,
+    )
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(candidate_version))
+    tags = {
+        "champion_decision": "promoted" if promoted else "rejected",
+        f"eval_{metric}": f"{candidate_score:.6f}",
+        "compared_with_version": decision.champion_version or "none",
+        f"compared_with_{metric}": "none" if decision.champion_score is None else f"{decision.champion_score:.6f}",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(candidate_version), key, value)
+    if mlflow.active_run() is not None:
+        metrics = {f"candidate_{metric}": decision.candidate_score, "promoted": float(promoted)}
+        if decision.champion_score is not None:
+            metrics[f"champion_{metric}"] = decision.champion_score
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(asdict(decision), "champion_decision.json")
+    LOG.info("%s", decision.describe())
+    return decision
