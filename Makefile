@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo bench-ingest bench-pipeline clean
+LAKE ?= lake
+
+.PHONY: setup test test-fast demo train-rephrase bench-ingest bench-pipeline bench-rephrase clean
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -26,6 +28,10 @@ test-fast:
 demo:
 	$(VENV)/bin/feedback demo --workdir demo
 
+## train-rephrase: fine-tune the BERT rephrase detector on a fresh simulation, register it in LAKE/mlflow (about 15 minutes on 2 cores)
+train-rephrase:
+	$(VENV)/bin/feedback train-rephrase --lake $(LAKE)
+
 ## bench-ingest: events/s through bronze ingestion on local[2], with and without Great Expectations
 bench-ingest:
 	$(PY) benchmarks/bench_ingest.py --users 2700 --days 7 --workdir bench/ingest
@@ -36,3 +42,7 @@ clean:
 ## bench-pipeline: events/s through bronze -> silver -> gold on local[2]; state and batch time at three sizes
 bench-pipeline:
 	$(PY) benchmarks/bench_pipeline.py --users 5000 --days 1 2 4 --workdir bench/pipeline
+
+## bench-rephrase: pairs/s of the champion detector inside Spark vs called directly; pipeline events/s with it (needs `make train-rephrase`)
+bench-rephrase:
+	$(PY) benchmarks/bench_rephrase.py --model-lake $(LAKE) --users 150 --days 2 --workdir bench/rephrase

@@ -22,6 +22,7 @@ from feedback.simulate import (
     SimulationSummary,
     run,
 )
+from feedback.simulate.world import HELDOUT_MIN_VALUES, VocabularySplit, build_world
 
 SMALL = SimulationConfig(
     users=30,
@@ -283,6 +284,7 @@ def test_manifest_equals_recount(small: Output) -> None:
         "system_commands": sum(t["is_system_command"] for t in small.truth),
         "sessions": len({t["session_key"] for t in small.truth}),
         "defect_causes": {c: sum(c in t["defect_causes"] for t in small.truth) for c in DEFECT_CAUSES},
+        "vocabulary": "all",
     }
     assert manifest == recount
     assert total_lines == len(small.truth) + recount["duplicate_lines"] + len(small.malformed)
@@ -477,3 +479,24 @@ def test_vendored_snips_resources_are_compact_and_attributed() -> None:
     assert sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) < 1_500_000
     notice = (folder / "NOTICE.md").read_text("utf-8")
     assert "CC0 1.0" in notice and "arXiv:1805.10190" in notice and "sonos/nlu-benchmark" in notice
+
+
+def test_vocabulary_split_shares_no_intent_and_no_open_slot_value() -> None:
+    """A held-out simulation uses only intents and (open-class) slot values a train simulation never sees."""
+    split = {"heldout_intents": ("RateBook", "SearchScreeningEvent"), "heldout_value_share": 0.3}
+    train = build_world(3, VocabularySplit("train", **split))
+    heldout = build_world(4, VocabularySplit("heldout", **split))
+    assert {r.intent for r in train.catalog} == {
+        "AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "SearchCreativeWork"
+    }
+    assert {r.intent for r in heldout.catalog} == {"RateBook", "SearchScreeningEvent"}
+    for (intent, slot), values in train.vocab.items():
+        full = build_world(3).vocab[(intent, slot)]
+        held = heldout.vocab[(intent, slot)]
+        if len(full) >= HELDOUT_MIN_VALUES:
+            assert set(values).isdisjoint(held), (intent, slot)
+            assert len(values) + len(held) == len(full), (intent, slot)
+        else:
+            assert values == held == full, (intent, slot)
+    with pytest.raises(ValueError, match="heldout_intents"):
+        VocabularySplit("train", heldout_intents=("NoSuchIntent",))

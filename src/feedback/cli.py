@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--users", type=int, default=None)
     simulate.add_argument("--days", type=int, default=None)
     simulate.add_argument("--seed", type=int, default=None)
+    simulate.add_argument(
+        "--vocabulary",
+        choices=("all", "train", "heldout"),
+        default=None,
+        help="all intents and slot values, or the training / held-out part (simulation.heldout_*)",
+    )
     _add_conf(simulate)
 
     for name, text in (
@@ -62,6 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     _add_conf(evaluate)
 
+    train = commands.add_parser("train-rephrase", help="fine-tune, evaluate and register the BERT rephrase detector")
+    train.add_argument("--lake", type=Path, required=True, help="lake whose MLflow store (LAKE/mlflow) gets the model")
+    train.add_argument("--events", type=Path, default=None, help="train on this landing directory (default: a fresh simulation)")
+    train.add_argument("--truth", type=Path, default=None, help="ground_truth.jsonl of --events")
+    _add_conf(train)
+
+    mine = commands.add_parser("mine-rewrites", help="mine gold/rewrites from silver rephrase chains, register the query rewriter")
+    mine.add_argument("--lake", type=Path, required=True)
+    mine.add_argument("--truth", type=Path, default=None, help="ground truth for the champion rule (default: implicit, from silver)")
+    mine.add_argument("--no-register", action="store_true", help="only write gold/rewrites (overrides mining.register)")
+    _add_conf(mine)
+
+    rewrites = commands.add_parser("evaluate-rewrites", help="offline win/loss of gold/rewrites on a simulator ground truth")
+    rewrites.add_argument("--lake", type=Path, required=True)
+    rewrites.add_argument("--truth", type=Path, required=True, help="ground_truth.jsonl written by `feedback simulate`")
+    rewrites.add_argument("--model", default=None, help="evaluate this model URI instead, e.g. models:/query-rewriter@champion")
+    rewrites.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    _add_conf(rewrites)
+
+    veto = commands.add_parser("veto-rewrite", help="rule out a rewrite (or every rewrite of a source) for later mining runs")
+    veto.add_argument("--lake", type=Path, required=True)
+    veto.add_argument("--source", required=True, help="the source utterance (normalized like silver)")
+    veto.add_argument("--rewrite", default=None, help="the vetoed rewrite; omit to veto every rewrite of --source")
+    veto.add_argument("--reason", default=None)
+    _add_conf(veto)
+
     demo = commands.add_parser("demo", help="simulate a week of traffic, run the pipeline, print every table")
     demo.add_argument("--workdir", type=Path, default=Path("demo"), help="where the traffic and the lake go")
     _add_conf(demo)
@@ -76,7 +108,7 @@ def _date(text: str) -> dt.date:
 
 
 def _simulation_overrides(args: argparse.Namespace) -> dict[str, object]:
-    section = {key: getattr(args, key) for key in ("users", "days", "seed") if getattr(args, key, None) is not None}
+    section = {key: getattr(args, key) for key in ("users", "days", "seed", "vocabulary") if getattr(args, key, None) is not None}
     return {"simulation": section} if section else {}
 
 
@@ -114,6 +146,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             from feedback.evaluate import run as evaluate
 
             print(evaluate(spark, args.lake, args.truth, args.json).render())
+        elif args.command == "train-rephrase":
+            from feedback.train_rephrase import run as train_rephrase
+
+            print(train_rephrase(spark, config, args.lake, args.events, args.truth).render())
+        elif args.command == "mine-rewrites":
+            from feedback.mine import run as mine_rewrites
+
+            register = False if args.no_register else None
+            print(mine_rewrites(spark, config, args.lake, args.truth, register=register).render())
+        elif args.command == "evaluate-rewrites":
+            from feedback.rewrite_eval import run as evaluate_rewrites
+
+            print(evaluate_rewrites(spark, args.lake, args.truth, args.json, args.model).render())
+        elif args.command == "veto-rewrite":
+            from feedback.mine import add_veto
+            from feedback.schema import LakePaths
+
+            add_veto(spark, LakePaths.at(args.lake), args.source, args.rewrite, args.reason)
+            print(f"vetoed {args.rewrite or 'every rewrite'!r} for {args.source!r}; the next mine-rewrites respects it")
         elif args.command == "demo":
             from feedback.demo import run as run_demo
 

@@ -269,7 +269,7 @@ class RephraseModelConfig:
     quantize: bool = False
     use_champion: bool = True
     torch_threads: int = 0
-    epochs: int = 2
+    epochs: int = 3
     learning_rate: float = 5e-5
     train_batch_size: int = 16
     warmup_ratio: float = 0.1
@@ -308,6 +308,43 @@ class RephraseModelConfig:
 
 
 @dataclass(frozen=True)
+class MiningConfig:
+    """Rewrite mining (``feedback mine-rewrites``): when an absorbing-chain result becomes a rewrite.
+
+    Why each gate: the absorption probability alone rewards a target reached by few lucky users,
+    so support (distinct users and chains that went from the source to a success at the target)
+    keeps one user's habit out; the target's own success rate keeps out targets that only worked
+    for the chains we saw; the source's ceiling keeps requests that mostly work untouched, since
+    rewriting those can only lose.
+    """
+
+    min_probability: float = 0.1
+    min_support_users: int = 2
+    min_support_chains: int = 2
+    min_target_success_rate: float = 0.7
+    max_source_success_rate: float = 0.7
+    beat_own_success: bool = False
+    max_component_states: int = 100_000
+    solve_buckets: int = 16
+    solve_cells: int = 4_000_000
+    max_label_iterations: int = 40
+    register: bool = True
+    experiment: str = "query-rewriter"
+
+    def __post_init__(self) -> None:
+        for name in ("min_probability", "min_target_success_rate", "max_source_success_rate"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"mining.{name}", "must be in [0, 1]", value)
+        for name in ("min_support_users", "min_support_chains"):
+            _require(getattr(self, name) >= 1, f"mining.{name}", "must be >= 1", getattr(self, name))
+        _require(self.max_component_states >= 2, "mining.max_component_states", "must be >= 2", self.max_component_states)
+        _require(self.solve_buckets >= 1, "mining.solve_buckets", "must be >= 1", self.solve_buckets)
+        _require(self.solve_cells >= 1024, "mining.solve_cells", "must be >= 1024", self.solve_cells)
+        _require(self.max_label_iterations >= 1, "mining.max_label_iterations", "must be >= 1", self.max_label_iterations)
+        _require(bool(self.experiment.strip()), "mining.experiment", "must be non-empty", self.experiment)
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """The whole configuration of one run."""
 
@@ -317,6 +354,7 @@ class AppConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     rephrase_model: RephraseModelConfig = field(default_factory=RephraseModelConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
 
 
 def _check_scalar(value: object, expected: type, key: str) -> object:

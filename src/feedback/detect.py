@@ -34,11 +34,17 @@ def rephrase_candidates(turns: DataFrame, config: DetectConfig) -> DataFrame:
         ``session_id``, ``user_id``, ``source_event_id``, ``target_event_id``, both texts
         (raw and normalized), ``gap_s`` between the two requests, ``steps_back`` (1 = the
         previous request), ``stop_between`` and the source's visible outcome
-        (``source_status``, ``source_barge_in``, ``source_terminated``, ``source_response_text``).
+        (``source_status``, ``source_barge_in``, ``source_terminated``, ``source_response_text``)
+        and the request before the source (``source_previous_text``, ``source_previous_gap_s``:
+        context for the model detector).
     """
     requests = turns.filter(~F.col("is_system_command"))
     order = Window.partitionBy("session_id").orderBy("turn_index")
-    requests = requests.withColumn("_request_index", F.row_number().over(order))
+    requests = (
+        requests.withColumn("_request_index", F.row_number().over(order))
+        .withColumn("_previous_text", F.lag("utterance").over(order))
+        .withColumn("_previous_gap_s", (F.unix_millis("ts") - F.lag(F.unix_millis("ts")).over(order)) / F.lit(1000.0))
+    )
     source = requests.select(
         "session_id",
         "user_id",
@@ -52,6 +58,8 @@ def rephrase_candidates(turns: DataFrame, config: DetectConfig) -> DataFrame:
         F.col("barge_in").alias("source_barge_in"),
         F.col("terminated").alias("source_terminated"),
         F.col("response_text").alias("source_response_text"),
+        F.col("_previous_text").alias("source_previous_text"),
+        F.col("_previous_gap_s").alias("source_previous_gap_s"),
     )
     target = requests.select(
         F.col("session_id").alias("_session"),
@@ -88,6 +96,8 @@ def rephrase_candidates(turns: DataFrame, config: DetectConfig) -> DataFrame:
         "source_barge_in",
         "source_terminated",
         "source_response_text",
+        "source_previous_text",
+        "source_previous_gap_s",
     )
 
 

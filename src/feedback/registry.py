@@ -46,8 +46,15 @@ def configure_mlflow(lake: str | Path) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.mlflow_artifacts.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    user_override = os.environ.get(TRACKING_URI_ENV)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that, or the next lake opened in this
+    # process would be sent to this lake's store.
+    if user_override is None:
+        os.environ.pop(TRACKING_URI_ENV, None)
+    else:
+        os.environ[TRACKING_URI_ENV] = user_override
     return uri
 
 

@@ -316,3 +316,29 @@ class LakePaths:
 
     def checkpoint(self, query_name: str) -> str:
         return self._join("_checkpoints", query_name)
+
+
+# gold/rewrites: one row per source utterance the query rewriter rewrites (``feedback mine-rewrites``).
+REWRITES_SCHEMA = StructType(
+    [
+        StructField("source_utterance", StringType(), False),
+        StructField("rewrite_utterance", StringType(), False),
+        StructField("probability", DoubleType(), False),
+        StructField("support_users", LongType(), False),
+        StructField("support_chains", LongType(), False),
+        StructField("source_success_rate", DoubleType(), False),
+        StructField("target_success_rate", DoubleType(), False),
+        StructField("mined_at", TimestampType(), False),
+        StructField("run_id", StringType(), False),
+    ]
+)
+
+# gold/rewrite_vetoes: pairs an analyst has ruled out; a null rewrite_utterance vetoes every rewrite of the source.
+REWRITE_VETOES_SCHEMA = StructType(
+    [
+        StructField("source_utterance", StringType(), False),
+        StructField("rewrite_utterance", StringType(), True),
+        StructField("reason", StringType(), True),
+        StructField("vetoed_at", TimestampType(), False),
+    ]
+)

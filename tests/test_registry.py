@@ -1,0 +1,85 @@
+"""The champion rule on a real MLflow registry (SQLite under tmp_path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from feedback.registry import (
+    CHAMPION_ALIAS,
+    apply_champion_rule,
+    beats_champion,
+    champion_version,
+    configure_mlflow,
+    tracking_uri_for,
+)
+
+MODEL = "test-model"
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = configure_mlflow(tmp_path / "lake")
+    assert uri == f"sqlite:///{tmp_path / 'lake' / 'mlflow' / 'mlflow.db'}"
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # a later lake in this process must not inherit this store
+    mlflow.set_experiment("registry-test")  # the active experiment of an earlier test lives in another store
+    registry = MlflowClient()
+    registry.create_registered_model(MODEL)
+    source = tmp_path / "model"
+    source.mkdir()
+    for _ in range(4):
+        registry.create_model_version(MODEL, source=source.as_uri())
+    return registry
+
+
+def test_tracking_uri_defaults_to_the_lake_and_honours_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri_for(tmp_path) == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri_for(tmp_path) == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "allow_equal", "expected"),
+    [(0.9, None, False, True), (0.9, 0.8, False, True), (0.8, 0.8, False, False), (0.8, 0.8, True, True), (0.7, 0.8, True, False)],
+)
+def test_beats_champion(candidate: float, champion: float | None, allow_equal: bool, expected: bool) -> None:
+    assert beats_champion(candidate, champion, allow_equal=allow_equal) is expected
+
+
+def test_alias_moves_only_to_a_better_version(client: MlflowClient) -> None:
+    assert champion_version(client, MODEL) is None
+    first = apply_champion_rule(client, MODEL, "1", "link_f1", 0.90, None, allow_equal=False)
+    assert (first.promoted, first.champion_version) == (True, None)
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "1"
+
+    worse = apply_champion_rule(client, MODEL, "2", "link_f1", 0.85, 0.90, allow_equal=False)
+    tie = apply_champion_rule(client, MODEL, "3", "link_f1", 0.90, 0.90, allow_equal=False)
+    assert (worse.promoted, tie.promoted) == (False, False)
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "1"
+    assert client.get_model_version(MODEL, "2").tags == {
+        "champion_decision": "rejected",
+        "eval_link_f1": "0.850000",
+        "compared_with_version": "1",
+        "compared_with_link_f1": "0.900000",
+    }
+
+    with mlflow.start_run() as run:
+        better = apply_champion_rule(client, MODEL, "4", "link_f1", 0.95, 0.90, allow_equal=False)
+    assert better.promoted and better.champion_version == "1"
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "4"
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged == {"candidate_link_f1": 0.95, "champion_link_f1": 0.90, "promoted": 1.0}
+
+
+def test_champion_score_is_required_once_there_is_a_champion(client: MlflowClient) -> None:
+    apply_champion_rule(client, MODEL, "1", "win_loss", 12.0, None, allow_equal=True)
+    with pytest.raises(ValueError, match="champion_score"):
+        apply_champion_rule(client, MODEL, "2", "win_loss", 13.0, None, allow_equal=True)
+    equal = apply_champion_rule(client, MODEL, "2", "win_loss", 12.0, 12.0, allow_equal=True)
+    assert equal.promoted

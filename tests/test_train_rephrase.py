@@ -1,0 +1,105 @@
+"""``feedback train-rephrase`` end to end on a tiny BERT: simulate, train, register, champion rule, stream.
+
+Real simulator, real pipeline, real MLflow (SQLite under tmp_path); only the encoder is a tiny random
+BERT so the test stays fast (its F1 is meaningless; the real checkpoint's is in docs/quality.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from feedback.config import AppConfig, RephraseModelConfig, replace_section
+from feedback.detect import rephrase_candidates
+from feedback.pipeline import run_pipeline
+from feedback.registry import REPHRASE_DETECTOR, champion_uri
+from feedback.rephrase_model import SpanRephraseDetector, queries_from_pandas, scores_frame
+from feedback.rephrase_spark import champion_detector_dir, request_groups
+from feedback.schema import LakePaths
+from feedback.train_rephrase import run as train_rephrase
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A 2-layer, 32-wide random BERT encoder with the real MiniLM tokenizer (a stand-in for MiniLM)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from feedback.rephrase_model import base_model_dir
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
+    BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.slow
+def test_train_register_champion_rule_and_streaming_inference(
+    spark: SparkSession, app_config: AppConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    model_config = RephraseModelConfig(
+        base_model=str(tiny_encoder(tmp_path / "encoder")),
+        max_length=96,
+        epochs=1,
+        train_users=12,
+        train_days=1,
+        eval_users=8,
+        eval_days=1,
+    )
+    config = replace_section(app_config, rephrase_model=model_config)
+    lake = tmp_path / "lake"
+    paths = LakePaths.at(lake)
+
+    first = train_rephrase(spark, config, lake, progress=False)
+    assert (first.version, first.promoted, first.champion_f1) == ("1", True, None)
+    assert first.eval_pairs > 0 and first.train_groups > 0
+
+    # Same data, same seed: the same F1, which does not *beat* the champion, so the alias stays.
+    second = train_rephrase(spark, config, lake, progress=False)
+    assert (second.version, second.promoted) == ("2", False)
+    assert second.champion_f1 == first.model.f1 == second.model.f1
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(REPHRASE_DETECTOR, "champion").version) == "1"
+    tags = client.get_model_version(REPHRASE_DETECTOR, "2").tags
+    assert (tags["champion_decision"], tags["compared_with_version"]) == ("rejected", "1")
+    run = client.get_run(second.run_id)
+    assert run.data.metrics["promoted"] == 0.0
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"silver_turns_training", "silver_turns_evaluation"}
+    assert run.data.params["rephrase_model.epochs"] == "1"
+
+    # A registry consumer: the pyfunc scores request groups like the detector itself.
+    eval_lake = LakePaths.at(Path(paths.training) / "eval-2002" / "lake")
+    turns = spark.read.format("delta").load(eval_lake.silver_turns)
+    groups = request_groups(rephrase_candidates(turns, config.detect)).toPandas().head(20)
+    predicted = mlflow.pyfunc.load_model(champion_uri(REPHRASE_DETECTOR)).predict(groups)
+    found = champion_detector_dir(paths)
+    assert found is not None and found[0] == "1"
+    queries = queries_from_pandas(groups)
+    expected = scores_frame(queries, SpanRephraseDetector.load(found[1]).score(queries))
+    pd.testing.assert_frame_equal(predicted.reset_index(drop=True), expected, atol=1e-5)
+
+    # The pipeline scores with the champion and records its version on every scored turn.
+    train_events = Path(paths.training) / "train-1001" / "traffic" / "events"
+    run_pipeline(spark, replace_section(config, rephrase_model=replace(model_config, quantize=True)), train_events, lake)
+    detectors = (
+        spark.read.format("delta").load(paths.silver_turns).filter(F.col("rephrase_score").isNotNull())
+        .groupBy("rephrase_detector").count().collect()
+    )
+    assert [row["rephrase_detector"] for row in detectors] == ["rephrase-detector/1+int8"]
+    assert detectors[0]["count"] > 0
