@@ -6,7 +6,7 @@ export PYTHONUNBUFFERED := 1
 
 LAKE ?= lake
 
-.PHONY: setup test test-fast demo train-rephrase bench-ingest bench-pipeline bench-rephrase clean
+.PHONY: setup test test-fast demo train-rephrase bench-ingest bench-pipeline bench-rephrase bench-rewrites clean
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -46,3 +46,7 @@ bench-pipeline:
 ## bench-rephrase: pairs/s of the champion detector inside Spark vs called directly; pipeline events/s with it (needs `make train-rephrase`)
 bench-rephrase:
 	$(PY) benchmarks/bench_rephrase.py --model-lake $(LAKE) --users 150 --days 2 --workdir bench/rephrase
+
+## bench-rewrites: rewrite mining (components, sparse absorbing-chain solves, thresholds, MERGE) on synthetic rephrase graphs of 10k, 100k and 1M states on local[2]
+bench-rewrites:
+	$(PY) benchmarks/bench_rewrites.py --states 10000 100000 1000000 --workdir bench/rewrites --json bench/rewrites/results.json

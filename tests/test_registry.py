@@ -83,3 +83,13 @@ def test_champion_score_is_required_once_there_is_a_champion(client: MlflowClien
         apply_champion_rule(client, MODEL, "2", "win_loss", 13.0, None, allow_equal=True)
     equal = apply_champion_rule(client, MODEL, "2", "win_loss", 12.0, 12.0, allow_equal=True)
     assert equal.promoted
+
+
+def test_first_version_must_beat_the_baseline_when_asked(client: MlflowClient) -> None:
+    weak = apply_champion_rule(client, MODEL, "1", "link_f1", 0.81, None, allow_equal=False, baseline=("heuristic-v1", 0.90))
+    assert (weak.promoted, weak.baseline, weak.baseline_score) == (False, "heuristic-v1", 0.90)
+    assert champion_version(client, MODEL) is None
+    assert client.get_model_version(MODEL, "1").tags["compared_with_version"] == "heuristic-v1"
+    strong = apply_champion_rule(client, MODEL, "2", "link_f1", 0.95, None, allow_equal=False, baseline=("heuristic-v1", 0.90))
+    assert strong.promoted
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "2"

@@ -55,6 +55,7 @@ def test_train_register_champion_rule_and_streaming_inference(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     model_config = RephraseModelConfig(
         base_model=str(tiny_encoder(tmp_path / "encoder")),
+        must_beat_heuristic=False,  # a tiny random model never would; the gate is tested in test_registry
         max_length=96,
         epochs=1,
         train_users=12,

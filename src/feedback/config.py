@@ -268,6 +268,7 @@ class RephraseModelConfig:
     batch_size: int = 64
     quantize: bool = False
     use_champion: bool = True
+    must_beat_heuristic: bool = True
     torch_threads: int = 0
     epochs: int = 3
     learning_rate: float = 5e-5
@@ -311,14 +312,19 @@ class RephraseModelConfig:
 class MiningConfig:
     """Rewrite mining (``feedback mine-rewrites``): when an absorbing-chain result becomes a rewrite.
 
-    Why each gate: the absorption probability alone rewards a target reached by few lucky users,
-    so support (distinct users and chains that went from the source to a success at the target)
-    keeps one user's habit out; the target's own success rate keeps out targets that only worked
-    for the chains we saw; the source's ceiling keeps requests that mostly work untouched, since
-    rewriting those can only lose.
+    Why each gate: the absorption probability ``B[u, S(v)]`` alone rewards a target reached by
+    few lucky users, so support (distinct users and chains that went from the source to a success
+    at the target) keeps one user's habit out; ``B[u, S(v)]`` shrinks with every request ``u``
+    serves well itself and with every other good wording, so the target's *share* of the success
+    found away from ``u`` is the guard that does not punish popular, half-broken requests; the
+    target's own success rate keeps out targets that only worked for the chains we saw; the
+    source's ceiling keeps requests that mostly work untouched. ``beat_own_success`` adds the
+    strictest reading (``B[u, S(v)] > B[u, S(u)]``). Defaults tuned on simulation seeds 21 and 33
+    (``benchmarks/tune_rewrites.py``, docs/quality.md).
     """
 
-    min_probability: float = 0.1
+    min_probability: float = 0.02
+    min_target_share: float = 0.1
     min_support_users: int = 2
     min_support_chains: int = 2
     min_target_success_rate: float = 0.7
@@ -332,7 +338,7 @@ class MiningConfig:
     experiment: str = "query-rewriter"
 
     def __post_init__(self) -> None:
-        for name in ("min_probability", "min_target_success_rate", "max_source_success_rate"):
+        for name in ("min_probability", "min_target_share", "min_target_success_rate", "max_source_success_rate"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"mining.{name}", "must be in [0, 1]", value)
         for name in ("min_support_users", "min_support_chains"):

@@ -114,13 +114,16 @@ class ChampionDecision:
     champion_version: str | None
     champion_score: float | None
     promoted: bool
+    baseline: str | None = None
+    baseline_score: float | None = None
 
     def describe(self) -> str:
-        previous = (
-            f"champion v{self.champion_version} {self.metric}={self.champion_score:.4f}"
-            if self.champion_version is not None and self.champion_score is not None
-            else "no champion yet"
-        )
+        if self.champion_version is not None and self.champion_score is not None:
+            previous = f"champion v{self.champion_version} {self.metric}={self.champion_score:.4f}"
+        elif self.baseline is not None and self.baseline_score is not None:
+            previous = f"no champion yet, baseline {self.baseline} {self.metric}={self.baseline_score:.4f}"
+        else:
+            previous = "no champion yet"
         verdict = "promoted to champion" if self.promoted else "kept as challenger"
         return f"{self.model_name} v{self.candidate_version} {self.metric}={self.candidate_score:.4f} vs {previous}: {verdict}"
 
@@ -134,17 +137,23 @@ def apply_champion_rule(
     champion_score: float | None,
     *,
     allow_equal: bool,
+    baseline: tuple[str, float] | None = None,
 ) -> ChampionDecision:
     """Move ``champion`` to ``candidate_version`` when it beats the current champion's score.
 
     ``champion_score`` must be the current champion measured on the same evaluation set as the
-    candidate (None when there is no champion). The decision is tagged on the new version and,
-    when a run is active, logged to it (metrics and ``champion_decision.json``).
+    candidate (None when there is no champion). ``baseline``: (name, score) of what runs when
+    there is no champion (the heuristic detector); the first version must beat it too. The
+    decision is tagged on the new version and, when a run is active, logged to it (metrics and
+    ``champion_decision.json``).
     """
     current = champion_version(client, model_name)
     if current is not None and champion_score is None:
         raise ValueError(f"champion_score is required: {model_name} already has champion v{current.version}")
-    promoted = beats_champion(candidate_score, champion_score if current is not None else None, allow_equal=allow_equal)
+    if current is not None:
+        promoted = beats_champion(candidate_score, champion_score, allow_equal=allow_equal)
+    else:
+        promoted = beats_champion(candidate_score, None if baseline is None else baseline[1], allow_equal=allow_equal)
     decision = ChampionDecision(
         model_name=model_name,
         metric=metric,
@@ -153,14 +162,20 @@ def apply_champion_rule(
         champion_version=None if current is None else str(current.version),
         champion_score=None if current is None or champion_score is None else float(champion_score),
         promoted=promoted,
+        baseline=None if current is not None or baseline is None else baseline[0],
+        baseline_score=None if current is not None or baseline is None else float(baseline[1]),
     )
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(candidate_version))
     tags = {
         "champion_decision": "promoted" if promoted else "rejected",
         f"eval_{metric}": f"{candidate_score:.6f}",
-        "compared_with_version": decision.champion_version or "none",
-        f"compared_with_{metric}": "none" if decision.champion_score is None else f"{decision.champion_score:.6f}",
+        "compared_with_version": decision.champion_version or decision.baseline or "none",
+        f"compared_with_{metric}": (
+            f"{decision.champion_score:.6f}"
+            if decision.champion_score is not None
+            else "none" if decision.baseline_score is None else f"{decision.baseline_score:.6f}"
+        ),
     }
     for key, value in tags.items():
         client.set_model_version_tag(model_name, str(candidate_version), key, value)
@@ -168,6 +183,8 @@ def apply_champion_rule(
         metrics = {f"candidate_{metric}": decision.candidate_score, "promoted": float(promoted)}
         if decision.champion_score is not None:
             metrics[f"champion_{metric}"] = decision.champion_score
+        if decision.baseline_score is not None:
+            metrics[f"baseline_{metric}"] = decision.baseline_score
         mlflow.log_metrics(metrics)
         mlflow.log_dict(asdict(decision), "champion_decision.json")
     LOG.info("%s", decision.describe())

@@ -418,8 +418,9 @@ def run(
             champion = SpanRephraseDetector.load(found[1])
             champion_scored, _ = score_set(champion, evaluation, settings.batch_size)
             champion_f1 = link_score(champion_scored, "model_score", evaluation.truth_links, threshold).f1
+        baseline = ("heuristic-v1", heuristic_score.f1) if settings.must_beat_heuristic else None
         decision = apply_champion_rule(
-            client, REPHRASE_DETECTOR, version, "link_f1", model_score.f1, champion_f1, allow_equal=False
+            client, REPHRASE_DETECTOR, version, "link_f1", model_score.f1, champion_f1, allow_equal=False, baseline=baseline
         )
         client.set_model_version_tag(REPHRASE_DETECTOR, version, "heuristic_link_f1", f"{heuristic_score.f1:.6f}")
         client.set_model_version_tag(REPHRASE_DETECTOR, version, "int8_link_f1", f"{int8_score.f1:.6f}")

@@ -1,0 +1,49 @@
+"""Out-of-time check of the rewrite win/loss: mine on the days before a split, judge the days after.
+
+``feedback evaluate-rewrites`` replays the same traffic the rewrites were mined from (the offline
+"would it have fixed it" figure); a rewrite mined from a user's chain then also gets credit for
+that chain. This script removes that credit: rewrites come only from silver turns dated before
+``--split`` and are judged only on ground-truth requests at or after it.
+
+    .venv/bin/python benchmarks/rewrite_holdout.py --lake L --truth D/ground_truth.jsonl --split 2026-11-07
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from feedback.config import SparkConfig, load_config
+from feedback.mine import mine_rewrites
+from feedback.rewrite_eval import evaluate_rewrites, read_truth, truth_traffic
+from feedback.schema import REWRITE_VETOES_SCHEMA, LakePaths
+from feedback.spark import build_spark
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--truth", type=Path, required=True)
+    parser.add_argument("--split", type=dt.date.fromisoformat, required=True, help="first day judged (YYYY-MM-DD)")
+    parser.add_argument("--conf", type=Path, default=None)
+    args = parser.parse_args()
+    config = load_config(args.conf)
+    spark = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}))
+    lake = LakePaths.at(args.lake)
+    turns = spark.read.format("delta").load(lake.silver_turns).filter(F.col("event_date") < F.lit(args.split))
+    outcome = mine_rewrites(
+        turns, spark.createDataFrame([], REWRITE_VETOES_SCHEMA), config.mining, "holdout", dt.datetime(2026, 1, 1)
+    )
+    rewrites = outcome.rewrites.localCheckpoint(eager=True)
+    truth = read_truth(spark, args.truth).filter(F.to_date(F.to_timestamp("ts")) >= F.lit(args.split))
+    evaluation = evaluate_rewrites(rewrites, truth_traffic(truth))
+    print(f"mined on silver before {args.split} ({rewrites.count()} rewrites), judged on ground truth from {args.split}:")
+    print(evaluation.render())
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()

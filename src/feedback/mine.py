@@ -1,0 +1,815 @@
+"""Rewrite mining: rephrase chains pooled across users as one absorbing Markov chain.
+
+States are normalized utterances. Every request turn of an utterance ``u`` is one visit to ``u``
+and ends in one of three ways:
+
+* a detected rephrase to ``v`` (a transient step ``u -> v``; a turn that ``k`` later turns
+  rephrase counts ``1/k`` towards each, so every visit weighs one);
+* a success on its own: the turn was no defect and nobody rephrased it (absorbed in ``S(u)``);
+* a failure: a defect nobody rephrased (abandoned, or still defective: absorbed in ``F``).
+
+With ``Q`` the transient part, ``s`` the direct success and ``f`` the failure probabilities,
+``B = (I - Q)^-1 [diag(s) | f]`` says, for a user who starts with ``u``, through which
+utterance they finally succeeded. Every successful utterance is its own absorbing state, and
+``S(w)`` is entered only from ``w``, so ``B[u, S(w)] = N[u, w] * s[w]`` with the fundamental
+matrix ``N = (I - Q)^-1``. The rewrite of ``u`` is the ``w != u`` with the highest
+``B[u, S(w)]``, emitted only when it clears the gates of ``MiningConfig`` (probability, its
+share of the success found away from ``u``, support, the target's and the source's own success
+rates; optionally beating ``B[u, S(u)]``). ``u`` itself is never a rewrite target, and a source
+that succeeds on its own more often than ``max_source_success_rate`` is never rewritten.
+
+Scale: ``B[u, .]`` is zero outside ``u``'s connected component of the rephrase graph, so the
+components (label propagation in Spark) are solved independently, spread over Spark with
+``applyInPandas``. Inside a group, components of similar size are stacked into one
+block-diagonal sparse system: one ``splu`` factorisation, and a right-hand side whose column
+``j`` holds the unit vector of the ``j``-th state of *every* component at once, so a group of
+thousands of small components costs a handful of sparse solves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from scipy.sparse.linalg import splu
+
+from feedback.config import AppConfig, MiningConfig
+from feedback.schema import REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, LakePaths
+from feedback.tables import ensure_table
+
+LOG = logging.getLogger("feedback.mine")
+
+KIND_NEXT = "next"
+KIND_SUCCESS = "success"
+KIND_FAILURE = "failure"
+KIND_VETO = "veto"
+TRANSITION_KINDS = (KIND_NEXT, KIND_SUCCESS, KIND_FAILURE)
+PROBABILITY_DECIMALS = 12
+"""Probabilities are rounded so that equal paths solved in another order tie exactly (ties: first state by name)."""
+
+CANDIDATE_SCHEMA = (
+    "component long, source_utterance string, rewrite_utterance string, probability double, "
+    "own_probability double, other_probability double, component_states long"
+)
+
+
+# ----- the pure numpy/scipy core ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AbsorbingChain:
+    """One absorbing Markov chain: transient states, ``Q``, and the absorption vectors ``s`` and ``f``.
+
+    ``states[i]`` is transient state ``i`` and also names the success state ``S(states[i])``.
+    Rows of ``[Q | s | f]`` sum to one.
+    """
+
+    states: tuple[str, ...]
+    transient: sp.csr_matrix
+    success: np.ndarray
+    failure: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.states)
+        if self.transient.shape != (n, n):
+            raise ValueError(f"transient must be {n}x{n} for {n} states, got {self.transient.shape}")
+        for name in ("success", "failure"):
+            vector = getattr(self, name)
+            if vector.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {vector.shape}")
+        totals = np.asarray(self.transient.sum(axis=1)).ravel() + self.success + self.failure
+        if n and not np.allclose(totals, 1.0, atol=1e-9):
+            raise ValueError(f"rows of [Q | s | f] must sum to 1, got {totals.tolist()}")
+
+
+def build_chain(transitions: Iterable[tuple[str, str | None, str, float]]) -> AbsorbingChain:
+    """An ``AbsorbingChain`` from counted outcomes ``(source, target, kind, weight)``.
+
+    ``kind`` is ``next`` (``source -> target``), ``success`` or ``failure`` (``target`` None);
+    weights are counts of visits, normalised per source. A state seen only as a target has no
+    visits of its own; with nothing known about it, it counts as a failure.
+
+    Example:
+        >>> chain = build_chain([("a", "b", "next", 1.0), ("a", None, "failure", 1.0), ("b", None, "success", 1.0)])
+        >>> chain.states, chain.transient.toarray().tolist(), chain.success.tolist()
+        (('a', 'b'), [[0.0, 0.5], [0.0, 0.0]], [0.0, 1.0])
+    """
+    rows = list(transitions)
+    names: set[str] = set()
+    for source, target, kind, weight in rows:
+        if kind not in TRANSITION_KINDS:
+            raise ValueError(f"transitions: kind must be one of {TRANSITION_KINDS}, got {kind!r}")
+        if not isinstance(source, str) or not source:
+            raise ValueError(f"transitions: source must be a non-empty string, got {source!r}")
+        if kind == KIND_NEXT and (not isinstance(target, str) or not target):
+            raise ValueError(f"transitions: a next step needs a target, got {target!r} from {source!r}")
+        if not weight >= 0:
+            raise ValueError(f"transitions: weight must be >= 0, got {weight!r}")
+        names.add(source)
+        if kind == KIND_NEXT:
+            names.add(str(target))
+    states = tuple(sorted(names))
+    index = {name: i for i, name in enumerate(states)}
+    n = len(states)
+    totals = np.zeros(n)
+    success = np.zeros(n)
+    failure = np.zeros(n)
+    q_rows: list[int] = []
+    q_cols: list[int] = []
+    q_vals: list[float] = []
+    for source, target, kind, weight in rows:
+        i = index[source]
+        totals[i] += weight
+        if kind == KIND_NEXT:
+            q_rows.append(i)
+            q_cols.append(index[str(target)])
+            q_vals.append(weight)
+        elif kind == KIND_SUCCESS:
+            success[i] += weight
+        else:
+            failure[i] += weight
+    unseen = totals == 0
+    scale = np.where(unseen, 1.0, totals)
+    q = sp.csr_matrix((np.array(q_vals) / scale[q_rows] if q_vals else [], (q_rows, q_cols)), shape=(n, n))
+    return AbsorbingChain(states, q, success / scale, np.where(unseen, 1.0, failure / scale))
+
+
+def absorption_probabilities(chain: AbsorbingChain) -> tuple[np.ndarray, np.ndarray]:
+    """``B = (I - Q)^-1 [diag(s) | f]`` as (success part ``n x n``, failure column ``n``), by one sparse LU.
+
+    Dense output: for small chains and tests; ``solve_components`` does the same per block.
+
+    Raises:
+        ValueError: ``I - Q`` is singular (some states can never be absorbed).
+    """
+    n = len(chain.states)
+    if n == 0:
+        return np.zeros((0, 0)), np.zeros(0)
+    lu = _factorize(sp.identity(n, format="csc") - chain.transient.tocsc())
+    fundamental = lu.solve(np.eye(n))
+    return fundamental * chain.success[np.newaxis, :], lu.solve(chain.failure)
+
+
+def _factorize(matrix: sp.csc_matrix) -> object:
+    """``splu`` of ``I - Q``, with a message that says what a singular matrix means here."""
+    try:
+        return splu(matrix)
+    except RuntimeError as error:
+        raise ValueError(f"I - Q is singular ({error}): some states never reach an absorbing state") from error
+
+
+@dataclass(frozen=True)
+class BestTargets:
+    """Per state ``u`` of a batch: the best other success state (index, -1 for none) and the probabilities.
+
+    ``probability`` is ``B[u, S(best)]``, ``own_probability`` ``B[u, S(u)]`` and
+    ``other_probability`` the sum of ``B[u, S(w)]`` over every ``w != u`` (vetoed ones included).
+    """
+
+    target: np.ndarray
+    probability: np.ndarray
+    own_probability: np.ndarray
+    other_probability: np.ndarray
+
+
+def best_targets(
+    transient: sp.csr_matrix,
+    success: np.ndarray,
+    block_start: np.ndarray,
+    block_size: np.ndarray,
+    vetoed: tuple[np.ndarray, np.ndarray] | None = None,
+    max_cells: int = 4_000_000,
+) -> BestTargets:
+    """For every state ``u`` of a block-diagonal chain, ``argmax_{w != u} B[u, S(w)]`` and ``B[u, S(u)]``.
+
+    Args:
+        transient: ``Q`` of the whole batch, block diagonal: the states of one block are the
+            contiguous indices ``block_start[u] .. block_start[u] + block_size[u] - 1``.
+        success: ``s`` of every state.
+        block_start: per state, the first index of its block.
+        block_size: per state, the size of its block.
+        vetoed: (rows, columns) of pairs ``(u, w)`` that may not be chosen.
+        max_cells: how many states x columns one solve may hold (memory bound).
+
+    Why it stacks: column ``j`` of the right-hand side is the unit vector of the ``j``-th state
+    of every block at once; blocks do not interact, so one solve yields column ``j`` of every
+    block's fundamental matrix. Ties go to the lower index (states are sorted by name).
+    """
+    n = transient.shape[0]
+    for name, array in (("success", success), ("block_start", block_start), ("block_size", block_size)):
+        if array.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {array.shape}")
+    if max_cells < 1:
+        raise ValueError(f"max_cells must be >= 1, got {max_cells}")
+    best = np.full(n, -1, dtype=np.int64)
+    best_p = np.zeros(n)
+    own = np.zeros(n)
+    other = np.zeros(n)
+    if n == 0:
+        return BestTargets(best, best_p, own, other)
+    local = np.arange(n) - block_start
+    if np.any(local < 0) or np.any(local >= block_size):
+        raise ValueError("block_start and block_size must describe contiguous blocks containing each state")
+    lu = _factorize(sp.identity(n, format="csc") - transient.tocsc())
+    widest = int(block_size.max())
+    chunk = max(1, min(widest, max_cells // n))
+    veto_rows = vetoed[0] if vetoed is not None else np.zeros(0, dtype=np.int64)
+    veto_local = (vetoed[1] - block_start[veto_rows]) if vetoed is not None else np.zeros(0, dtype=np.int64)
+    rows = np.arange(n)
+    for first in range(0, widest, chunk):
+        last = min(widest, first + chunk)
+        columns = np.arange(first, last)
+        in_chunk = (local >= first) & (local < last)
+        rhs = np.zeros((n, last - first))
+        rhs[rows[in_chunk], local[in_chunk] - first] = 1.0
+        solved = lu.solve(rhs)
+        valid = columns[np.newaxis, :] < block_size[:, np.newaxis]
+        state_of_column = np.where(valid, block_start[:, np.newaxis] + columns[np.newaxis, :], 0)
+        values = np.where(valid, np.round(solved * success[state_of_column], PROBABILITY_DECIMALS), 0.0)
+        own[in_chunk] = values[rows[in_chunk], local[in_chunk] - first]
+        values[rows[in_chunk], local[in_chunk] - first] = 0.0
+        other += values.sum(axis=1)
+        values[rows[in_chunk], local[in_chunk] - first] = -1.0
+        hit = (veto_local >= first) & (veto_local < last)
+        values[veto_rows[hit], veto_local[hit] - first] = -1.0
+        pick = np.argmax(values, axis=1)
+        picked = values[rows, pick]
+        better = picked > best_p
+        best_p[better] = picked[better]
+        best[better] = block_start[better] + first + pick[better]
+    return BestTargets(best, best_p, own, np.round(other, PROBABILITY_DECIMALS))
+
+
+def _batches(sizes: np.ndarray, max_cells: int) -> Iterator[tuple[int, int]]:
+    """Consecutive component ranges ``[lo, hi)`` (sorted by size) whose states x widest block fit ``max_cells``."""
+    lo = 0
+    states = 0
+    for i, size in enumerate(sizes.tolist()):
+        if i > lo and (states + size) * size > max_cells:
+            yield lo, i
+            lo, states = i, 0
+        states += size
+    if lo < len(sizes):
+        yield lo, len(sizes)
+
+
+def solve_components(frame: pd.DataFrame, max_cells: int = 4_000_000, max_component_states: int = 100_000) -> pd.DataFrame:
+    """The best rewrite candidate of every state with a rephrase, for all components in ``frame``.
+
+    Args:
+        frame: columns ``component`` (int), ``kind`` (next/success/failure/veto), ``source``,
+            ``target`` (None unless next/veto), ``weight`` (visits): one group of ``applyInPandas``.
+        max_cells: memory bound of one solve (see ``best_targets``).
+        max_component_states: larger components are skipped (their rows come back with a null
+            rewrite and ``component_states`` set, so the caller can count them).
+
+    Returns:
+        ``CANDIDATE_SCHEMA`` columns, one row per state that has at least one rephrase step.
+    """
+    columns = [
+        "component",
+        "source_utterance",
+        "rewrite_utterance",
+        "probability",
+        "own_probability",
+        "other_probability",
+        "component_states",
+    ]
+    missing = {"component", "kind", "source", "target", "weight"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"frame is missing columns {sorted(missing)}")
+    moves = frame[frame["kind"] != KIND_VETO]
+    vetoes = frame[(frame["kind"] == KIND_VETO) & frame["target"].notna()]
+    nexts = moves[moves["kind"] == KIND_NEXT]
+    states = (
+        pd.concat(
+            [
+                moves[["component", "source"]].rename(columns={"source": "state"}),
+                nexts[["component", "target"]].rename(columns={"target": "state"}),
+            ]
+        )
+        .drop_duplicates()
+        .astype({"component": "int64"})
+    )
+    if states.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(columns, ["int64", object, object, float, float, float, "int64"])})
+    sizes = states.groupby("component").size().rename("size")
+    states = states.join(sizes, on="component").sort_values(["size", "component", "state"], kind="stable")
+    oversized = states[states["size"] > max_component_states]
+    states = states[(states["size"] >= 2) & (states["size"] <= max_component_states)].reset_index(drop=True)
+    states["index"] = np.arange(len(states), dtype=np.int64)
+    n = len(states)
+    lookup = states.set_index(["component", "state"])["index"]
+
+    def locate(part: pd.DataFrame, column: str) -> np.ndarray:
+        keys = pd.MultiIndex.from_arrays([part["component"].astype("int64"), part[column]])
+        return lookup.reindex(keys).to_numpy()
+
+    moves = moves[moves["component"].isin(states["component"].unique())]
+    src = locate(moves, "source").astype(np.int64)
+    weight = moves["weight"].to_numpy(dtype=float)
+    kind = moves["kind"].to_numpy()
+    totals = np.bincount(src, weights=weight, minlength=n)
+    unseen = totals == 0
+    scale = np.where(unseen, 1.0, totals)
+    is_next = kind == KIND_NEXT
+    tgt = locate(moves[is_next], "target").astype(np.int64)
+    transient = sp.csr_matrix((weight[is_next] / scale[src[is_next]], (src[is_next], tgt)), shape=(n, n))
+    success = np.bincount(src[kind == KIND_SUCCESS], weights=weight[kind == KIND_SUCCESS], minlength=n) / scale
+    has_step = np.bincount(src[is_next], minlength=n) > 0
+
+    component_ids = states["component"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, component_ids[1:] != component_ids[:-1]])
+    block_sizes = np.diff(np.r_[starts, n])
+    block_start = np.repeat(starts, block_sizes)
+    block_size = np.repeat(block_sizes, block_sizes)
+    veto_src = locate(vetoes, "source")
+    veto_tgt = locate(vetoes, "target")
+    keep = ~(np.isnan(veto_src) | np.isnan(veto_tgt)) if len(vetoes) else np.zeros(0, dtype=bool)
+    veto_src = veto_src[keep].astype(np.int64) if len(vetoes) else np.zeros(0, dtype=np.int64)
+    veto_tgt = veto_tgt[keep].astype(np.int64) if len(vetoes) else np.zeros(0, dtype=np.int64)
+
+    target = np.full(n, -1, dtype=np.int64)
+    probability = np.zeros(n)
+    own = np.zeros(n)
+    other = np.zeros(n)
+    for lo, hi in _batches(block_sizes, max_cells):
+        first, last = int(starts[lo]), int(starts[hi]) if hi < len(starts) else n
+        in_batch = (veto_src >= first) & (veto_src < last)
+        result = best_targets(
+            transient[first:last, first:last],
+            success[first:last],
+            block_start[first:last] - first,
+            block_size[first:last],
+            (veto_src[in_batch] - first, veto_tgt[in_batch] - first),
+            max_cells,
+        )
+        target[first:last] = np.where(result.target >= 0, result.target + first, -1)
+        probability[first:last] = result.probability
+        own[first:last] = result.own_probability
+        other[first:last] = result.other_probability
+
+    names = states["state"].to_numpy()
+    chosen = np.flatnonzero(has_step)
+    out = pd.DataFrame(
+        {
+            "component": component_ids[chosen].astype("int64"),
+            "source_utterance": names[chosen],
+            "rewrite_utterance": np.where(target[chosen] >= 0, names[np.maximum(target[chosen], 0)], None),
+            "probability": probability[chosen],
+            "own_probability": own[chosen],
+            "other_probability": other[chosen],
+            "component_states": block_size[chosen].astype("int64"),
+        }
+    )
+    if not oversized.empty:
+        skipped = oversized.drop_duplicates("state")
+        out = pd.concat(
+            [
+                out,
+                pd.DataFrame(
+                    {
+                        "component": skipped["component"].astype("int64").to_numpy(),
+                        "source_utterance": skipped["state"].to_numpy(),
+                        "rewrite_utterance": None,
+                        "probability": 0.0,
+                        "own_probability": 0.0,
+                        "other_probability": 0.0,
+                        "component_states": skipped["size"].astype("int64").to_numpy(),
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+    return out[columns]
+
+
+# ----- Spark: silver turns -> transitions, statistics, components, candidates, rewrites --------
+
+
+def request_turns(turns: DataFrame) -> DataFrame:
+    """The requests of silver (system commands are never rephrased or rewritten; empty texts have no key)."""
+    return turns.filter(~F.col("is_system_command") & (F.length("normalized_utterance") > 0)).select(
+        "event_id", "user_id", "normalized_utterance", "defect", "rephrase_of", "chain_id", "chain_success", "turn_index"
+    )
+
+
+def state_transitions(turns: DataFrame) -> DataFrame:
+    """Visits of each utterance by outcome: ``(source, target, kind, weight)``.
+
+    A rephrased turn is a ``next`` step to each turn that rephrases it (``1/k`` each); any
+    other turn is absorbed: ``success`` when it was no defect, ``failure`` otherwise.
+    """
+    requests = request_turns(turns)
+    successors = requests.filter(F.col("rephrase_of").isNotNull()).select(
+        F.col("rephrase_of").alias("event_id"), F.col("normalized_utterance").alias("target")
+    )
+    fanout = successors.groupBy("event_id").agg(F.count(F.lit(1)).alias("_fanout"))
+    steps = (
+        requests.join(successors, "event_id")
+        .join(fanout, "event_id")
+        .select(
+            F.col("normalized_utterance").alias("source"),
+            "target",
+            F.lit(KIND_NEXT).alias("kind"),
+            (F.lit(1.0) / F.col("_fanout")).alias("weight"),
+        )
+    )
+    ends = requests.join(fanout, "event_id", "left_anti").select(
+        F.col("normalized_utterance").alias("source"),
+        F.lit(None).cast("string").alias("target"),
+        F.when(F.col("defect"), F.lit(KIND_FAILURE)).otherwise(F.lit(KIND_SUCCESS)).alias("kind"),
+        F.lit(1.0).alias("weight"),
+    )
+    return steps.unionByName(ends).groupBy("source", "target", "kind").agg(F.sum("weight").alias("weight"))
+
+
+def utterance_stats(turns: DataFrame) -> DataFrame:
+    """Per utterance: requests, those that were no defect, and the share (its success on its own)."""
+    return (
+        request_turns(turns)
+        .groupBy(F.col("normalized_utterance").alias("utterance"))
+        .agg(F.count(F.lit(1)).alias("traffic"), F.sum((~F.col("defect")).cast("long")).alias("successes"))
+        .withColumn("success_rate", F.col("successes") / F.col("traffic"))
+    )
+
+
+def chain_support(turns: DataFrame) -> DataFrame:
+    """Per (source, target): chains that passed through ``source`` and succeeded at ``target`` last, and their users."""
+    chained = request_turns(turns).filter(F.col("chain_id").isNotNull())
+    ends = chained.groupBy("chain_id").agg(
+        F.max("turn_index").alias("_last_index"),
+        F.max_by("normalized_utterance", "turn_index").alias("rewrite_utterance"),
+        F.max_by("defect", "turn_index").alias("_last_defect"),
+    )
+    return (
+        chained.join(ends, "chain_id")
+        .filter(
+            (F.col("turn_index") < F.col("_last_index"))
+            & ~F.col("_last_defect")
+            & (F.col("normalized_utterance") != F.col("rewrite_utterance"))
+        )
+        .groupBy(F.col("normalized_utterance").alias("source_utterance"), "rewrite_utterance")
+        .agg(F.count_distinct("chain_id").alias("support_chains"), F.count_distinct("user_id").alias("support_users"))
+    )
+
+
+def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFrame, int]:
+    """``(utterance, component)`` of every utterance on an edge, by min-label propagation; and the rounds taken.
+
+    Labels are 64-bit hashes; a collision can only merge two components, which is harmless
+    (components are solved separately for speed, a merged one is still solved exactly). Each
+    round takes the smallest label among the neighbours and then the label of the label
+    (pointer jumping), so long paths converge in few rounds.
+
+    Raises:
+        RuntimeError: not converged in ``max_iterations`` rounds (a split component would be solved wrongly).
+    """
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+    pairs = edges.filter(F.col("source") != F.col("target")).select(
+        F.xxhash64("source").alias("src"), F.xxhash64("target").alias("dst")
+    )
+    links = pairs.unionByName(pairs.select(F.col("dst").alias("src"), F.col("src").alias("dst"))).distinct()
+    links = links.localCheckpoint(eager=True)
+    names = (
+        edges.select(F.col("source").alias("utterance"))
+        .unionByName(edges.select(F.col("target").alias("utterance")))
+        .distinct()
+        .withColumn("id", F.xxhash64("utterance"))
+    )
+    labels = links.select(F.col("src").alias("id")).distinct().withColumn("label", F.col("id")).localCheckpoint(eager=True)
+    for round_number in range(1, max_iterations + 1):
+        lowest = (
+            links.join(labels.withColumnRenamed("id", "src"), "src")
+            .groupBy(F.col("dst").alias("id"))
+            .agg(F.min("label").alias("_neighbour"))
+        )
+        stepped = labels.join(lowest, "id", "left").select(
+            "id", F.least("label", F.coalesce("_neighbour", "label")).alias("label")
+        )
+        jumped = (
+            stepped.alias("a")
+            .join(stepped.alias("b"), F.col("a.label") == F.col("b.id"))
+            .join(labels.alias("old"), F.col("a.id") == F.col("old.id"))
+            .select(
+                F.col("a.id").alias("id"),
+                F.least(F.col("a.label"), F.col("b.label")).alias("label"),
+                (F.least(F.col("a.label"), F.col("b.label")) != F.col("old.label")).alias("_changed"),
+            )
+            .localCheckpoint(eager=True)
+        )
+        changed = jumped.filter(F.col("_changed")).count()
+        labels.unpersist()
+        labels = jumped.drop("_changed")
+        LOG.info("components: round %d, %d labels changed", round_number, changed)
+        if changed == 0:
+            return names.join(labels, "id").select("utterance", F.col("label").alias("component")), round_number
+    raise RuntimeError(
+        f"connected components did not converge in {max_iterations} rounds; raise mining.max_label_iterations"
+    )
+
+
+@dataclass(frozen=True)
+class MiningOutcome:
+    """What one mining pass produced (DataFrames are lazy unless stated) and its sizes."""
+
+    rewrites: DataFrame
+    candidates: DataFrame
+    states: int
+    components: int
+    skipped_components: int
+    label_rounds: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def solve_candidates(transitions: DataFrame, vetoes: DataFrame, config: MiningConfig) -> tuple[DataFrame, int]:
+    """Components of the rephrase graph, then ``solve_components`` per group of components (``applyInPandas``).
+
+    Returns the candidates, materialised (``localCheckpoint``), and the label-propagation rounds.
+    """
+    edges = transitions.filter(F.col("kind") == KIND_NEXT).select("source", "target").distinct()
+    components, rounds = connected_components(edges, config.max_label_iterations)
+    components = components.withColumnRenamed("utterance", "source")
+    moves = transitions.join(components, "source")
+    blocked = (
+        vetoes.filter(F.col("rewrite_utterance").isNotNull())
+        .select(
+            F.col("source_utterance").alias("source"),
+            F.col("rewrite_utterance").alias("target"),
+            F.lit(KIND_VETO).alias("kind"),
+            F.lit(0.0).alias("weight"),
+        )
+        .join(components, "source")
+    )
+    grouped = moves.unionByName(blocked).withColumn("_bucket", F.pmod("component", F.lit(config.solve_buckets)))
+    max_cells, max_states = config.solve_cells, config.max_component_states
+
+    def solve(frame: pd.DataFrame) -> pd.DataFrame:
+        return solve_components(frame.drop(columns=["_bucket"]), max_cells=max_cells, max_component_states=max_states)
+
+    candidates = grouped.groupBy("_bucket").applyInPandas(solve, CANDIDATE_SCHEMA)
+    return candidates.localCheckpoint(eager=True), rounds
+
+
+def select_rewrites(
+    candidates: DataFrame,
+    stats: DataFrame,
+    support: DataFrame,
+    vetoes: DataFrame,
+    config: MiningConfig,
+    run_id: str,
+    mined_at: dt.datetime,
+) -> DataFrame:
+    """Candidates that clear every threshold, as ``REWRITES_SCHEMA`` rows.
+
+    The candidate is the best success state other than the source (vetoed pairs were already
+    passed over by the solver); every gate of ``MiningConfig`` applies to it, and a source
+    vetoed as a whole is dropped.
+    """
+    source_stats = stats.select(
+        F.col("utterance").alias("source_utterance"), F.col("success_rate").alias("source_success_rate")
+    )
+    target_stats = stats.select(
+        F.col("utterance").alias("rewrite_utterance"), F.col("success_rate").alias("target_success_rate")
+    )
+    whole_source = vetoes.filter(F.col("rewrite_utterance").isNull()).select("source_utterance").distinct()
+    pair = vetoes.filter(F.col("rewrite_utterance").isNotNull()).select("source_utterance", "rewrite_utterance").distinct()
+    return (
+        candidates.filter(F.col("rewrite_utterance").isNotNull())
+        .join(source_stats, "source_utterance")
+        .join(target_stats, "rewrite_utterance")
+        .join(support, ["source_utterance", "rewrite_utterance"], "left")
+        .fillna(0, subset=["support_chains", "support_users"])
+        .join(whole_source, "source_utterance", "left_anti")
+        .join(pair, ["source_utterance", "rewrite_utterance"], "left_anti")
+        .filter(
+            (F.col("probability") >= F.lit(config.min_probability))
+            & (F.col("probability") >= F.lit(config.min_target_share) * F.col("other_probability"))
+            & ((F.col("probability") > F.col("own_probability")) | F.lit(not config.beat_own_success))
+            & (F.col("source_success_rate") <= F.lit(config.max_source_success_rate))
+            & (F.col("target_success_rate") >= F.lit(config.min_target_success_rate))
+            & (F.col("support_users") >= F.lit(config.min_support_users))
+            & (F.col("support_chains") >= F.lit(config.min_support_chains))
+        )
+        .select(
+            "source_utterance",
+            "rewrite_utterance",
+            "probability",
+            F.col("support_users").cast("long").alias("support_users"),
+            F.col("support_chains").cast("long").alias("support_chains"),
+            "source_success_rate",
+            "target_success_rate",
+            F.lit(mined_at).cast("timestamp").alias("mined_at"),
+            F.lit(run_id).alias("run_id"),
+        )
+    )
+
+
+def mine_rewrites(
+    turns: DataFrame, vetoes: DataFrame, config: MiningConfig, run_id: str, mined_at: dt.datetime
+) -> MiningOutcome:
+    """Silver turns (and vetoes) -> the rewrite table's rows, with the sizes of the problem solved.
+
+    The transitions and the candidates are materialised (``localCheckpoint``) so the counts and
+    the later joins do not solve the chains again; ``rewrites`` stays lazy.
+    """
+    started = time.perf_counter()
+    transitions = state_transitions(turns).localCheckpoint(eager=True)
+    counted = time.perf_counter()
+    LOG.info("transitions counted in %.1fs; solving the components", counted - started)
+    candidates, rounds = solve_candidates(transitions, vetoes, config)
+    solved = time.perf_counter()
+    sizes = candidates.agg(
+        F.count_distinct("component").alias("components"),
+        F.count_distinct(F.when(F.col("component_states") > config.max_component_states, F.col("component"))).alias("skipped"),
+    ).first()
+    components, skipped = (int(sizes["components"]), int(sizes["skipped"])) if sizes else (0, 0)
+    states = (
+        transitions.select("source")
+        .unionByName(transitions.filter(F.col("kind") == KIND_NEXT).select(F.col("target").alias("source")))
+        .distinct()
+        .count()
+    )
+    LOG.info(
+        "%d states, %d components with a rephrase solved in %.1fs (%d label rounds)", states, components, solved - counted, rounds
+    )
+    if skipped:
+        LOG.warning("%d components above mining.max_component_states=%d were skipped", skipped, config.max_component_states)
+    rewrites = select_rewrites(candidates, utterance_stats(turns), chain_support(turns), vetoes, config, run_id, mined_at)
+    return MiningOutcome(
+        rewrites=rewrites,
+        candidates=candidates,
+        states=int(states),
+        components=components,
+        skipped_components=skipped,
+        label_rounds=rounds,
+        seconds={"transitions": counted - started, "solve": solved - counted},
+    )
+
+
+# ----- Delta I/O and the job ---------------------------------------------------------------------
+
+
+def ensure_rewrite_tables(spark: SparkSession, lake: LakePaths) -> None:
+    """Create ``gold/rewrites`` and the (empty) ``gold/rewrite_vetoes`` if absent."""
+    ensure_table(spark, lake.rewrites, REWRITES_SCHEMA, ())
+    ensure_table(spark, lake.rewrite_vetoes, REWRITE_VETOES_SCHEMA, ())
+
+
+REWRITE_VALUE_COLUMNS = (
+    "rewrite_utterance",
+    "probability",
+    "support_users",
+    "support_chains",
+    "source_success_rate",
+    "target_success_rate",
+)
+
+
+def merge_rewrites(spark: SparkSession, path: str, rewrites: DataFrame) -> int:
+    """MERGE the mined rows into ``gold/rewrites`` by source; returns the table's new Delta version.
+
+    Changed rows are updated, new sources inserted, sources no longer mined deleted; a row that
+    did not change keeps its ``mined_at``/``run_id``, so the Delta history shows what changed.
+    """
+    changed = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in REWRITE_VALUE_COLUMNS)
+    columns = REWRITES_SCHEMA.fieldNames()
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(rewrites.select(*columns).alias("s"), "t.source_utterance = s.source_utterance")
+        .whenMatchedUpdate(condition=changed, set={c: f"s.{c}" for c in columns})
+        .whenNotMatchedInsert(values={c: f"s.{c}" for c in columns})
+        .whenNotMatchedBySourceDelete()
+        .execute()
+    )
+    return table_version(spark, path)
+
+
+def table_version(spark: SparkSession, path: str) -> int:
+    """The latest Delta version of the table at ``path``."""
+    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    if row is None:
+        raise ValueError(f"path: {path} has no Delta history")
+    return int(row["version"])
+
+
+def add_veto(spark: SparkSession, lake: LakePaths, source: str, rewrite: str | None, reason: str | None) -> None:
+    """Append a veto (the texts are normalized like silver's keys); the next mining run respects it."""
+    from feedback.sessionize import normalize_utterance
+
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"source must be a non-empty string, got {source!r}")
+    ensure_rewrite_tables(spark, lake)
+    row = spark.createDataFrame([(source, rewrite, reason)], "source string, rewrite string, reason string")
+    row.select(
+        normalize_utterance(F.col("source")).alias("source_utterance"),
+        normalize_utterance(F.col("rewrite")).alias("rewrite_utterance"),
+        F.col("reason"),
+        F.current_timestamp().alias("vetoed_at"),
+    ).write.format("delta").mode("append").save(lake.rewrite_vetoes)
+
+
+@dataclass(frozen=True)
+class MiningResult:
+    """Summary of ``run`` (the CLI prints ``render``)."""
+
+    run_id: str
+    rewrites: int
+    table_version: int
+    states: int
+    components: int
+    skipped_components: int
+    label_rounds: int
+    seconds: float
+    registration: str | None = None
+
+    def render(self) -> str:
+        lines = [
+            f"rewrite mining run {self.run_id}: {self.rewrites} rewrites in gold/rewrites (Delta version {self.table_version})",
+            f"  {self.states} states, {self.components} components with a rephrase, "
+            f"{self.skipped_components} skipped as too large, {self.label_rounds} label rounds, {self.seconds:.1f}s",
+        ]
+        if self.registration:
+            lines.append(f"  {self.registration}")
+        return "\n".join(lines)
+
+
+def run(
+    spark: SparkSession,
+    config: AppConfig,
+    lake: str | Path,
+    truth_path: str | Path | None = None,
+    register: bool | None = None,
+) -> MiningResult:
+    """Mine ``LAKE/silver/turns`` into ``LAKE/gold/rewrites`` and (by default) register the query rewriter.
+
+    Args:
+        spark: the session.
+        config: ``config.mining`` holds the thresholds.
+        lake: the lake root.
+        truth_path: a simulator ground truth; when given, the champion rule compares versions on
+            it (``feedback.rewrite_eval``), otherwise on the implicit evaluation from silver.
+        register: overrides ``mining.register``.
+    """
+    started = time.perf_counter()
+    paths = LakePaths.at(lake)
+    ensure_rewrite_tables(spark, paths)
+    turns = spark.read.format("delta").load(paths.silver_turns)
+    vetoes = spark.read.format("delta").load(paths.rewrite_vetoes)
+    do_register = config.mining.register if register is None else register
+    mined_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    if not do_register:
+        return _mine_and_merge(spark, config, paths, turns, vetoes, uuid.uuid4().hex, mined_at, started)
+
+    from feedback.rewriter import register_rewriter, start_mining_run
+
+    with start_mining_run(paths, config.mining) as active:
+        result = _mine_and_merge(spark, config, paths, turns, vetoes, active.info.run_id, mined_at, started)
+        decision = register_rewriter(spark, paths, config, result.table_version, truth_path)
+    return dataclasses.replace(result, registration=decision, seconds=time.perf_counter() - started)
+
+
+def _mine_and_merge(
+    spark: SparkSession,
+    config: AppConfig,
+    paths: LakePaths,
+    turns: DataFrame,
+    vetoes: DataFrame,
+    run_id: str,
+    mined_at: dt.datetime,
+    started: float,
+) -> MiningResult:
+    LOG.info("mining rewrites from %s (run %s)", paths.silver_turns, run_id)
+    outcome = mine_rewrites(turns, vetoes, config.mining, run_id, mined_at)
+    rows = outcome.rewrites.localCheckpoint(eager=True)
+    try:
+        count = rows.count()
+        LOG.info("%d rewrites from %d states in %d components; merging", count, outcome.states, outcome.components)
+        version = merge_rewrites(spark, paths.rewrites, rows)
+    finally:
+        rows.unpersist()
+        outcome.candidates.unpersist()
+    return MiningResult(
+        run_id=run_id,
+        rewrites=count,
+        table_version=version,
+        states=outcome.states,
+        components=outcome.components,
+        skipped_components=outcome.skipped_components,
+        label_rounds=outcome.label_rounds,
+        seconds=time.perf_counter() - started,
+    )

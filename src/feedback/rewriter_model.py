@@ -1,0 +1,14 @@
+"""Model-from-code entry of ``query-rewriter``: MLflow stores this file with the model and runs it at load time.
+
+Why a file rather than a pickled object: the logged model then holds readable code and its
+data (the rewrite table artifact), nothing deserialised blindly; the class itself lives in
+``feedback.rewriter``, so the model needs the ``feedback`` package where it is loaded.
+"""
+
+from __future__ import annotations
+
+import mlflow
+
+from feedback.rewriter import QueryRewriter
+
+mlflow.models.set_model(QueryRewriter())

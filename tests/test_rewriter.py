@@ -1,0 +1,292 @@
+"""The query rewriter: normalisation parity with Spark, the pyfunc model, offline win/loss, the registry, serving."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from delta.tables import DeltaTable
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from feedback.config import AppConfig, MiningConfig, replace_section
+from feedback.mine import MiningResult, run as mine
+from feedback.registry import CHAMPION_ALIAS, QUERY_REWRITER, champion_uri, configure_mlflow, tracking_uri_for
+from feedback.rewrite_eval import RewriteEvaluation, evaluate_rewrites, implicit_traffic, read_truth, truth_traffic
+from feedback.rewriter import QueryRewriter, model_signature, normalize_text, register_rewriter, rewrite_frame, start_mining_run
+from feedback.schema import SILVER_PARTITION_COLUMNS, LakePaths
+from feedback.sessionize import normalize_utterance
+from mining_data import HAND_CHAINS, silver_frame
+
+TEXTS = [
+    "  Play THE Beatles!! ",
+    "don't_stop me now",
+    "what's the weather in São Paulo?",
+    "Ωmega ½ ² — tab\there\nnewline",
+    "ÇA VA?  très   bien…",
+    "",
+    "!!!",
+    "l'été 2024, 10:30 p.m.",
+]
+
+
+def test_normalize_text_matches_spark(spark: SparkSession) -> None:
+    frame = spark.createDataFrame([(t,) for t in TEXTS], "text string")
+    spark_side = [r["n"] for r in frame.select(normalize_utterance(F.col("text")).alias("n")).collect()]
+    assert [normalize_text(t) for t in TEXTS] == spark_side
+    with pytest.raises(TypeError, match="text must be a string"):
+        normalize_text(None)  # type: ignore[arg-type]
+
+
+def test_the_model_rewrites_known_sources_and_keeps_the_rest() -> None:
+    model = QueryRewriter({"play the beetles": ("play the beatles", 0.75)})
+    result = model.predict(None, pd.DataFrame({"utterance": ["Play the Beetles!", "play the beatles", None]}))
+    expected = pd.DataFrame(
+        {
+            "utterance": ["Play the Beetles!", "play the beatles", ""],
+            "rewrite": ["play the beatles", "play the beatles", ""],
+            "probability": [0.75, 0.0, 0.0],
+            "rewritten": [True, False, False],
+        }
+    )
+    pd.testing.assert_frame_equal(result, expected)
+    with pytest.raises(ValueError, match="needs an 'utterance' column"):
+        model.predict(None, pd.DataFrame({"text": ["x"]}))
+    assert [c.name for c in model_signature().outputs.inputs] == list(expected.columns)
+
+
+def test_rewrite_frame_on_an_empty_input() -> None:
+    assert rewrite_frame({}, pd.Series([], dtype=object)).shape == (0, 4)
+
+
+# ----- offline win/loss ----------------------------------------------------------------------------
+
+
+def truth_record(event_id: str, utterance: str, intent: str, slots: dict[str, str], defective: bool, system: bool = False) -> dict[str, object]:
+    return {
+        "event_id": event_id,
+        "user_id": "u",
+        "ts": "2026-11-02T10:00:00.000Z",
+        "utterance": utterance,
+        "intended_intent": intent,
+        "intended_slots": slots,
+        "is_system_command": system,
+        "defective": defective,
+        "rephrase_of": None,
+    }
+
+
+BEATLES = ("PlayMusic", {"artist": "the beatles"})
+BEETLES = ("PlayMusic", {"artist": "the beetles"})
+LONDON = ("GetWeather", {"city": "london"})
+PARIS = ("GetWeather", {"city": "paris"})
+
+
+@pytest.fixture(scope="module")
+def truth_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    records = [
+        truth_record("r1", "Play the Beetles", *BEATLES, defective=True),  # win
+        truth_record("r2", "play the beetles", *BEETLES, defective=False),  # loss: fine, and meant the other band
+        truth_record("r3", "play the beetles", *BEATLES, defective=False),  # neutral: fine, same meaning
+        truth_record("t1", "play the beatles", *BEATLES, defective=False),
+        truth_record("t2", "play the beatles", *BEATLES, defective=False),
+        truth_record("t3", "play the beatles", *LONDON, defective=True),  # a failure: does not define the meaning
+        truth_record("w1", "weather paris", *PARIS, defective=True),  # loss: the target was never served right
+        truth_record("f1", "forecast paris", *PARIS, defective=True),
+        truth_record("l1", "wether london", *LONDON, defective=True),  # win
+        truth_record("l2", "weather london", *LONDON, defective=False),
+        truth_record("x1", "foo", "Unknown", {}, defective=True),  # defective, no rewrite
+        truth_record("s1", "stop", "Stop", {}, defective=False, system=True),  # not a request
+    ]
+    path = tmp_path_factory.mktemp("truth") / "ground_truth.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_win_loss_against_ground_truth(spark: SparkSession, truth_file: Path) -> None:
+    rewrites = spark.createDataFrame(
+        [
+            ("play the beetles", "play the beatles"),
+            ("weather paris", "forecast paris"),
+            ("wether london", "weather london"),
+            ("never said", "weather london"),
+        ],
+        "source_utterance string, rewrite_utterance string",
+    )
+    result = evaluate_rewrites(rewrites, truth_traffic(read_truth(spark, truth_file)))
+    assert result == RewriteEvaluation(
+        rewrites=4,
+        rewrites_won=1,  # wether london
+        rewrites_lost=1,  # weather paris
+        rewrites_neutral=2,  # play the beetles (1 win, 1 loss), never said (no traffic)
+        requests=11,
+        defective_requests=6,
+        rewritten_requests=5,
+        defective_rewritten_requests=3,
+        wins=2,
+        losses=2,
+        neutral=1,
+        unknown=0,
+    )
+    assert (result.win_loss_by_traffic, result.win_loss_by_rewrite) == (1.0, 1.0)
+    assert (result.fixed_share, result.fixed_share_of_rewritten, result.net_fixed_share) == (2 / 6, 2 / 3, 0.0)
+
+
+def test_no_losses_is_an_infinite_ratio_left_out_of_the_metrics(spark: SparkSession, truth_file: Path) -> None:
+    rewrites = spark.createDataFrame([("wether london", "weather london")], "source_utterance string, rewrite_utterance string")
+    result = evaluate_rewrites(rewrites, truth_traffic(read_truth(spark, truth_file)))
+    assert (result.wins, result.losses, math.isinf(result.win_loss_by_traffic)) == (1, 0, True)
+    assert "win_loss_by_traffic" not in result.metrics() and result.metrics()["wins"] == 1.0
+    assert "inf (no losses)" in result.render()
+
+
+def test_implicit_evaluation_reads_meanings_from_silver(spark: SparkSession) -> None:
+    rewrites = spark.createDataFrame([("a", "b")], "source_utterance string, rewrite_utterance string")
+    result = evaluate_rewrites(rewrites, implicit_traffic(silver_frame(spark, HAND_CHAINS)))
+    # a's four requests: two chains ended at b (paris: wins), one at c (london: a loss), one gave up (unknown).
+    assert (result.wins, result.losses, result.neutral, result.unknown) == (2, 1, 0, 1)
+    assert (result.requests, result.defective_requests, result.net_fixed_share) == (10, 6, 1 / 6)
+
+
+# ----- registry: the champion rule and the consumer path --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def registered(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LakePaths, MiningResult]]:
+    """The hand example's lake, mined once with registration (version 1 of query-rewriter, the champion)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        lake = LakePaths.at(tmp_path_factory.mktemp("registered") / "lake")
+        silver_frame(spark, HAND_CHAINS).write.format("delta").partitionBy(*SILVER_PARTITION_COLUMNS).save(lake.silver_turns)
+        config = replace_section(AppConfig(), mining=dataclasses.replace(MiningConfig(), register=True))
+        yield lake, mine(spark, config, lake.root)
+
+
+def register_version(spark: SparkSession, lake: LakePaths, table_version: int) -> str:
+    """Register ``gold/rewrites@table_version`` as a new version through the mining run's own code path."""
+    configure_mlflow(lake.root)
+    with start_mining_run(lake, MiningConfig()):
+        return register_rewriter(spark, lake, AppConfig(), table_version)
+
+
+def champion_number() -> str:
+    return str(MlflowClient().get_model_version_by_alias(QUERY_REWRITER, CHAMPION_ALIAS).version)
+
+
+def test_champion_moves_only_when_no_worse(spark: SparkSession, registered: tuple[LakePaths, MiningResult]) -> None:
+    lake, first = registered
+    configure_mlflow(lake.root)
+    assert first.rewrites == 1 and "v1" in str(first.registration) and "promoted" in str(first.registration)
+    assert champion_number() == "1"
+
+    # The consumer path: the champion by alias, through pyfunc.
+    model = mlflow.pyfunc.load_model(champion_uri(QUERY_REWRITER))
+    result = model.predict(pd.DataFrame({"utterance": [" A!", "b"]}))
+    assert result.to_dict(orient="list") == {
+        "utterance": [" A!", "b"],
+        "rewrite": ["b", "b"],
+        "probability": [round(3 / 7, 12), 0.0],
+        "rewritten": [True, False],
+    }
+
+    # Lineage: the run's input is the rewrite table at the version the model holds; metrics sit on the model.
+    client = MlflowClient()
+    source = json.loads(client.get_run(first.run_id).inputs.dataset_inputs[0].dataset.source)
+    assert (source["path"], source["delta_table_version"]) == (lake.rewrites, first.table_version)
+    model_id = client.get_run(first.run_id).outputs.model_outputs[0].model_id
+    assert client.get_model_version(QUERY_REWRITER, "1").source == f"models:/{model_id}"
+    logged = mlflow.get_logged_model(model_id)
+    metrics = {m.key: m.value for m in logged.metrics}
+    assert (metrics["wins"], metrics["losses"], metrics["net_fixed_share"]) == (2.0, 1.0, pytest.approx(1 / 6))
+
+    # An emptied table fixes nothing: version 2 is worse and stays a challenger.
+    DeltaTable.forPath(spark, lake.rewrites).delete()
+    emptied = int(DeltaTable.forPath(spark, lake.rewrites).history(1).first()["version"])
+    assert "kept as challenger" in register_version(spark, lake, emptied)
+    assert champion_number() == "1"
+    assert client.get_model_version(QUERY_REWRITER, "2").tags["champion_decision"] == "rejected"
+
+    # The first table again: no worse than the champion (equal), so version 3 takes the alias.
+    assert "promoted" in register_version(spark, lake, first.table_version)
+    assert champion_number() == "3"
+    assert client.get_model_version(QUERY_REWRITER, "3").tags["compared_with_version"] == "1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_ping(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (it forks uvicorn workers), SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_invocations(registered: tuple[LakePaths, MiningResult], tmp_path: Path) -> None:
+    lake, _ = registered
+    port = free_port()
+    # The venv's bin first: the server runs `uvicorn` from PATH (the local environment, no conda).
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri_for(lake.root), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "models", "serve", "-m", champion_uri(QUERY_REWRITER), "--env-manager", "local",
+        "-h", "127.0.0.1", "-p", str(port), "--workers", "1",
+    ]
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}/ping", process, timeout_s=120)
+        body = json.dumps({"dataframe_records": [{"utterance": "A"}, {"utterance": "hello there"}]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+        assert answer == {
+            "predictions": [
+                {"utterance": "A", "rewrite": "b", "probability": round(3 / 7, 12), "rewritten": True},
+                {"utterance": "hello there", "rewrite": "hello there", "probability": 0.0, "rewritten": False},
+            ]
+        }
+    finally:
+        stop_server(process)
+        log.close()
