@@ -153,6 +153,7 @@ def test_no_losses_is_an_infinite_ratio_left_out_of_the_metrics(spark: SparkSess
     assert (result.wins, result.losses, math.isinf(result.win_loss_by_traffic)) == (1, 0, True)
     assert "win_loss_by_traffic" not in result.metrics() and result.metrics()["wins"] == 1.0
     assert "inf (no losses)" in result.render()
+    assert result.as_dict()["win_loss_by_traffic"] is None and json.dumps(result.as_dict(), allow_nan=False)
 
 
 def test_implicit_evaluation_reads_meanings_from_silver(spark: SparkSession) -> None:

@@ -43,7 +43,7 @@ import scipy.sparse as sp
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from scipy.sparse.linalg import splu
+from scipy.sparse.linalg import SuperLU, splu
 
 from feedback.config import AppConfig, MiningConfig
 from feedback.schema import REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, LakePaths
@@ -162,7 +162,7 @@ def absorption_probabilities(chain: AbsorbingChain) -> tuple[np.ndarray, np.ndar
     return fundamental * chain.success[np.newaxis, :], lu.solve(chain.failure)
 
 
-def _factorize(matrix: sp.csc_matrix) -> object:
+def _factorize(matrix: sp.csc_matrix) -> SuperLU:
     """``splu`` of ``I - Q``, with a message that says what a singular matrix means here."""
     try:
         return splu(matrix)
@@ -227,6 +227,8 @@ def best_targets(
     chunk = max(1, min(widest, max_cells // n))
     veto_rows = vetoed[0] if vetoed is not None else np.zeros(0, dtype=np.int64)
     veto_local = (vetoed[1] - block_start[veto_rows]) if vetoed is not None else np.zeros(0, dtype=np.int64)
+    if np.any((veto_local < 0) | (veto_local >= block_size[veto_rows])):
+        raise ValueError("vetoed pairs must lie inside one block")
     rows = np.arange(n)
     for first in range(0, widest, chunk):
         last = min(widest, first + chunk)

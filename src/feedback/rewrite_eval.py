@@ -157,10 +157,12 @@ class RewriteEvaluation:
         return values
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self) | {
-            name: getattr(self, name)
+        """Counts and rates, JSON-safe: an infinite ratio (no losses) is null."""
+        rates = {
+            name: float(getattr(self, name))
             for name in ("win_loss_by_traffic", "win_loss_by_rewrite", "fixed_share", "fixed_share_of_rewritten", "net_fixed_share")
         }
+        return asdict(self) | {name: value if math.isfinite(value) else None for name, value in rates.items()}
 
     def render(self) -> str:
         def ratio(value: float) -> str:
@@ -271,5 +273,5 @@ def run(
         rewrites = spark.read.format("delta").load(paths.rewrites).select("source_utterance", "rewrite_utterance")
     evaluation = evaluate_rewrites(rewrites, evaluation_traffic(spark, paths, truth_path))
     if json_out is not None:
-        Path(json_out).write_text(json.dumps(evaluation.as_dict(), indent=2, sort_keys=True, default=str) + "\n")
+        Path(json_out).write_text(json.dumps(evaluation.as_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return evaluation
