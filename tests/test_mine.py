@@ -33,7 +33,7 @@ from feedback.mine import (
     state_transitions,
     utterance_stats,
 )
-from feedback.schema import REWRITE_VETOES_SCHEMA, SILVER_PARTITION_COLUMNS, SILVER_TURNS_SCHEMA, LakePaths
+from feedback.schema import REWRITE_VETOES_SCHEMA, SILVER_PARTITION_COLUMNS, LakePaths
 from mining_data import HAND_CHAINS, Chain, silver_frame
 
 MINED_AT = dt.datetime(2026, 11, 9, 12, 0, 0)
@@ -360,6 +360,8 @@ def write_silver(spark: SparkSession, lake: LakePaths, chains: list[Chain]) -> N
 def test_run_merges_by_source_and_keeps_the_history(spark: SparkSession, app_config: AppConfig, tmp_path: Path) -> None:
     lake = LakePaths.at(tmp_path / "lake")
     config = replace_section(app_config, mining=dataclasses.replace(MiningConfig(), register=False))
+    with pytest.raises(ValueError, match="run `feedback pipeline` into this lake first"):
+        run(spark, config, lake.root)
     d_chains = [Chain(f"w{i}", ("d", "e"), True) for i in range(2)]
     write_silver(spark, lake, HAND_CHAINS + d_chains)
 

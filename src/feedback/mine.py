@@ -769,6 +769,8 @@ def run(
     """
     started = time.perf_counter()
     paths = LakePaths.at(lake)
+    if not DeltaTable.isDeltaTable(spark, paths.silver_turns):
+        raise ValueError(f"lake: no Delta table at {paths.silver_turns}; run `feedback pipeline` into this lake first")
     ensure_rewrite_tables(spark, paths)
     turns = spark.read.format("delta").load(paths.silver_turns)
     vetoes = spark.read.format("delta").load(paths.rewrite_vetoes)

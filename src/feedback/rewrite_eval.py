@@ -57,19 +57,26 @@ def truth_traffic(truth: DataFrame) -> DataFrame:
 
 
 def implicit_traffic(turns: DataFrame) -> DataFrame:
-    """Requests of ``silver/turns`` as ``(utterance, intended, defective)``, meanings from the NLU (see module doc)."""
+    """Requests of ``silver/turns`` as ``(utterance, intended, defective)``, meanings from the NLU (see module doc).
+
+    Chained and unchained requests are handled apart: a join or window keyed on ``chain_id``
+    would send every unchained request (most of the traffic, key null) to one task.
+    """
     requests = turns.filter(~F.col("is_system_command") & (F.length("normalized_utterance") > 0)).withColumn(
         "_meaning", meaning_key(F.col("intent"), F.col("slots"))
     )
-    chain = Window.partitionBy("chain_id")
-    final = F.max_by("_meaning", "turn_index").over(chain)
-    intended = (
-        F.when(~F.col("defect"), F.col("_meaning"))
-        .when(F.col("chain_id").isNotNull() & F.coalesce(F.col("chain_success"), F.lit(False)), final)
+    chained = requests.filter(F.col("chain_id").isNotNull())
+    finals = chained.groupBy("chain_id").agg(F.max_by("_meaning", "turn_index").alias("_final"))
+    own = F.when(~F.col("defect"), F.col("_meaning"))
+    with_chain = chained.join(finals, "chain_id").select(
+        F.col("normalized_utterance").alias("utterance"),
+        F.coalesce(own, F.when(F.coalesce(F.col("chain_success"), F.lit(False)), F.col("_final"))).alias("intended"),
+        F.col("defect").alias("defective"),
     )
-    return requests.select(
-        F.col("normalized_utterance").alias("utterance"), intended.alias("intended"), F.col("defect").alias("defective")
+    alone = requests.filter(F.col("chain_id").isNull()).select(
+        F.col("normalized_utterance").alias("utterance"), own.alias("intended"), F.col("defect").alias("defective")
     )
+    return with_chain.unionByName(alone)
 
 
 def target_meanings(traffic: DataFrame) -> DataFrame:

@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -195,9 +196,12 @@ def register_rewriter(
     if mlflow.active_run() is None:
         raise ValueError("register_rewriter needs an active MLflow run (use start_mining_run)")
     frame = read_rewrites(spark, lake.rewrites, table_version)
-    # An int, as load_delta stores when it infers the version itself.
-    dataset = mlflow.data.load_delta(path=lake.rewrites, version=table_version, name=f"gold/rewrites@v{table_version}")  # type: ignore[arg-type]
-    mlflow.log_input(dataset, context="rewrites")
+    with warnings.catch_warnings():
+        # The dataset's schema hint about integer columns concerns model signatures, not a logged input.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        # An int, as load_delta stores when it infers the version itself.
+        dataset = mlflow.data.load_delta(path=lake.rewrites, version=table_version, name=f"gold/rewrites@v{table_version}")  # type: ignore[arg-type]
+        mlflow.log_input(dataset, context="rewrites")
     mlflow.log_params(_mining_params(config.mining) | {"rewrites.delta_version": table_version, "rewrites.rows": len(frame)})
     with tempfile.TemporaryDirectory(prefix="query-rewriter-") as scratch:
         artifact = Path(scratch) / ARTIFACT_FILE
