@@ -23,6 +23,7 @@ from feedback.rephrase_model import (
 )
 from feedback.rephrase_spark import DetectorHandle, request_groups, score_pairs_with_detector
 from feedback.train_rephrase import link_score
+from tiny_bert import tiny_bert_config
 
 PAIR_COLUMNS = (
     "session_id string, user_id string, source_event_id string, target_event_id string, source_text string, "
@@ -35,18 +36,11 @@ PAIR_COLUMNS = (
 def tiny_detector_dir(folder: Path) -> Path:
     """A 2-layer, 32-wide BERT span model with the real MiniLM tokenizer, saved like a trained detector."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+    from transformers import AutoTokenizer, BertForQuestionAnswering
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-    )
+    config = tiny_bert_config(tokenizer.vocab_size)
     detector = SpanRephraseDetector(BertForQuestionAnswering(config), tokenizer, DetectorSettings(max_length=96))
     return detector.save(folder)
 

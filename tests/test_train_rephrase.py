@@ -24,25 +24,19 @@ from feedback.rephrase_model import SpanRephraseDetector, queries_from_pandas, s
 from feedback.rephrase_spark import champion_detector_dir, request_groups
 from feedback.schema import LakePaths
 from feedback.train_rephrase import run as train_rephrase
+from tiny_bert import tiny_bert_config
 
 
 def tiny_encoder(folder: Path) -> Path:
     """A 2-layer, 32-wide random BERT encoder with the real MiniLM tokenizer (a stand-in for MiniLM)."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertModel
 
     from feedback.rephrase_model import base_model_dir
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-    )
+    config = tiny_bert_config(tokenizer.vocab_size)
     BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
