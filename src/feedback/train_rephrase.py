@@ -120,7 +120,6 @@ def prepare_simulation(
     spark: SparkSession, config: AppConfig, root: Path, name: str, vocabulary: str, users: int, days: int, seed: int
 ) -> SimulatedSet:
     """Simulate (once) and run the pipeline (once) into ``root/name``; reused when already there."""
-    from feedback.pipeline import run_pipeline
     from feedback.simulate import run as simulate
 
     base = root / name
@@ -130,13 +129,21 @@ def prepare_simulation(
         LOG.info("simulating %s: %d households x %d days, seed %d, vocabulary %s", name, users, days, seed, vocabulary)
         simulate(sim_config, base / "traffic")
     lake = base / "lake"
-    done = lake / "_SUCCESS_feedback"
-    if not done.is_file():
-        LOG.info("running the pipeline over the %s traffic", name)
-        heuristic_only = replace_section(config, rephrase_model=replace(config.rephrase_model, use_champion=False))
-        run_pipeline(spark, heuristic_only, base / "traffic" / "events", lake)
-        done.write_text("ok\n")
+    pipeline_once(spark, config, base / "traffic" / "events", lake)
     return SimulatedSet(name, base / "traffic" / "events", base / "traffic" / "ground_truth.jsonl", lake, json.loads(manifest_path.read_text()))
+
+
+def pipeline_once(spark: SparkSession, config: AppConfig, events: Path, lake: Path) -> None:
+    """Run the pipeline (heuristic scorer: only candidates matter) over ``events`` into ``lake``, once."""
+    from feedback.pipeline import run_pipeline
+
+    done = lake / "_SUCCESS_feedback"
+    if done.is_file():
+        return
+    LOG.info("running the pipeline over %s", events)
+    heuristic_only = replace_section(config, rephrase_model=replace(config.rephrase_model, use_champion=False))
+    run_pipeline(spark, heuristic_only, events, lake)
+    done.write_text("ok\n")
 
 
 def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path: Path) -> LabelledSet:
@@ -336,12 +343,7 @@ def run(
         train_lake, train_truth = train_set.lake, train_set.truth
     else:
         train_lake = root / "given" / "lake"
-        if not (train_lake / "_SUCCESS_feedback").is_file():
-            from feedback.pipeline import run_pipeline
-
-            heuristic_only = replace_section(config, rephrase_model=replace(settings, use_champion=False))
-            run_pipeline(spark, heuristic_only, Path(events), train_lake)
-            (train_lake / "_SUCCESS_feedback").write_text("ok\n")
+        pipeline_once(spark, config, Path(events), train_lake)
         train_truth = Path(truth)  # type: ignore[arg-type]
     eval_set = prepare_simulation(
         spark, config, root, f"eval-{settings.eval_seed}", "heldout", settings.eval_users, settings.eval_days, settings.eval_seed
