@@ -17,9 +17,13 @@ from feedback.rephrase_model import (
     SpanRephraseDetector,
     base_model_dir,
     length_sorted_batches,
+    pace_words,
+    pair_evidence,
     passage_text,
     queries_from_pandas,
     scores_frame,
+    soundex,
+    spelling_similarity,
 )
 from feedback.rephrase_spark import DetectorHandle, request_groups, score_pairs_with_detector
 from feedback.train_rephrase import link_score
@@ -75,6 +79,64 @@ def test_passage_marks_each_candidate_utterance() -> None:
     text, spans = passage_text(QUERY)
     assert text == "7 seconds later after a stop: play fix you by coldplay on spotify ; 31 seconds later: what's the weather"
     assert [text[a:b] for a, b in spans] == ["play fix you by coldplay on spotify", "what's the weather"]
+
+
+def test_passage_with_evidence_introduces_each_candidate() -> None:
+    text, spans = passage_text(QUERY, evidence=True)
+    assert text == (
+        "7 seconds later after a stop (right away), 6 of 10 words shared, changed words sound alike, spelled alike: "
+        "play fix you by coldplay on spotify ; "
+        "31 seconds later (within a minute), 0 of 12 words shared, changed words sound different, spelled differently: what's the weather"
+    )
+    assert [text[a:b] for a, b in spans] == ["play fix you by coldplay on spotify", "what's the weather"]
+
+
+@pytest.mark.parametrize(
+    ("word", "code"),
+    [
+        ("Robert", "R163"),
+        ("Rupert", "R163"),
+        ("Rubin", "R150"),
+        ("Ashcraft", "A261"),  # h does not separate the two 2s (s, c)
+        ("Tymczak", "T522"),
+        ("Pfister", "P236"),  # f codes like the first letter p, so it is dropped
+        ("Honeyman", "H555"),
+        ("Lee", "L000"),
+        ("42", ""),
+    ],
+)
+def test_soundex_matches_the_standard_codes(word: str, code: str) -> None:
+    assert soundex(word) == code
+
+
+@pytest.mark.parametrize(
+    ("gap_s", "words"),
+    [(0.0, "right away"), (9.99, "right away"), (10.0, "soon after"), (59.9, "within a minute"), (60.0, "minutes later"),
+     (float("nan"), "unknown delay")],
+)
+def test_pace_words(gap_s: float, words: str) -> None:
+    assert pace_words(gap_s) == words
+
+
+def test_spelling_similarity() -> None:
+    assert spelling_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)  # k->s, e->i, +g
+    assert spelling_similarity("", "") == 1.0
+    assert spelling_similarity("abc", "") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "evidence"),
+    [
+        ("play the beetles", "Play the Beatles!", "2 of 4 words shared, changed words sound alike, spelled alike"),
+        ("weather in paris", "weather in london", "2 of 4 words shared, changed words sound different, spelled differently"),
+        ("play spot if i", "play spotify", "1 of 5 words shared, changed words sound alike, spelled alike"),  # a split word
+        ("play jazz", "play jazz", "same words"),
+        ("play jazz", "play jazz now", "2 of 3 words shared, words added"),
+        ("play jazz now", "play jazz", "2 of 3 words shared, words dropped"),
+    ],
+)
+def test_pair_evidence(source: str, target: str, evidence: str) -> None:
+    assert pair_evidence(source, target) == evidence
 
 
 def test_segments_cover_exactly_the_candidate_tokens(detector: SpanRephraseDetector) -> None:

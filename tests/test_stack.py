@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -57,3 +58,23 @@ def test_gx_samples_every_nth_batch(spark: SparkSession) -> None:
     validator = BatchValidator(ValidationConfig(every_n_batches=3), data_source_name="sampled")
     outcomes = [validator.validate(events(spark, "success", 0.5), batch_id=b) is not None for b in range(4)]
     assert outcomes == [True, False, False, True]
+
+
+def _results(result_json: str) -> dict[str, dict[str, object]]:
+    """Per expectation ("type(column)"), the ``result`` block GX kept."""
+    return {
+        f"{r['expectation_config']['type']}({r['expectation_config']['kwargs'].get('column')})": r["result"]
+        for r in json.loads(result_json)["results"]
+    }
+
+
+def test_gx_keeps_details_only_for_a_failing_batch(spark: SparkSession) -> None:
+    validator = BatchValidator(ValidationConfig(boolean_first=True, result_format="SUMMARY"), data_source_name="details")
+    clean = validator.validate(events(spark, "success", 0.5), batch_id=0)
+    dirty = validator.validate(events(spark, "ok", 1.5), batch_id=1)
+    assert clean is not None and dirty is not None
+    assert [result for result in _results(clean.result_json).values() if result] == []  # BOOLEAN_ONLY: no details
+    details = _results(dirty.result_json)
+    assert (details["expect_column_values_to_be_in_set(status)"]["unexpected_count"],
+            details["expect_column_values_to_be_in_set(status)"]["partial_unexpected_list"]) == (1, ["ok"])
+    assert details["expect_column_values_to_be_between(asr_confidence)"]["unexpected_count"] == 1

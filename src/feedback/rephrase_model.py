@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ LOG = logging.getLogger(__name__)
 SETTINGS_FILE = "rephrase_detector.json"
 FORMAT_VERSION = 1
 MAX_RESPONSE_CHARS = 120
+SPELLED_ALIKE = 0.5
 STATUS_WORDS = {"success": "answered", "unhandled": "did not understand", "error": "failed"}
 
 GROUP_COLUMNS = (
@@ -82,6 +84,20 @@ class RephraseQuery:
     candidates: tuple[Candidate, ...]
 
 
+def pace_words(gap_s: float) -> str:
+    """A coarse reading of a delay: a rephrase follows the response it corrects quickly, and
+    the encoder reads words more reliably than numerals."""
+    if not np.isfinite(gap_s):
+        return "unknown delay"
+    if gap_s < 10:
+        return "right away"
+    if gap_s < 20:
+        return "soon after"
+    if gap_s < 60:
+        return "within a minute"
+    return "minutes later"
+
+
 def _seconds(gap_s: float | None) -> str:
     if gap_s is None or not np.isfinite(gap_s):
         return "unknown time"
@@ -100,14 +116,96 @@ def query_text(query: RephraseQuery) -> str:
     return " | ".join(parts)
 
 
-def passage_text(query: RephraseQuery) -> tuple[str, list[tuple[int, int]]]:
-    """Second segment: the candidates, and each candidate utterance's character span [start, end)."""
+_WORD = re.compile(r"[a-z0-9']+")
+_SOUNDEX_CODES = {
+    **dict.fromkeys("bfpv", "1"),
+    **dict.fromkeys("cgjkqsxz", "2"),
+    **dict.fromkeys("dt", "3"),
+    "l": "4",
+    **dict.fromkeys("mn", "5"),
+    "r": "6",
+}
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words (letters, digits, apostrophes), in order."""
+    return _WORD.findall(text.lower())
+
+
+def soundex(word: str) -> str:
+    """American Soundex (first letter + three digits; h and w do not separate equal codes), as Spark's ``soundex``."""
+    letters = [c for c in word.lower() if "a" <= c <= "z"]
+    if not letters:
+        return ""
+    code = letters[0].upper()
+    previous = _SOUNDEX_CODES.get(letters[0], "")
+    for letter in letters[1:]:
+        digit = _SOUNDEX_CODES.get(letter, "")
+        if digit and digit != previous:
+            code += digit
+            if len(code) == 4:
+                break
+        if letter not in "hw":
+            previous = digit
+    return code.ljust(4, "0")
+
+
+def spelling_similarity(left: str, right: str) -> float:
+    """1 - Levenshtein distance / longer length, in [0, 1] (1 for two empty strings)."""
+    if not left and not right:
+        return 1.0
+    row = list(range(len(right) + 1))
+    for i, a in enumerate(left, start=1):
+        diagonal, row[0] = row[0], i
+        for j, b in enumerate(right, start=1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (a != b))
+    return 1.0 - row[-1] / max(len(left), len(right))
+
+
+def pair_evidence(source: str, target: str) -> str:
+    """How a follow-up differs from the request, in words the encoder can read.
+
+    Why: on intents and slot values it never saw, wordpieces alone cannot tell a misheard value
+    said again ("the beetles" -> "the beatles") from another value ("paris" -> "london"). The
+    words changed on each side are compared as a whole (catches split and merged words, "spot if
+    i" -> "spotify") by Soundex code and by spelling.
+    """
+    source_words, target_words = words_of(source), words_of(target)
+    target_set, source_set = set(target_words), set(source_words)
+    removed = [w for w in source_words if w not in target_set]
+    added = [w for w in target_words if w not in source_set]
+    shared = len(source_set & target_set)
+    total = len(source_set | target_set)
+    if not removed and not added:
+        return "same words"
+    text = f"{shared} of {total} words shared"
+    if removed and added:
+        before, after = "".join(removed), "".join(added)
+        sound = "sound alike" if soundex(before) == soundex(after) else "sound different"
+        spelling = "spelled alike" if spelling_similarity(before, after) >= SPELLED_ALIKE else "spelled differently"
+        text += f", changed words {sound}, {spelling}"
+    elif added:
+        text += ", words added"
+    else:
+        text += ", words dropped"
+    return text
+
+
+def passage_text(query: RephraseQuery, evidence: bool = False) -> tuple[str, list[tuple[int, int]]]:
+    """Second segment: the candidates, and each candidate utterance's character span [start, end).
+
+    With ``evidence``, each candidate is introduced by ``pace_words`` of its delay and
+    ``pair_evidence`` against the request.
+    """
     text = ""
     spans: list[tuple[int, int]] = []
     for candidate in query.candidates:
         if text:
             text += " ; "
-        text += f"{_seconds(candidate.gap_s)} later{' after a stop' if candidate.stop_between else ''}: "
+        text += f"{_seconds(candidate.gap_s)} later{' after a stop' if candidate.stop_between else ''}"
+        if evidence:
+            text += f" ({pace_words(candidate.gap_s)}), {pair_evidence(query.source_text, candidate.text)}"
+        text += ": "
         spans.append((len(text), len(text) + len(candidate.text)))
         text += candidate.text
     return text, spans
@@ -121,6 +219,7 @@ class DetectorSettings:
     max_span_tokens: int = 40
     n_best: int = 5
     null_score_margin: float = 0.0
+    pair_evidence: bool = False
     format_version: int = FORMAT_VERSION
 
     def save(self, directory: Path) -> None:
@@ -143,12 +242,14 @@ class EncodedQuery:
     segments: list[tuple[int, int] | None]
 
 
-def encode_queries(tokenizer: Any, queries: Sequence[RephraseQuery], max_length: int) -> list[EncodedQuery]:
+def encode_queries(
+    tokenizer: Any, queries: Sequence[RephraseQuery], max_length: int, evidence: bool = False
+) -> list[EncodedQuery]:
     """Tokenize (request + context, candidates) pairs, truncating only the candidates, and map spans to tokens."""
     if not queries:
         return []
     firsts = [query_text(q) for q in queries]
-    seconds = [passage_text(q) for q in queries]
+    seconds = [passage_text(q, evidence) for q in queries]
     batch = tokenizer(
         firsts,
         [text for text, _ in seconds],
@@ -258,7 +359,7 @@ class SpanRephraseDetector:
         return path
 
     def encode(self, queries: Sequence[RephraseQuery]) -> list[EncodedQuery]:
-        return encode_queries(self.tokenizer, queries, self.settings.max_length)
+        return encode_queries(self.tokenizer, queries, self.settings.max_length, self.settings.pair_evidence)
 
     def logits(self, encoded: Sequence[EncodedQuery], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Start and end logits per sequence (unpadded), in the input order."""

@@ -295,7 +295,7 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "transformers", "pandas", "numpy", "pyspark")]
 
 
-def _datasets(spark: SparkSession, train: SimulatedSet | None, train_lake: Path, eval_set: SimulatedSet, versions: tuple[int, int]) -> None:
+def _datasets(train: SimulatedSet | None, train_lake: Path, eval_set: SimulatedSet, versions: tuple[int, int]) -> None:
     import mlflow
 
     for context, lake, version in (("training", train_lake, versions[0]), ("evaluation", eval_set.lake, versions[1])):
@@ -358,7 +358,9 @@ def run(
     )
 
     encoder = Path(settings.base_model) if settings.base_model else base_model_dir()
-    detector_settings = DetectorSettings(settings.max_length, settings.max_span_tokens, settings.n_best, settings.null_score_margin)
+    detector_settings = DetectorSettings(
+        settings.max_length, settings.max_span_tokens, settings.n_best, settings.null_score_margin, settings.pair_evidence
+    )
     detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed)
     examples, targets = training_examples(detector, training, settings)
     threshold = config.detect.rephrase_threshold
@@ -378,7 +380,7 @@ def run(
                 "train_positive_examples": sum(1 for t in targets if t != (0, 0)),
             }
         )
-        _datasets(spark, train_set, train_lake, eval_set, (training.silver_version, evaluation.silver_version))
+        _datasets(train_set, train_lake, eval_set, (training.silver_version, evaluation.silver_version))
 
         losses = fine_tune(detector, examples, targets, settings, progress)
         for epoch, loss in enumerate(losses, start=1):

@@ -117,9 +117,10 @@ class BatchValidator:
         if not self.should_validate(batch_id):
             return None
         started = time.perf_counter()
-        result = self._definition.run(
-            batch_parameters={"dataframe": frame}, result_format=self.config.result_format
-        )
+        first_format = "BOOLEAN_ONLY" if self.config.boolean_first else self.config.result_format
+        result = self._definition.run(batch_parameters={"dataframe": frame}, result_format=first_format)
+        if not result.success and first_format != self.config.result_format:
+            result = self._definition.run(batch_parameters={"dataframe": frame}, result_format=self.config.result_format)
         elapsed = time.perf_counter() - started
         failed = tuple(sorted(_describe(r) for r in result.results if not r.success))
         statistics = result.statistics
