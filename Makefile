@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
 LAKE ?= lake
+CLUSTER_DIR ?= .cluster
+CLUSTER_PORT ?= 7077
+CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-fast demo train-rephrase bench-ingest bench-pipeline bench-rephrase bench-rewrites clean
+.PHONY: setup test test-fast demo train-rephrase bench-ingest bench-pipeline bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -50,3 +53,18 @@ bench-rephrase:
 ## bench-rewrites: rewrite mining (components, sparse absorbing-chain solves, thresholds, MERGE) on synthetic rephrase graphs of 10k, 100k and 1M states on local[2]
 bench-rewrites:
 	$(PY) benchmarks/bench_rewrites.py --states 10000 100000 1000000 --workdir bench/rewrites --json bench/rewrites/results.json
+
+## cluster-up: a Spark standalone master and two 1-core workers on 127.0.0.1 from the installed pyspark (state in .cluster/)
+cluster-up:
+	$(PY) -m feedback.cluster up --root $(CLUSTER_DIR) --port $(CLUSTER_PORT) --webui-port $(CLUSTER_WEBUI_PORT) --workers 2 --cores 1 --memory 1g
+
+## cluster-demo: spark-submit jobs/pipeline.py to that cluster over simulated traffic into LAKE (package as a wheel, Delta jars from .cache/jars, the champion detector from LAKE's MLflow registry)
+cluster-demo:
+	$(PY) -m feedback.cluster wheel --out dist
+	test -f $(CLUSTER_DIR)/traffic/manifest.json || $(VENV)/bin/feedback simulate --out $(CLUSTER_DIR)/traffic --users 50 --days 2
+	$(PY) -m feedback.cluster submit --root $(CLUSTER_DIR) --py-files dist/feedback-*-py3-none-any.zip \
+	  jobs/pipeline.py --events $(CLUSTER_DIR)/traffic/events --lake $(LAKE) --conf conf/cluster.yaml
+
+## cluster-down: stop the workers (and their executors), then the master
+cluster-down:
+	$(PY) -m feedback.cluster down --root $(CLUSTER_DIR)

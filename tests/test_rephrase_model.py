@@ -146,6 +146,19 @@ def test_segments_cover_exactly_the_candidate_tokens(detector: SpanRephraseDetec
     assert set(encoded.token_type_ids[encoded.segments[0][0] :]) == {1}  # type: ignore[index]
 
 
+def test_settings_switch_the_evidence_on(detector: SpanRephraseDetector) -> None:
+    with_evidence = SpanRephraseDetector(detector.model, detector.tokenizer, DetectorSettings(max_length=128, pair_evidence=True))
+    (plain,) = detector.encode([QUERY])
+    (evidenced,) = with_evidence.encode([QUERY])
+    second_segment = evidenced.input_ids[evidenced.token_type_ids.index(1) :]
+    assert detector.tokenizer.decode(second_segment).startswith(
+        "7 seconds later after a stop ( right away ), 6 of 10 words shared, changed words sound alike, spelled alike :"
+    )
+    assert len(evidenced.input_ids) - len(plain.input_ids) == 37  # the evidence tokens of both candidates
+    tokens = [with_evidence.tokenizer.decode(evidenced.input_ids[a : b + 1]) for a, b in evidenced.segments]  # type: ignore[misc]
+    assert tokens == ["play fix you by coldplay on spotify", "what ' s the weather"]
+
+
 def test_truncated_candidate_has_no_segment(detector: SpanRephraseDetector) -> None:
     long_tail = Candidate("e5", " ".join(["weather"] * 80), 50.0, False)
     query = RephraseQuery(**{**QUERY.__dict__, "candidates": (QUERY.candidates[0], long_tail)})

@@ -68,7 +68,7 @@ def load_detector(handle: DetectorHandle) -> SpanRephraseDetector:
         if not os.path.isabs(path):
             from pyspark import SparkFiles
 
-            path = SparkFiles.get(path)  # shipped with SparkContext.addFile on a cluster
+            path = SparkFiles.get(path)  # shipped with SparkContext.addArchive on a cluster, unpacked there
         _DETECTORS[key] = SpanRephraseDetector.load(path, quantize=handle.quantize)
     return _DETECTORS[key]
 
@@ -187,6 +187,23 @@ def champion_detector_dir(lake: LakePaths) -> tuple[str, Path] | None:
     return str(version.version), detector_dir
 
 
+def detector_archive(folder: Path, name: str) -> Path:
+    """``folder`` zipped (its files at the archive's root) next to it as ``name``.zip, built once.
+
+    Spark ships a local *directory* only to a local master (``UNSUPPORTED_ADD_FILE.LOCAL_DIRECTORY``
+    otherwise); an archive added with ``addArchive`` reaches every executor and is unpacked there
+    into a folder named after the archive, which ``SparkFiles.get`` returns.
+    """
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"folder: {folder} is not a saved detector (no config.json)")
+    archive = folder.parent / f"{name}.zip"
+    if not archive.is_file():
+        staging = folder.parent / f".{name}.building"
+        built = Path(shutil.make_archive(str(staging), "zip", root_dir=folder))
+        built.replace(archive)
+    return archive
+
+
 def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths):  # type: ignore[no-untyped-def]
     """The pair scorer for this run: the registered champion, or the heuristic (with a warning)."""
     from feedback.registry import REPHRASE_DETECTOR, champion_uri
@@ -201,7 +218,8 @@ def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths):  # 
     version, folder = found
     path = str(folder)
     if not spark.sparkContext.master.startswith("local"):
-        spark.sparkContext.addFile(path, recursive=True)
-        path = folder.name  # resolved with SparkFiles on the workers
+        archive = detector_archive(folder, f"{REPHRASE_DETECTOR}-{version}")
+        spark.sparkContext.addArchive(str(archive))
+        path = archive.name  # resolved with SparkFiles on the executors
     LOG.info("scoring rephrases with %s v%s", REPHRASE_DETECTOR, version)
     return DetectorScorer(handle_for(path, f"{REPHRASE_DETECTOR}/{version}", config.rephrase_model))

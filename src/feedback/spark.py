@@ -4,6 +4,10 @@ Everything else receives ``spark`` (or uses ``df.sparkSession`` inside ``foreach
 The session gets Delta's extension and catalog, the jars from the local cache (no Ivy,
 no network), the venv's interpreter for Python workers and UTC as its time zone, so event
 dates and hours mean the same on every machine.
+
+Under ``spark-submit`` (or a scheduler that launches the driver the same way) the JVM already
+exists with the submitter's ``--master`` and ``--jars``: the session then keeps those instead of
+``spark.master`` and the local jar cache, which could no longer reach the driver's classpath.
 """
 
 from __future__ import annotations
@@ -28,14 +32,30 @@ WORKER_ENV = {
 }
 
 
-def spark_conf(config: SparkConfig) -> dict[str, str]:
-    """The Spark settings ``build_spark`` applies, as a plain mapping (also used by spark-submit recipes)."""
+def submitted_driver() -> bool:
+    """True when spark-submit started this Python driver (its JVM, master and jars already exist).
+
+    PySpark's own launcher sets ``PYSPARK_GATEWAY_PORT`` for the Python process it starts, and
+    ``pyspark.java_gateway`` connects to that JVM instead of launching one.
+    """
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+
+
+def spark_conf(config: SparkConfig, *, include_jars: bool = True) -> dict[str, str]:
+    """The Spark settings ``build_spark`` applies, as a plain mapping (also used by spark-submit recipes).
+
+    Args:
+        config: the ``spark`` section of the application configuration.
+        include_jars: add ``spark.jars`` from the local Delta jar cache (raises when it is empty);
+            False when the submitter or the cluster provides Delta.
+    """
     if not isinstance(config, SparkConfig):
         raise TypeError(f"config must be a SparkConfig, got {type(config).__name__}")
     jars_dir = Path(config.jars_dir) if config.jars_dir else None
-    conf = {
-        "spark.app.name": config.app_name,
-        "spark.jars": ",".join(str(p) for p in jar_paths(jars_dir)),
+    conf = {"spark.app.name": config.app_name}
+    if include_jars:
+        conf["spark.jars"] = ",".join(str(p) for p in jar_paths(jars_dir))
+    conf |= {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
@@ -61,6 +81,9 @@ def spark_conf(config: SparkConfig) -> dict[str, str]:
 def build_spark(config: SparkConfig) -> SparkSession:
     """Build (or return the running) SparkSession configured by ``config``.
 
+    Under spark-submit (``submitted_driver``) the submitter's ``--master`` and ``--jars`` win
+    over ``config.master`` and ``config.jars_dir``; every other setting still applies.
+
     Args:
         config: the ``spark`` section of the application configuration.
 
@@ -71,8 +94,9 @@ def build_spark(config: SparkConfig) -> SparkSession:
         os.environ.setdefault(key, value)
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    builder = SparkSession.builder.master(config.master)
-    for key, value in spark_conf(config).items():
+    submitted = submitted_driver()
+    builder = SparkSession.builder if submitted else SparkSession.builder.master(config.master)
+    for key, value in spark_conf(config, include_jars=not submitted).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.log_level)

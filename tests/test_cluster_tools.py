@@ -1,0 +1,92 @@
+"""The pieces of a cluster run that need no cluster: the spec, the spark-submit line, the session's submit mode, the detector archive."""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from feedback.cluster import DAEMON_ENV, ClusterSpec, daemon_env, down, spark_home, submit_command, submit_env
+from feedback.config import SparkConfig
+from feedback.jars import jar_paths
+from feedback.rephrase_spark import detector_archive
+from feedback.spark import spark_conf, submitted_driver
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cluster_spec_validates_its_fields(tmp_path: Path) -> None:
+    spec = ClusterSpec(root=tmp_path, port=7177, webui_port=8180)
+    assert (spec.master_url, spec.webui_url) == ("spark://127.0.0.1:7177", "http://127.0.0.1:8180")
+    with pytest.raises(ValueError, match="port must be a TCP port"):
+        ClusterSpec(root=tmp_path, port=0)
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        ClusterSpec(root=tmp_path, workers=0)
+    with pytest.raises(ValueError, match="worker_memory must look like 512m or 1g, got '1 GB'"):
+        ClusterSpec(root=tmp_path, worker_memory="1 GB")
+    with pytest.raises(TypeError, match="root must be a Path, got str"):
+        ClusterSpec(root=str(tmp_path))  # type: ignore[arg-type]
+
+
+def test_daemons_run_this_venvs_python_without_tokenizer_threads(tmp_path: Path) -> None:
+    env = daemon_env(ClusterSpec(root=tmp_path), base={"PATH": "/usr/bin"})
+    assert env["PYSPARK_PYTHON"] == sys.executable
+    assert env["TOKENIZERS_PARALLELISM"] == "false"
+    assert (env["SPARK_PID_DIR"], env["SPARK_LOG_DIR"]) == (str(tmp_path / "pids"), str(tmp_path / "logs"))
+    assert env["SPARK_HOME"] == str(spark_home()) and (spark_home() / "sbin" / "spark-daemon.sh").is_file()
+    assert "PYSPARK_GATEWAY_PORT" not in submit_env({"PYSPARK_GATEWAY_PORT": "1"})
+
+
+def test_down_without_a_cluster_stops_nothing(tmp_path: Path) -> None:
+    assert down(tmp_path / "never-started") == []
+
+
+def test_submit_command_ships_jars_archive_and_interpreter(tmp_path: Path) -> None:
+    archive = tmp_path / "feedback-0.1.0-py3-none-any.zip"
+    archive.write_bytes(b"PK")
+    jars = jar_paths()
+    command = submit_command("spark://127.0.0.1:7077", REPO / "jobs" / "pipeline.py", ["--lake", "x"], [archive], jars)
+    executor_env = [item for key, value in DAEMON_ENV.items() for item in ("--conf", f"spark.executorEnv.{key}={value}")]
+    assert command == [
+        str(spark_home() / "bin" / "spark-submit"),
+        "--master", "spark://127.0.0.1:7077",
+        "--deploy-mode", "client",
+        "--conf", "spark.driver.host=127.0.0.1",
+        "--conf", f"spark.pyspark.python={sys.executable}",
+        "--conf", f"spark.pyspark.driver.python={sys.executable}",
+        *executor_env,
+        "--jars", ",".join(str(j) for j in jars),
+        "--py-files", str(archive),
+        str(REPO / "jobs" / "pipeline.py"), "--lake", "x",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="master_url must be a Spark master URL, got '127.0.0.1:7077'"):
+        submit_command("127.0.0.1:7077", REPO / "jobs" / "pipeline.py", [], [], [])
+    with pytest.raises(FileNotFoundError, match="job: .*nope.py does not exist"):
+        submit_command("spark://h:1", REPO / "jobs" / "nope.py", [], [], [])
+
+
+def test_a_submitted_driver_keeps_the_submitters_master_and_jars(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert submitted_driver() is False
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "40000")
+    assert submitted_driver() is True
+    config = SparkConfig(jars_dir="/nowhere")  # no jar lookup at all when the submitter provides them
+    assert "spark.jars" not in spark_conf(config, include_jars=False)
+    with pytest.raises(FileNotFoundError, match="Delta jars missing"):
+        spark_conf(config)
+
+
+def test_detector_archive_holds_the_folder_at_its_root(tmp_path: Path) -> None:
+    folder = tmp_path / "artifacts" / "detector"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (folder / name).write_text(name)
+    archive = detector_archive(folder, "rephrase-detector-3")
+    assert archive == tmp_path / "artifacts" / "rephrase-detector-3.zip"
+    with zipfile.ZipFile(archive) as opened:
+        assert sorted(opened.namelist()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert detector_archive(folder, "rephrase-detector-3").stat().st_mtime_ns == archive.stat().st_mtime_ns  # built once
+    with pytest.raises(ValueError, match="is not a saved detector"):
+        detector_archive(tmp_path, "x")
