@@ -120,8 +120,16 @@ def _partition_scorer(handle: DetectorHandle):  # type: ignore[no-untyped-def]
 
 
 def score_pairs_with_detector(pairs: DataFrame, handle: DetectorHandle) -> DataFrame:
-    """Add ``rephrase_score`` (the detector's probability) and ``rephrase_detector`` to candidate pairs."""
-    scores = request_groups(pairs).mapInPandas(_partition_scorer(handle), SCORES_SCHEMA)
+    """Add ``rephrase_score`` (the detector's probability) and ``rephrase_detector`` to candidate pairs.
+
+    The request groups are dealt round-robin over one partition per core before the model runs:
+    left to adaptive execution, the small shuffle of the grouping is coalesced into a single
+    partition, and one task would score everything on one core. (A hash repartition by source
+    would not do: the grouping already satisfies it, so the planner drops it.)
+    """
+    cores = pairs.sparkSession.sparkContext.defaultParallelism
+    groups = request_groups(pairs).repartition(max(1, cores))
+    scores = groups.mapInPandas(_partition_scorer(handle), SCORES_SCHEMA)
     return (
         pairs.join(scores, on=["source_event_id", "target_event_id"], how="left")
         .withColumn("rephrase_score", F.coalesce(F.col("rephrase_score"), F.lit(0.0)))
