@@ -16,6 +16,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from feedback.mine import REWRITE_VALUE_COLUMNS
 from feedback.registry import CHAMPION_ALIAS, QUERY_REWRITER, REPHRASE_DETECTOR
 
 if TYPE_CHECKING:
@@ -26,15 +27,7 @@ DIMENSIONS = ("domain", "intent", "device_type")
 COUNT_COLUMNS = ("turns", "defects", "barge_ins", "rephrases", "terminations")
 RATE_COLUMNS = ("defect_rate", "barge_in_rate", "rephrase_rate", "termination_rate")
 NO_CANDIDATE = "(no candidate)"
-REWRITE_COLUMNS = (
-    "source_utterance",
-    "rewrite_utterance",
-    "probability",
-    "support_users",
-    "support_chains",
-    "source_success_rate",
-    "target_success_rate",
-)
+REWRITE_COLUMNS = ("source_utterance", *REWRITE_VALUE_COLUMNS)
 MODELS = (REPHRASE_DETECTOR, QUERY_REWRITER)
 
 
