@@ -19,7 +19,7 @@ setup:
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m feedback.jars
 
-## test: the whole suite (real Spark, Delta, Great Expectations; about 12 minutes on 2 cores)
+## test: the whole suite (real Spark, Delta, Great Expectations, a standalone cluster, the notebooks; about 22 minutes on 2 cores)
 test:
 	$(PY) -m pytest
 
@@ -31,7 +31,7 @@ test-fast:
 demo:
 	$(VENV)/bin/feedback demo --workdir demo
 
-## train-rephrase: fine-tune the BERT rephrase detector on a fresh simulation, register it in LAKE/mlflow (about 15 minutes on 2 cores)
+## train-rephrase: fine-tune the BERT rephrase detector on a fresh simulation, register it in LAKE/mlflow (about 25 minutes on a quiet 2-core machine: two simulations and pipeline runs, 3 epochs of about 6 minutes)
 train-rephrase:
 	$(VENV)/bin/feedback train-rephrase --lake $(LAKE)
 
