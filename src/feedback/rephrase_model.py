@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import jellyfish
 import numpy as np
 import pandas as pd
 
@@ -117,49 +118,25 @@ def query_text(query: RephraseQuery) -> str:
 
 
 _WORD = re.compile(r"[a-z0-9']+")
-_SOUNDEX_CODES = {
-    **dict.fromkeys("bfpv", "1"),
-    **dict.fromkeys("cgjkqsxz", "2"),
-    **dict.fromkeys("dt", "3"),
-    "l": "4",
-    **dict.fromkeys("mn", "5"),
-    "r": "6",
-}
-
-
 def words_of(text: str) -> list[str]:
     """Lower-case words (letters, digits, apostrophes), in order."""
     return _WORD.findall(text.lower())
 
 
 def soundex(word: str) -> str:
-    """American Soundex (first letter + three digits; h and w do not separate equal codes), as Spark's ``soundex``."""
-    letters = [c for c in word.lower() if "a" <= c <= "z"]
-    if not letters:
-        return ""
-    code = letters[0].upper()
-    previous = _SOUNDEX_CODES.get(letters[0], "")
-    for letter in letters[1:]:
-        digit = _SOUNDEX_CODES.get(letter, "")
-        if digit and digit != previous:
-            code += digit
-            if len(code) == 4:
-                break
-        if letter not in "hw":
-            previous = digit
-    return code.ljust(4, "0")
+    """American Soundex of the word's letters (as Spark's ``soundex``); "" when it has none.
+
+    Digits and apostrophes are dropped first, so "d's" codes like "ds".
+    """
+    letters = "".join(c for c in word.lower() if "a" <= c <= "z")
+    return jellyfish.soundex(letters) if letters else ""
 
 
 def spelling_similarity(left: str, right: str) -> float:
     """1 - Levenshtein distance / longer length, in [0, 1] (1 for two empty strings)."""
     if not left and not right:
         return 1.0
-    row = list(range(len(right) + 1))
-    for i, a in enumerate(left, start=1):
-        diagonal, row[0] = row[0], i
-        for j, b in enumerate(right, start=1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (a != b))
-    return 1.0 - row[-1] / max(len(left), len(right))
+    return 1.0 - jellyfish.levenshtein_distance(left, right) / max(len(left), len(right))
 
 
 def pair_evidence(source: str, target: str) -> str:
