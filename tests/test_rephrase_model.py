@@ -15,7 +15,6 @@ from feedback.rephrase_model import (
     DetectorSettings,
     RephraseQuery,
     SpanRephraseDetector,
-    base_model_dir,
     length_sorted_batches,
     pace_words,
     pair_evidence,
@@ -27,7 +26,7 @@ from feedback.rephrase_model import (
 )
 from feedback.rephrase_spark import DetectorHandle, request_groups, score_pairs_with_detector
 from feedback.train_rephrase import link_score
-from tiny_bert import tiny_bert_config
+from tiny_detector import tiny_detector
 
 PAIR_COLUMNS = (
     "session_id string, user_id string, source_event_id string, target_event_id string, source_text string, "
@@ -37,21 +36,10 @@ PAIR_COLUMNS = (
 )
 
 
-def tiny_detector_dir(folder: Path) -> Path:
-    """A 2-layer, 32-wide BERT span model with the real MiniLM tokenizer, saved like a trained detector."""
-    import torch
-    from transformers import AutoTokenizer, BertForQuestionAnswering
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir()))
-    config = tiny_bert_config(tokenizer.vocab_size)
-    detector = SpanRephraseDetector(BertForQuestionAnswering(config), tokenizer, DetectorSettings(max_length=96))
-    return detector.save(folder)
-
-
 @pytest.fixture(scope="module")
 def detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_detector_dir(tmp_path_factory.mktemp("tiny") / "detector")
+    _, folder = tiny_detector(tmp_path_factory.mktemp("tiny"))
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -359,7 +359,11 @@ def run(
 
     encoder = Path(settings.base_model) if settings.base_model else base_model_dir()
     detector_settings = DetectorSettings(
-        settings.max_length, settings.max_span_tokens, settings.n_best, settings.null_score_margin, settings.pair_evidence
+        max_length=settings.max_length,
+        max_span_tokens=settings.max_span_tokens,
+        n_best=settings.n_best,
+        null_score_margin=settings.null_score_margin,
+        pair_evidence=settings.pair_evidence,
     )
     detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed)
     examples, targets = training_examples(detector, training, settings)
