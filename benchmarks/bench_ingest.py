@@ -90,7 +90,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2700)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--files-per-batch", type=int, default=56)
+    parser.add_argument("--files-per-batch", type=int, default=AppConfig().ingest.max_files_per_trigger,
+                        help="landing files per micro-batch (default: the shipped ingest.max_files_per_trigger)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-off", action="store_true", help="only the validation-on runs")
     parser.add_argument("--workdir", type=Path, default=Path("bench/ingest"))
@@ -133,15 +134,17 @@ def main() -> None:
     on_rate = statistics.median(r.events_per_second for r in on)
     off_batch = statistics.median(r.batch_seconds / r.batches for r in off)
     on_batch = statistics.median(r.batch_seconds / r.batches for r in on)
-    gx_share = statistics.median(r.validation_seconds / (r.batch_seconds - r.validation_seconds) for r in on)
+    gx_wall = statistics.median(r.validation_seconds / r.batches for r in on)
     print()
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, local[2]; traffic: {manifest['lines']} lines "
           f"({manifest['events']} events, {manifest['files']} files), {args.files_per_batch} files per batch")
-    print("| validation | events/s (median of %d) | mean batch time | GX time / rest of batch |" % args.repeats)
-    print("|---|---|---|---|")
-    print(f"| off | {off_rate:,.0f} | {off_batch:.2f} s | - |")
-    print(f"| on  | {on_rate:,.0f} | {on_batch:.2f} s | {gx_share:.1%} |")
-    print(f"batch time on/off: {on_batch / off_batch:.3f}; throughput on/off: {on_rate / off_rate:.3f}")
+    print("| validation | events/s (median of %d) | mean batch time |" % args.repeats)
+    print("|---|---|---|")
+    print(f"| off | {off_rate:,.0f} | {off_batch:.2f} s |")
+    print(f"| on  | {on_rate:,.0f} | {on_batch:.2f} s |")
+    # GX runs beside the bronze and quarantine writes, so its own wall time is not what it adds.
+    print(f"validation adds {on_batch / off_batch - 1:+.1%} to batch time (GX's own wall time {gx_wall:.2f} s per batch, "
+          f"overlapping the writes); throughput on/off: {on_rate / off_rate:.3f}")
 
 
 if __name__ == "__main__":

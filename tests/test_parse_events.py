@@ -50,6 +50,20 @@ CASES: list[tuple[str, list[str]]] = [
     (MINIMAL[:-1] + ',"response_duration_ms":99999999999}', ["out_of_range:response_duration_ms"]),
     (MINIMAL[:-1] + ',"slots":["a"]}', ["wrong_type:slots"]),
     (MINIMAL[:-1] + ',"slots":{"a":1}}', ["wrong_type:slots"]),
+    # The one fast parse reads every field as text; these must still be told by their JSON type.
+    (MINIMAL[:-1] + ',"asr_confidence":"0.5"}', ["wrong_type:asr_confidence"]),
+    (MINIMAL[:-1] + ',"response_latency_ms":"12"}', ["wrong_type:response_latency_ms"]),
+    (MINIMAL.replace('"schema_version":1', '"schema_version":5000000000'), ["unknown_schema_version"]),
+    (MINIMAL.replace('"stop"', "true"), ["wrong_type:utterance"]),
+    (MINIMAL[:-1] + ',"intent":{"name":"Stop"}}', ["wrong_type:intent"]),
+    (MINIMAL[:-1] + ',"int\\u0065nt":5}', ["wrong_type:intent"]),
+    # Valid lines the fast path must not lose: a contract key nested in an extra field, escaped
+    # quotes and a colon inside a string, a number in exponent form, a byte-order mark.
+    (MINIMAL[:-1] + ',"extra":{"intent":5,"status":[1]}}', []),
+    (MINIMAL.replace('"stop"', '"say \\"stop\\": now"'), []),
+    (MINIMAL[:-1] + ',"asr_confidence":1e-1}', []),
+    (MINIMAL.replace('"schema_version":1', '"schema_version":1.0'), []),  # integral: JSON has one number type
+    ("\ufeff" + MINIMAL, []),
     (
         '{"event_id":"","schema_version":"1","ts":"2026-11-02 10:00:00","user_id":"u","utterance":" ",'
         '"status":"ok","asr_confidence":1.7}',

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
@@ -19,10 +20,16 @@ from feedback.rephrase_model import (
     pace_words,
     pair_evidence,
     passage_text,
+    merged_counts,
     queries_from_pandas,
+    query_texts,
+    rarest_kept,
     scores_frame,
+    sound_code,
     soundex,
     spelling_similarity,
+    word_counts,
+    words_of,
 )
 from feedback.rephrase_spark import DetectorHandle, request_groups, score_pairs_with_detector
 from feedback.train_rephrase import link_score
@@ -127,6 +134,80 @@ def test_pair_evidence(source: str, target: str, evidence: str) -> None:
     assert pair_evidence(source, target) == evidence
 
 
+def test_sound_code_compares_numbers_by_their_digits() -> None:
+    assert [sound_code(w) for w in ("beatles", "42", "4th", "")] == ["B342", "42", "T000", ""]
+    assert soundex("1") == soundex("2") == ""  # why version 2 evidence uses sound_code
+
+
+def test_word_counts_count_each_distinct_text_once() -> None:
+    assert word_counts(["play jazz", "play jazz", "play the jazz jazz", "rate it"]) == {
+        "it": 1, "jazz": 2, "play": 2, "rate": 1, "the": 1
+    }
+
+
+COUNTS = {"play": 50, "the": 90, "by": 30, "on": 40, "rate": 5, "this": 60, "stars": 8, "2": 3, "beatles": 1}
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "kept"),
+    [
+        # rarest of "play the beetles by the who": beetles and who (never seen, 0), in that order
+        ("play the beetles by the who", "play the beatles by the who", "both rarest words kept"),  # beetles sounds alike
+        ("play the beetles by the who", "play the who", "one of two rarest words kept"),
+        ("play the beetles by the who", "play the rolling stones", "neither rarest word kept"),
+        ("rate this 2 stars", "rate this 3 stars", "one of two rarest words kept"),  # 2 (3) and rate (5); 2 -> 3 differs
+        ("rate this 2 stars", "rate this two stars", "one of two rarest words kept"),  # a number word is another word
+        ("beatles", "play beatles", "rarest word kept"),
+        ("beatles", "play jazz", "rarest word not kept"),
+    ],
+)
+def test_rarest_kept(source: str, target: str, kept: str) -> None:
+    assert rarest_kept(words_of(source), words_of(target), COUNTS) == kept
+
+
+def test_pair_evidence_version_2_adds_the_rarest_words() -> None:
+    assert pair_evidence("rate this 1 star", "rate this 2 star") == (
+        "3 of 5 words shared, changed words sound alike, spelled differently"  # version 1: "1" and "2" code alike
+    )
+    assert pair_evidence("rate this 1 star", "rate this 2 star", COUNTS) == (
+        "3 of 5 words shared, changed words sound different, spelled differently, one of two rarest words kept"
+    )
+    assert pair_evidence("play the beatles", "play the beatles", COUNTS) == "same words"
+
+
+def test_version_2_detector_keeps_its_word_counts(detector: SpanRephraseDetector, tmp_path: Path) -> None:
+    settings = DetectorSettings(max_length=128, pair_evidence=True, evidence_version=2)
+    with pytest.raises(ValueError, match="counts"):
+        SpanRephraseDetector(detector.model, detector.tokenizer, settings)
+    with pytest.raises(ValueError, match="evidence_version"):
+        DetectorSettings(evidence_version=3)
+    saved = SpanRephraseDetector(detector.model, detector.tokenizer, settings, COUNTS).save(tmp_path / "v2")
+    loaded = SpanRephraseDetector.load(saved)
+    assert loaded.counts == COUNTS
+
+    def first_candidate_evidence(traffic_counts: dict[str, int] | None) -> str:
+        (encoded,) = loaded.encode([QUERY], traffic_counts)
+        second_segment = loaded.tokenizer.decode(encoded.input_ids[encoded.token_type_ids.index(1) :])
+        return second_segment.split(" : ")[0]
+
+    # With the saved counts only, "fix" and "you" (never seen) are the rarest, and both are kept.
+    assert first_candidate_evidence({}) == (
+        "7 seconds later after a stop ( right away ), 6 of 10 words shared, changed words sound alike, spelled alike, "
+        "both rarest words kept"
+    )
+    # By default the scored texts count too: "fix" and "you" occur twice in them, "spot" and "if"
+    # once (only the misheard request has them), and the rephrase replaces both.
+    assert loaded.evidence_counts([QUERY], None) == merged_counts(COUNTS, word_counts(query_texts([QUERY])))
+    assert first_candidate_evidence(None).endswith("spelled alike, neither rarest word kept")
+
+
+def test_query_texts_and_merged_counts() -> None:
+    assert query_texts([QUERY]) == [
+        "play fix you by coldplay on spot if i", "play fix you by coldplay on spotify", "what's the weather"
+    ]
+    assert merged_counts({"a": 1, "b": 2}, {"b": 3, "c": 1}, {}) == {"a": 1, "b": 5, "c": 1}
+
+
 def test_segments_cover_exactly_the_candidate_tokens(detector: SpanRephraseDetector) -> None:
     (encoded,) = detector.encode([QUERY])
     tokens = [detector.tokenizer.decode(encoded.input_ids[a : b + 1]) for a, b in encoded.segments]  # type: ignore[misc]
@@ -211,8 +292,39 @@ def test_spark_udf_scores_like_the_detector_called_directly(
     assert scored.count() == 4
 
 
+def test_spark_udf_ranks_words_by_the_whole_batch(spark: SparkSession, detector: SpanRephraseDetector, tmp_path: Path) -> None:
+    """A version-2 detector in Spark counts the words of the whole micro-batch, not of each task's share.
+
+    Alone, "play cool jazz by miles" has "miles" (once) and "cool" (twice) as its rarest words, and
+    the follow-up keeps one; with the other session's "call miles" texts counted, "miles" is more
+    common than "cool" and "jazz", which are both kept.
+    """
+    settings = DetectorSettings(max_length=256, n_best=256, pair_evidence=True, evidence_version=2)  # every span decoded
+    folder = SpanRephraseDetector(detector.model, detector.tokenizer, settings, COUNTS).save(tmp_path / "detector")
+    v2 = SpanRephraseDetector.load(folder)
+    rows = [
+        ("s1", "u1", "a1", "a2", "play cool jazz by miles", "play cool jazz by davis", "play cool jazz by miles",
+         "play cool jazz by davis", 5.0, 1, False, "unhandled", False, False, "sorry", None, None),
+        ("s2", "u2", "b1", "b2", "call miles", "call miles now", "call miles", "call miles now", 4.0, 1, False,
+         "error", False, False, "sorry", None, None),
+    ]
+    pairs = spark.createDataFrame(rows, PAIR_COLUMNS).repartition(2)
+    handle = DetectorHandle(path=str(folder), label="rephrase-detector/8", batch_size=2, threads=1)
+    scored = score_pairs_with_detector(pairs, handle)
+    queries = sorted(queries_from_pandas(request_groups(pairs).toPandas()), key=lambda q: q.source_event_id)
+    batch_evidence = v2.tokenizer.decode(v2.encode(queries)[0].input_ids)
+    alone_evidence = v2.tokenizer.decode(v2.encode(queries[:1])[0].input_ids)
+    assert "both rarest words kept" in batch_evidence and "one of two rarest words kept" in alone_evidence
+    direct = scores_frame(queries, v2.score(queries))  # counts the texts of every query
+    expected = spark.createDataFrame(direct.assign(rephrase_detector="rephrase-detector/8"))
+    assertDataFrameEqual(
+        scored.select("source_event_id", "target_event_id", "rephrase_score", "rephrase_detector"), expected, atol=1e-6
+    )
+    alone = v2.score(queries[:1])[0][0]
+    assert abs(direct["rephrase_score"].iloc[0] - alone) > 1e-4  # the counts change the score
+
+
 def test_link_score_links_each_target_to_its_best_source() -> None:
-    import pandas as pd
 
     pairs = pd.DataFrame(
         {

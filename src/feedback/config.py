@@ -8,6 +8,7 @@ typo or an out-of-range value fails at start-up with an error that names the key
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class SparkConfig:
     jars_dir: str | None = None
     log_level: str = "WARN"
     state_store: str = "rocksdb"
+    driver_memory: str = "4g"
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,6 +51,12 @@ class SparkConfig:
             self.log_level,
         )
         _require(self.state_store in {"rocksdb", "hdfs"}, "spark.state_store", "must be rocksdb or hdfs", self.state_store)
+        _require(
+            re.fullmatch(r"[1-9][0-9]*[kmgt]", self.driver_memory) is not None,
+            "spark.driver_memory",
+            "must be a JVM size such as 4g or 512m",
+            self.driver_memory,
+        )
 
 
 RESULT_FORMATS = ("BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE")
@@ -276,6 +284,7 @@ class RephraseModelConfig:
     n_best: int = 5
     null_score_margin: float = 0.0
     pair_evidence: bool = True
+    evidence_version: int = 2
     batch_size: int = 64
     quantize: bool = False
     use_champion: bool = True
@@ -301,6 +310,7 @@ class RephraseModelConfig:
         _require(self.max_span_tokens >= 1, "rephrase_model.max_span_tokens", "must be >= 1", self.max_span_tokens)
         _require(self.n_best >= 1, "rephrase_model.n_best", "must be >= 1", self.n_best)
         _require(self.batch_size >= 1, "rephrase_model.batch_size", "must be >= 1", self.batch_size)
+        _require(self.evidence_version in (1, 2), "rephrase_model.evidence_version", "must be 1 or 2", self.evidence_version)
         _require(self.torch_threads >= 0, "rephrase_model.torch_threads", "must be >= 0 (0: the task's cores)", self.torch_threads)
         _require(self.epochs >= 1, "rephrase_model.epochs", "must be >= 1", self.epochs)
         _require(0 < self.learning_rate < 1, "rephrase_model.learning_rate", "must be in (0, 1)", self.learning_rate)

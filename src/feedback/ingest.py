@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -50,7 +51,7 @@ from feedback.schema import (
     FieldRule,
     LakePaths,
 )
-from feedback.tables import app_id_for, append_once, ensure_table
+from feedback.tables import app_id_for, append_once, ensure_table, run_together
 from feedback.validation import SUITE_NAME, VALIDATION_RESULTS_SCHEMA, BatchValidator, ValidationOutcome
 
 LOG = logging.getLogger("feedback.ingest")
@@ -116,7 +117,7 @@ def _field_columns(present: Column, type_ok: Column, value: Column, rule: FieldR
         reasons.append(F.when(checked & bad, F.lit(REASON_BAD_TIMESTAMP)))
         value = parsed
     if rule.kind == "int":
-        value = value.cast("int")
+        value = value.try_cast("int")
     return value, reasons
 
 
@@ -371,9 +372,13 @@ class BronzeBatchWriter:
             "validation_success boolean, validation_failed_expectations array<string>, "
             "validation_seconds double, batch_seconds double",
         ).withColumn("ingest_time", ingest_time)
+        bookkeeping: list[Callable[[], None]] = [
+            lambda: self._append(metrics.select(*INGEST_BATCHES_SCHEMA.fieldNames()), self.lake.ingest_batches, "ops", batch_id, ())
+        ]
         if outcome is not None:
-            self._record_validation(spark, outcome, ingest_time)
-        self._append(metrics.select(*INGEST_BATCHES_SCHEMA.fieldNames()), self.lake.ingest_batches, "ops", batch_id, ())
+            recorded = outcome
+            bookkeeping.append(lambda: self._record_validation(spark, recorded, ingest_time))
+        run_together(bookkeeping)
         timer.mark("bookkeeping")
         LOG.debug("bronze batch %d phases: %s", batch_id, timer.render())
         LOG.info(
@@ -427,56 +432,64 @@ class BronzeBatchWriter:
         ingest_time: Column,
         timer: PhaseTimer,
     ) -> tuple[BatchCounts, ValidationOutcome | None]:
+        valid_row = F.size("reasons") == 0
         totals = parsed.agg(
             F.count(F.lit(1)).alias("lines"),
-            F.sum(F.when(F.size("reasons") > 0, 1).otherwise(0)).alias("rejected"),
+            F.sum(F.when(valid_row, 0).otherwise(1)).alias("rejected"),
             F.count_distinct("source_file").alias("files"),
+            F.collect_set(F.when(valid_row, F.col("event_date"))).alias("dates"),
         ).first()
         lines_read = int(totals["lines"]) if totals else 0
         quarantined = int(totals["rejected"] or 0) if totals else 0
         files = int(totals["files"]) if totals else 0
+        dates = list(totals["dates"]) if totals else []
         timer.mark("count")
 
         valid, rejected = split_valid(parsed)
-        if quarantined:
-            quarantine_rows = rejected.select(
-                "raw",
-                "reasons",
-                "event_id",
-                "source_file",
-                ingest_time.alias("ingest_time"),
-                F.to_date(ingest_time).alias("ingest_date"),
-                F.lit(batch_tag).alias("ingest_batch"),
-            )
-            self._append(quarantine_rows, self.lake.quarantine, "quarantine", batch_id, QUARANTINE_PARTITION_COLUMNS)
-            timer.mark("quarantine")
-
         valid_count = lines_read - quarantined
-        unique = deduplicate_batch(valid).localCheckpoint(eager=True)
+        # Deduplicated within the batch and matched against bronze (on the batch's event dates
+        # only) in one pass, then cut from its lineage: the counts, the bronze write and GX all
+        # read this one result. Only ids are shuffled to find the events already in bronze (few,
+        # but a replayed batch has them all), which then go to every task.
+        existing = (
+            spark.read.format("delta")
+            .load(self.lake.bronze)
+            .filter(F.col("event_date").isin(dates))
+            .select("event_id", F.col("ingest_batch").alias("_existing_batch"))
+        )
+        unique = deduplicate_batch(valid)
+        already_in_bronze = unique.select("event_id").join(existing, on="event_id")
+        classified = unique.join(F.broadcast(already_in_bronze), on="event_id", how="left").localCheckpoint(eager=True)
         try:
-            unique_count = unique.count()
-            timer.mark("deduplicate")
-            dates = [row["event_date"] for row in unique.select("event_date").distinct().collect()]
-            existing = (
-                spark.read.format("delta")
-                .load(self.lake.bronze)
-                .filter(F.col("event_date").isin(dates))
-                .select("event_id", F.col("ingest_batch").alias("_existing_batch"))
-            )
-            classified = unique.join(existing, on="event_id", how="left")
-            new_rows = classified.filter(F.col("_existing_batch").isNull()).drop("_existing_batch")
-            already = classified.agg(
+            stats = classified.agg(
+                F.count(F.lit(1)).alias("unique"),
                 F.sum(F.when(F.col("_existing_batch") == F.lit(batch_tag), 1).otherwise(0)).alias("own"),
                 F.sum(
                     F.when(F.col("_existing_batch").isNotNull() & (F.col("_existing_batch") != F.lit(batch_tag)), 1).otherwise(0)
                 ).alias("others"),
             ).first()
-            own = int(already["own"] or 0) if already else 0
-            duplicates_existing = int(already["others"] or 0) if already else 0
+            unique_count = int(stats["unique"]) if stats else 0
+            own = int(stats["own"] or 0) if stats else 0
+            duplicates_existing = int(stats["others"] or 0) if stats else 0
             inserted = unique_count - duplicates_existing
-            timer.mark("classify")
+            timer.mark("deduplicate")
+
+            actions: list[Callable[[], None]] = []
+            if quarantined:
+                quarantine_rows = rejected.select(
+                    "raw",
+                    "reasons",
+                    "event_id",
+                    "source_file",
+                    ingest_time.alias("ingest_time"),
+                    F.to_date(ingest_time).alias("ingest_date"),
+                    F.lit(batch_tag).alias("ingest_batch"),
+                )
+                actions.append(
+                    lambda: self._append(quarantine_rows, self.lake.quarantine, "quarantine", batch_id, QUARANTINE_PARTITION_COLUMNS)
+                )
             if inserted - own > 0:
-                bronze_rows = new_rows.select(
+                bronze_rows = classified.filter(F.col("_existing_batch").isNull()).select(
                     *[F.col(name) for name in BRONZE_SCHEMA.fieldNames() if name not in {"ingest_time", "ingest_batch"}],
                     ingest_time.alias("ingest_time"),
                     F.lit(batch_tag).alias("ingest_batch"),
@@ -486,12 +499,20 @@ class BronzeBatchWriter:
                 bronze_rows = bronze_rows.repartition("event_date", salt) if self.target_files > 1 else (
                     bronze_rows.repartition("event_date")
                 )
-                self._append(bronze_rows, self.lake.bronze, "bronze", batch_id, BRONZE_PARTITION_COLUMNS)
-                timer.mark("bronze")
-            outcome = self.validator.validate(unique, batch_id) if self.validator and unique_count else None
-            timer.mark("validate")
+                actions.append(lambda: self._append(bronze_rows, self.lake.bronze, "bronze", batch_id, BRONZE_PARTITION_COLUMNS))
+            outcomes: list[ValidationOutcome | None] = [None]
+            validator = self.validator
+            if validator is not None and unique_count:
+                batch_events = classified.drop("_existing_batch")
+
+                def validate() -> None:
+                    outcomes[0] = validator.validate(batch_events, batch_id)
+
+                actions.append(validate)
+            run_together(actions)
+            timer.mark("write and validate")
         finally:
-            unique.unpersist()
+            classified.unpersist()
         counts = BatchCounts(
             files=files,
             lines_read=lines_read,
@@ -500,7 +521,7 @@ class BronzeBatchWriter:
             duplicates_in_batch=valid_count - unique_count,
             duplicates_existing=duplicates_existing,
         )
-        return counts, outcome
+        return counts, outcomes[0]
 
 
 def read_landing(spark: SparkSession, events_dir: str, config: AppConfig) -> DataFrame:

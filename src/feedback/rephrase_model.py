@@ -29,6 +29,8 @@ from feedback.spans import decode_rephrase
 LOG = logging.getLogger(__name__)
 
 SETTINGS_FILE = "rephrase_detector.json"
+WORD_COUNTS_FILE = "word_counts.json"
+EVIDENCE_VERSIONS = (1, 2)
 FORMAT_VERSION = 1
 MAX_RESPONSE_CHARS = 120
 SPELLED_ALIKE = 0.5
@@ -139,14 +141,62 @@ def spelling_similarity(left: str, right: str) -> float:
     return 1.0 - jellyfish.levenshtein_distance(left, right) / max(len(left), len(right))
 
 
-def pair_evidence(source: str, target: str) -> str:
+def sound_code(word: str) -> str:
+    """``soundex`` for a word with letters; the digits themselves for a number, so "1" and "2"
+    do not read as sounding alike (evidence version 2)."""
+    code = soundex(word)
+    return code if code else "".join(c for c in word if c.isdigit())
+
+
+def word_counts(texts: Iterable[str]) -> dict[str, int]:
+    """In how many of the distinct ``texts`` each word occurs (saved with a version-2 detector)."""
+    counts: dict[str, int] = {}
+    for text in set(texts):
+        for word in set(words_of(text)):
+            counts[word] = counts.get(word, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def merged_counts(*counts: dict[str, int]) -> dict[str, int]:
+    """The sum of several ``word_counts``."""
+    merged: dict[str, int] = {}
+    for table in counts:
+        for word, count in table.items():
+            merged[word] = merged.get(word, 0) + count
+    return merged
+
+
+RAREST_KEPT = ("neither rarest word kept", "one of two rarest words kept", "both rarest words kept")
+
+
+def rarest_kept(source_words: Sequence[str], target_words: Sequence[str], counts: dict[str, int]) -> str:
+    """Whether the follow-up keeps the request's two rarest words, as words.
+
+    Why: the rarest words of a request are its content (a title, a city, a name; a word never
+    seen counts 0), the rest is how requests are worded. A follow-up that keeps neither is
+    another request however alike its wording; one that keeps both, or words that sound like
+    them (a misheard value said again), is the same request. Ties go to the earlier word.
+    """
+    order = {w: i for i, w in reversed(list(enumerate(source_words)))}
+    rarest = sorted(order, key=lambda w: (counts.get(w, 0), order[w]))[:2]
+    target_set = set(target_words)
+    target_codes = {sound_code(w) for w in target_words} - {""}
+    kept = sum(1 for w in rarest if w in target_set or sound_code(w) in target_codes)
+    if len(rarest) == 1:
+        return "rarest word kept" if kept else "rarest word not kept"
+    return RAREST_KEPT[kept]
+
+
+def pair_evidence(source: str, target: str, counts: dict[str, int] | None = None) -> str:
     """How a follow-up differs from the request, in words the encoder can read.
 
     Why: on intents and slot values it never saw, wordpieces alone cannot tell a misheard value
     said again ("the beetles" -> "the beatles") from another value ("paris" -> "london"). The
     words changed on each side are compared as a whole (catches split and merged words, "spot if
-    i" -> "spotify") by Soundex code and by spelling.
+    i" -> "spotify") by Soundex code and by spelling. With ``counts`` (evidence version 2),
+    numbers compare by their digits and ``rarest_kept`` is added.
     """
+    code = soundex if counts is None else sound_code
     source_words, target_words = words_of(source), words_of(target)
     target_set, source_set = set(target_words), set(source_words)
     removed = [w for w in source_words if w not in target_set]
@@ -158,21 +208,25 @@ def pair_evidence(source: str, target: str) -> str:
     text = f"{shared} of {total} words shared"
     if removed and added:
         before, after = "".join(removed), "".join(added)
-        sound = "sound alike" if soundex(before) == soundex(after) else "sound different"
+        sound = "sound alike" if code(before) == code(after) else "sound different"
         spelling = "spelled alike" if spelling_similarity(before, after) >= SPELLED_ALIKE else "spelled differently"
         text += f", changed words {sound}, {spelling}"
     elif added:
         text += ", words added"
     else:
         text += ", words dropped"
+    if counts is not None and source_words:
+        text += f", {rarest_kept(source_words, target_words, counts)}"
     return text
 
 
-def passage_text(query: RephraseQuery, evidence: bool = False) -> tuple[str, list[tuple[int, int]]]:
+def passage_text(
+    query: RephraseQuery, evidence: bool = False, counts: dict[str, int] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """Second segment: the candidates, and each candidate utterance's character span [start, end).
 
     With ``evidence``, each candidate is introduced by ``pace_words`` of its delay and
-    ``pair_evidence`` against the request.
+    ``pair_evidence`` against the request (version 2 when ``counts`` is given).
     """
     text = ""
     spans: list[tuple[int, int]] = []
@@ -181,7 +235,7 @@ def passage_text(query: RephraseQuery, evidence: bool = False) -> tuple[str, lis
             text += " ; "
         text += f"{_seconds(candidate.gap_s)} later{' after a stop' if candidate.stop_between else ''}"
         if evidence:
-            text += f" ({pace_words(candidate.gap_s)}), {pair_evidence(query.source_text, candidate.text)}"
+            text += f" ({pace_words(candidate.gap_s)}), {pair_evidence(query.source_text, candidate.text, counts)}"
         text += ": "
         spans.append((len(text), len(text) + len(candidate.text)))
         text += candidate.text
@@ -197,7 +251,12 @@ class DetectorSettings:
     n_best: int = 5
     null_score_margin: float = 0.0
     pair_evidence: bool = False
+    evidence_version: int = 1
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.evidence_version not in EVIDENCE_VERSIONS:
+            raise ValueError(f"evidence_version must be one of {EVIDENCE_VERSIONS}, got {self.evidence_version}")
 
     def save(self, directory: Path) -> None:
         (directory / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -220,13 +279,17 @@ class EncodedQuery:
 
 
 def encode_queries(
-    tokenizer: Any, queries: Sequence[RephraseQuery], max_length: int, evidence: bool = False
+    tokenizer: Any,
+    queries: Sequence[RephraseQuery],
+    max_length: int,
+    evidence: bool = False,
+    counts: dict[str, int] | None = None,
 ) -> list[EncodedQuery]:
     """Tokenize (request + context, candidates) pairs, truncating only the candidates, and map spans to tokens."""
     if not queries:
         return []
     firsts = [query_text(q) for q in queries]
-    seconds = [passage_text(q, evidence) for q in queries]
+    seconds = [passage_text(q, evidence, counts) for q in queries]
     batch = tokenizer(
         firsts,
         [text for text, _ in seconds],
@@ -277,16 +340,28 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 
 
 class SpanRephraseDetector:
-    """A fine-tuned (or freshly initialised) span head on a BERT encoder, ready to score queries."""
+    """A fine-tuned (or freshly initialised) span head on a BERT encoder, ready to score queries.
 
-    def __init__(self, model: Any, tokenizer: Any, settings: DetectorSettings) -> None:
+    ``counts``: the ``word_counts`` of its training traffic, which evidence version 2 needs and
+    which are saved with the weights. At scoring time they are summed with the counts of the
+    traffic being scored (``traffic_counts``; by default the texts of the queries themselves), so
+    the carrier words of an intent the model never saw ("rate", "stars", "out of") are as common
+    as they are in the traffic, and its content words stay rare.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, settings: DetectorSettings, counts: dict[str, int] | None = None) -> None:
+        if settings.pair_evidence and settings.evidence_version >= 2 and counts is None:
+            raise ValueError("counts are required by evidence_version 2 (see word_counts)")
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
+        self.counts = counts if settings.pair_evidence and settings.evidence_version >= 2 else None
         self.quantized = False
 
     @classmethod
-    def from_pretrained_encoder(cls, encoder_dir: str | Path, settings: DetectorSettings, seed: int = 0) -> SpanRephraseDetector:
+    def from_pretrained_encoder(
+        cls, encoder_dir: str | Path, settings: DetectorSettings, seed: int = 0, counts: dict[str, int] | None = None
+    ) -> SpanRephraseDetector:
         """The pretrained encoder with a new, randomly initialised span head (the start of fine-tuning)."""
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
@@ -301,7 +376,7 @@ class SpanRephraseDetector:
         finally:
             hf_logging.set_verbosity(verbosity)
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
-        return cls(model, tokenizer, settings)
+        return cls(model, tokenizer, settings, counts)
 
     @classmethod
     def load(cls, directory: str | Path, quantize: bool = False) -> SpanRephraseDetector:
@@ -313,7 +388,9 @@ class SpanRephraseDetector:
         settings = DetectorSettings.load(path)
         model = AutoModelForQuestionAnswering.from_pretrained(str(path))
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        detector = cls(model, tokenizer, settings)
+        counts_file = path / WORD_COUNTS_FILE
+        counts = json.loads(counts_file.read_text(encoding="utf-8")) if counts_file.is_file() else None
+        detector = cls(model, tokenizer, settings, counts)
         if quantize:
             detector.quantize()
         return detector
@@ -333,10 +410,21 @@ class SpanRephraseDetector:
         self.model.save_pretrained(str(path))
         self.tokenizer.save_pretrained(str(path))
         self.settings.save(path)
+        if self.counts is not None:
+            (path / WORD_COUNTS_FILE).write_text(json.dumps(self.counts, indent=0, sort_keys=True) + "\n", encoding="utf-8")
         return path
 
-    def encode(self, queries: Sequence[RephraseQuery]) -> list[EncodedQuery]:
-        return encode_queries(self.tokenizer, queries, self.settings.max_length, self.settings.pair_evidence)
+    def evidence_counts(self, queries: Sequence[RephraseQuery], traffic_counts: dict[str, int] | None) -> dict[str, int] | None:
+        """The word counts version-2 evidence ranks words by: training traffic + scored traffic."""
+        if self.counts is None:
+            return None
+        scored = word_counts(query_texts(queries)) if traffic_counts is None else traffic_counts
+        return merged_counts(self.counts, scored)
+
+    def encode(self, queries: Sequence[RephraseQuery], traffic_counts: dict[str, int] | None = None) -> list[EncodedQuery]:
+        """Token ids and candidate segments; ``traffic_counts`` as in ``score``."""
+        counts = self.evidence_counts(queries, traffic_counts)
+        return encode_queries(self.tokenizer, queries, self.settings.max_length, self.settings.pair_evidence, counts)
 
     def logits(self, encoded: Sequence[EncodedQuery], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Start and end logits per sequence (unpadded), in the input order."""
@@ -355,9 +443,15 @@ class SpanRephraseDetector:
                     results[index] = (starts[row, :n].astype(np.float64), ends[row, :n].astype(np.float64))
         return results
 
-    def score(self, queries: Sequence[RephraseQuery], batch_size: int = 64) -> list[np.ndarray]:
-        """One probability per candidate of each query (see ``feedback.spans.decode_rephrase``)."""
-        encoded = self.encode(queries)
+    def score(
+        self, queries: Sequence[RephraseQuery], batch_size: int = 64, traffic_counts: dict[str, int] | None = None
+    ) -> list[np.ndarray]:
+        """One probability per candidate of each query (see ``feedback.spans.decode_rephrase``).
+
+        ``traffic_counts``: ``word_counts`` of the traffic these queries come from (the Spark
+        scorer passes those of the whole micro-batch); None counts the queries' own texts.
+        """
+        encoded = self.encode(queries, traffic_counts)
         settings = self.settings
         return [
             decode_rephrase(start, end, item.segments, settings.n_best, settings.max_span_tokens, settings.null_score_margin).probabilities
@@ -377,6 +471,11 @@ def _optional_float(value: object) -> float | None:
         return None
     number = float(value)  # type: ignore[arg-type]
     return None if np.isnan(number) else number
+
+
+def query_texts(queries: Iterable[RephraseQuery]) -> list[str]:
+    """Every request text of the queries: the sources and their candidates."""
+    return [text for query in queries for text in (query.source_text, *(c.text for c in query.candidates))]
 
 
 def queries_from_pandas(groups: pd.DataFrame) -> list[RephraseQuery]:

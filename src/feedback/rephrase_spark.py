@@ -24,7 +24,7 @@ from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from feedback.config import AppConfig, DetectConfig, RephraseModelConfig
 from feedback.detect import score_pairs_heuristic
-from feedback.rephrase_model import GROUP_COLUMNS, SpanRephraseDetector, queries_from_pandas, scores_frame
+from feedback.rephrase_model import GROUP_COLUMNS, SpanRephraseDetector, queries_from_pandas, scores_frame, word_counts
 from feedback.schema import LakePaths
 
 LOG = logging.getLogger(__name__)
@@ -100,8 +100,18 @@ def request_groups(pairs: DataFrame) -> DataFrame:
     )
 
 
-def _partition_scorer(handle: DetectorHandle):  # type: ignore[no-untyped-def]
-    """The ``mapInPandas`` function: closes over ``handle`` only (the model loads on the worker)."""
+def traffic_word_counts(pairs: DataFrame) -> dict[str, int]:
+    """``word_counts`` of the distinct request texts of ``pairs`` (sources and targets).
+
+    Counted on the driver from the distinct texts (a micro-batch has thousands), so every task
+    ranks words the same way, however the groups are partitioned.
+    """
+    texts = pairs.select(F.col("source_text").alias("text")).union(pairs.select(F.col("target_text").alias("text")))
+    return word_counts(row["text"] for row in texts.distinct().collect() if row["text"] is not None)
+
+
+def _partition_scorer(handle: DetectorHandle, traffic_counts: dict[str, int]):  # type: ignore[no-untyped-def]
+    """The ``mapInPandas`` function: closes over ``handle`` and the batch's word counts (the model loads on the worker)."""
 
     def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
@@ -114,7 +124,7 @@ def _partition_scorer(handle: DetectorHandle):  # type: ignore[no-untyped-def]
         detector = load_detector(handle)
         for groups in batches:
             queries = queries_from_pandas(groups)
-            yield scores_frame(queries, detector.score(queries, handle.batch_size))
+            yield scores_frame(queries, detector.score(queries, handle.batch_size, traffic_counts))
 
     return score_batches
 
@@ -125,11 +135,12 @@ def score_pairs_with_detector(pairs: DataFrame, handle: DetectorHandle) -> DataF
     The request groups are dealt round-robin over one partition per core before the model runs:
     left to adaptive execution, the small shuffle of the grouping is coalesced into a single
     partition, and one task would score everything on one core. (A hash repartition by source
-    would not do: the grouping already satisfies it, so the planner drops it.)
+    would not do: the grouping already satisfies it, so the planner drops it.) The word counts
+    of the whole batch go to every task (``traffic_word_counts``).
     """
     cores = pairs.sparkSession.sparkContext.defaultParallelism
     groups = request_groups(pairs).repartition(max(1, cores))
-    scores = groups.mapInPandas(_partition_scorer(handle), SCORES_SCHEMA)
+    scores = groups.mapInPandas(_partition_scorer(handle, traffic_word_counts(pairs)), SCORES_SCHEMA)
     return (
         pairs.join(scores, on=["source_event_id", "target_event_id"], how="left")
         .withColumn("rephrase_score", F.coalesce(F.col("rephrase_score"), F.lit(0.0)))

@@ -59,6 +59,7 @@ def spark_conf(config: SparkConfig, *, include_jars: bool = True) -> dict[str, s
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
+        "spark.driver.memory": config.driver_memory,
         "spark.sql.shuffle.partitions": str(config.shuffle_partitions),
         "spark.default.parallelism": str(config.shuffle_partitions),
         "spark.pyspark.python": sys.executable,

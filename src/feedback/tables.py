@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from delta.tables import DeltaTable
+from pyspark import InheritableThread
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -70,3 +71,32 @@ def idempotent_writes(spark: SparkSession, app_id: str, version: int) -> Iterato
     finally:
         spark.conf.unset("spark.databricks.delta.write.txnAppId")
         spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+
+def run_together(actions: Sequence[Callable[[], None]]) -> None:
+    """Run ``actions`` (writes to different tables) on threads at once and wait for all of them.
+
+    Why: each Delta commit spends most of a second on the driver (log write, snapshot update)
+    while the cores idle; writes to different tables do not depend on each other, so their
+    jobs and commits can overlap. Threads inherit the caller's Spark local properties. Every
+    action runs to its end; the first error is then raised.
+    """
+    if len(actions) <= 1:
+        for action in actions:
+            action()
+        return
+    errors: list[BaseException] = []
+
+    def guarded(action: Callable[[], None]) -> None:
+        try:
+            action()
+        except BaseException as error:  # re-raised on the caller's thread below
+            errors.append(error)
+
+    threads = [InheritableThread(target=guarded, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

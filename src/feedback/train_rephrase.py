@@ -42,6 +42,7 @@ from feedback.rephrase_model import (
     pad_batch,
     queries_from_pandas,
     scores_frame,
+    word_counts,
 )
 from feedback.rephrase_spark import request_groups
 from feedback.schema import LakePaths
@@ -184,6 +185,13 @@ def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path:
     return LabelledSet(groups, pairs, truth_links, version)
 
 
+def training_texts(data: LabelledSet) -> list[str]:
+    """Every request text of the set: the sources and their candidates (for ``word_counts``)."""
+    return list(data.groups["source_text"]) + [
+        str(candidate["target_text"]) for candidates in data.groups["candidates"] for candidate in candidates
+    ]
+
+
 def link_score(pairs: pd.DataFrame, score_column: str, truth_links: set[tuple[str, str]], threshold: float) -> Score:
     """Rephrase-link precision/recall the way ``detect.link_rephrases`` links and ``feedback evaluate`` counts.
 
@@ -214,7 +222,8 @@ def training_examples(
         chosen = rng.choice(chosen, size=config.max_train_groups, replace=False)
     chosen.sort()
     queries = data.queries
-    encoded = detector.encode([queries[i] for i in chosen])
+    # The saved counts are this traffic's own: nothing to add (as the scorer adds the scored traffic).
+    encoded = detector.encode([queries[i] for i in chosen], traffic_counts={})
     examples: list[EncodedQuery] = []
     targets: list[tuple[int, int]] = []
     for item, index in zip(encoded, chosen, strict=True):
@@ -364,8 +373,10 @@ def run(
         n_best=settings.n_best,
         null_score_margin=settings.null_score_margin,
         pair_evidence=settings.pair_evidence,
+        evidence_version=settings.evidence_version,
     )
-    detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed)
+    counts = word_counts(training_texts(training))
+    detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed, counts=counts)
     examples, targets = training_examples(detector, training, settings)
     threshold = config.detect.rephrase_threshold
 
