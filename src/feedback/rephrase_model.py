@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -150,20 +151,16 @@ def sound_code(word: str) -> str:
 
 def word_counts(texts: Iterable[str]) -> dict[str, int]:
     """In how many of the distinct ``texts`` each word occurs (saved with a version-2 detector)."""
-    counts: dict[str, int] = {}
-    for text in set(texts):
-        for word in set(words_of(text)):
-            counts[word] = counts.get(word, 0) + 1
+    counts = Counter(word for text in set(texts) for word in set(words_of(text)))
     return dict(sorted(counts.items()))
 
 
 def merged_counts(*counts: dict[str, int]) -> dict[str, int]:
     """The sum of several ``word_counts``."""
-    merged: dict[str, int] = {}
+    merged: Counter[str] = Counter()
     for table in counts:
-        for word, count in table.items():
-            merged[word] = merged.get(word, 0) + count
-    return merged
+        merged.update(table)
+    return dict(merged)
 
 
 RAREST_KEPT = ("neither rarest word kept", "one of two rarest words kept", "both rarest words kept")

@@ -41,6 +41,7 @@ from feedback.rephrase_model import (
     base_model_dir,
     pad_batch,
     queries_from_pandas,
+    query_texts,
     scores_frame,
     word_counts,
 )
@@ -183,13 +184,6 @@ def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path:
     groups = groups.assign(label=labels).sort_values("source_event_id", kind="stable").reset_index(drop=True)
     truth_links = set(zip(links["target_event_id"], links["true_source"], strict=True))
     return LabelledSet(groups, pairs, truth_links, version)
-
-
-def training_texts(data: LabelledSet) -> list[str]:
-    """Every request text of the set: the sources and their candidates (for ``word_counts``)."""
-    return list(data.groups["source_text"]) + [
-        str(candidate["target_text"]) for candidates in data.groups["candidates"] for candidate in candidates
-    ]
 
 
 def link_score(pairs: pd.DataFrame, score_column: str, truth_links: set[tuple[str, str]], threshold: float) -> Score:
@@ -375,7 +369,7 @@ def run(
         pair_evidence=settings.pair_evidence,
         evidence_version=settings.evidence_version,
     )
-    counts = word_counts(training_texts(training))
+    counts = word_counts(query_texts(training.queries))
     detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed, counts=counts)
     examples, targets = training_examples(detector, training, settings)
     threshold = config.detect.rephrase_threshold
