@@ -7,7 +7,7 @@ import datetime as dt
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.ingest import deduplicate_batch, parse_events, split_valid
+from feedback.ingest import deduplicate_batch, match_event_ids, parse_events, split_valid
 
 GOOD = (
     '{"event_id":"e1","schema_version":1,"ts":"2026-11-02T10:00:00.250+01:00","user_id":"u1","device_id":"d1",'
@@ -123,3 +123,29 @@ def test_deduplication_keeps_one_row_per_event_id_deterministically(spark: Spark
         [("e1", "file:/a.jsonl", GOOD), ("e2", "file:/a.jsonl", redelivered)], "event_id string, source_file string, raw string"
     )
     assertDataFrameEqual(unique, expected)
+
+
+def test_match_event_ids_keeps_the_repeated_and_the_already_ingested(spark: SparkSession) -> None:
+    valid = spark.createDataFrame([("e1",), ("e2",), ("e2",), ("e3",), ("e4",), ("e4",)], "event_id string")
+    bronze_ids = spark.createDataFrame(
+        [("e1", "app:0"), ("e4", "app:1"), ("e9", "app:0")], "event_id string, ingest_batch string"
+    )
+    expected = spark.createDataFrame(
+        [("e1", 1, "app:0"), ("e2", 2, None), ("e4", 2, "app:1")], "event_id string, copies long, existing_batch string"
+    )
+    assertDataFrameEqual(match_event_ids(valid, bronze_ids), expected)
+
+
+def test_deduplication_with_given_repeated_ids_equals_counting_them(spark: SparkSession) -> None:
+    lines = spark.createDataFrame(
+        [(MINIMAL, "file:/b.jsonl"), (MINIMAL, "file:/a.jsonl"), (MINIMAL, "file:/a.jsonl"), (GOOD, "file:/a.jsonl")],
+        "value string, source_file string",
+    )
+    valid, _ = split_valid(parse_events(lines))
+    repeated = spark.createDataFrame([("e2",)], "event_id string")
+    given = deduplicate_batch(valid, repeated).select("event_id", "source_file", "raw")
+    expected = spark.createDataFrame(
+        [("e1", "file:/a.jsonl", GOOD), ("e2", "file:/a.jsonl", MINIMAL)], "event_id string, source_file string, raw string"
+    )
+    assertDataFrameEqual(given, expected)
+    assertDataFrameEqual(deduplicate_batch(valid).select("event_id", "source_file", "raw"), expected)

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, IntegerType, MapType, StringType, StructField, StructType
 
+from feedback.checkpoints import checkpointed
 from feedback.config import AppConfig
 from feedback.schema import (
     BRONZE_PARTITION_COLUMNS,
@@ -161,7 +162,7 @@ def _suspicious(text: Column, typed: Column) -> Column:
     return suspicious
 
 
-def parse_events(lines: DataFrame) -> DataFrame:
+def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
     """Parse and check raw JSONL lines against event contract v1.
 
     Two code-generated JSON parses (every field as text; the non-string fields typed) serve the
@@ -172,6 +173,11 @@ def parse_events(lines: DataFrame) -> DataFrame:
 
     Args:
         lines: one row per line, with a string column ``value`` (the line) and ``source_file``.
+        barrier: cut the plan (a lazy local checkpoint) between the parse and the checks. Keep
+            it unless the result is materialised right away (``localCheckpoint``) before
+            anything is filtered or joined: the optimizer pushes such filters through the wide
+            plan, inlining every field's expression into every check, and planning takes
+            minutes. The writer materialises the result once instead of twice, without it.
 
     Returns:
         The bronze columns (without the ingest bookkeeping) plus ``raw``, ``source_file`` and
@@ -231,10 +237,10 @@ def parse_events(lines: DataFrame) -> DataFrame:
             F.when(exact, exact_type_ok).otherwise(F.lit(True)).alias(f"_type_ok_{rule.name}"),
             F.when(exact, exact_value).otherwise(fast_value).alias(f"_value_{rule.name}"),
         ]
-    # A plan barrier before the checks. Without it the optimizer collapses the projections and
-    # inlines each field's CASE expression into every check that reads it, and planning the
-    # result takes minutes; the (lazy) local checkpoint is computed once, when first used.
-    resolved = typed.select("raw", "source_file", "_structural", *resolved_columns).localCheckpoint(eager=False)
+    resolved = typed.select("raw", "source_file", "_structural", *resolved_columns)
+    if barrier:
+        # Computed once, when first used (see ``barrier`` above).
+        resolved = resolved.localCheckpoint(eager=False)
     values: list[Column] = []
     field_reasons: list[Column] = []
     for rule in EVENT_FIELDS:
@@ -257,13 +263,15 @@ def split_valid(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
     return valid, rejected
 
 
-def deduplicate_batch(valid: DataFrame) -> DataFrame:
+def deduplicate_batch(valid: DataFrame, repeated: DataFrame | None = None) -> DataFrame:
     """Keep one row per ``event_id``, chosen deterministically so a replayed batch picks the same one.
 
     Duplicates are rare, so only the rows of repeated ids are ranked (a sort); the rest pass
-    through after a cheap count per id.
+    through a broadcast anti-join, keeping their partitioning. ``repeated`` (a column
+    ``event_id``: the ids that occur more than once in ``valid``) is counted here when not given.
     """
-    repeated = valid.groupBy("event_id").count().filter(F.col("count") > 1).select("event_id")
+    if repeated is None:
+        repeated = valid.groupBy("event_id").count().filter(F.col("count") > 1).select("event_id")
     singles = valid.join(F.broadcast(repeated), "event_id", "left_anti")
     order = Window.partitionBy("event_id").orderBy(F.col("source_file"), F.col("raw"))
     chosen = (
@@ -275,19 +283,49 @@ def deduplicate_batch(valid: DataFrame) -> DataFrame:
     return singles.unionByName(chosen)
 
 
+def match_event_ids(valid: DataFrame, bronze_ids: DataFrame) -> DataFrame:
+    """The batch's event ids that need a decision: those repeated in the batch or already in bronze.
+
+    One shuffle of ids (the batch's and bronze's together) answers both questions, instead of a
+    count per id and then a join. Columns: ``event_id``, ``copies`` (rows in the batch) and
+    ``existing_batch`` (the ``ingest_batch`` that wrote it to bronze, null if none). Few rows,
+    except when a batch is replayed, where every id is already in bronze.
+
+    Args:
+        valid: the batch's valid events (column ``event_id``).
+        bronze_ids: ids already in bronze (columns ``event_id``, ``ingest_batch``).
+    """
+    batch_side = valid.select("event_id", F.lit(1).alias("_copies"), F.lit(None).cast("string").alias("_batch"))
+    bronze_side = bronze_ids.select("event_id", F.lit(0).alias("_copies"), F.col("ingest_batch").alias("_batch"))
+    copies = F.col("copies")
+    return (
+        batch_side.unionByName(bronze_side)
+        .groupBy("event_id")
+        .agg(F.sum("_copies").alias("copies"), F.max("_batch").alias("existing_batch"))
+        .filter((copies > 1) | ((copies > 0) & F.col("existing_batch").isNotNull()))
+    )
+
+
 # Data-skipping statistics only on the columns readers filter by, not on the long raw payload.
 BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": "event_id,ts,user_id,device_id,status,domain,intent,ingest_batch"}
 
 
 def ensure_bronze_tables(spark: SparkSession, lake: LakePaths) -> None:
-    """Create bronze, quarantine and the ingest-batch log if absent."""
-    ensure_table(spark, lake.bronze, BRONZE_SCHEMA, BRONZE_PARTITION_COLUMNS, BRONZE_PROPERTIES)
-    ensure_table(
-        spark, lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS,
-        {"delta.dataSkippingStatsColumns": "event_id,source_file,ingest_batch"},
+    """Create bronze, quarantine, the ingest-batch log and the validation results if absent.
+
+    The four creations are independent commits, so they run at once (each is mostly driver time).
+    """
+    run_together(
+        [
+            lambda: ensure_table(spark, lake.bronze, BRONZE_SCHEMA, BRONZE_PARTITION_COLUMNS, BRONZE_PROPERTIES),
+            lambda: ensure_table(
+                spark, lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS,
+                {"delta.dataSkippingStatsColumns": "event_id,source_file,ingest_batch"},
+            ),
+            lambda: ensure_table(spark, lake.ingest_batches, INGEST_BATCHES_SCHEMA, ()),
+            lambda: ensure_table(spark, lake.validation_results, VALIDATION_RESULTS_SCHEMA, ()),
+        ]
     )
-    ensure_table(spark, lake.ingest_batches, INGEST_BATCHES_SCHEMA, ())
-    ensure_table(spark, lake.validation_results, VALIDATION_RESULTS_SCHEMA, ())
 
 
 @dataclass(frozen=True)
@@ -342,12 +380,9 @@ class BronzeBatchWriter:
 
         # Parsed once with its lineage cut, so the writes and GX below do not re-plan or re-parse it.
         timer = PhaseTimer()
-        parsed = parse_events(batch).localCheckpoint(eager=True)
-        timer.mark("parse")
-        try:
+        with checkpointed(parse_events(batch, barrier=False)) as parsed:
+            timer.mark("parse")
             counts, outcome = self._write(spark, parsed, batch_id, batch_tag, ingest_time, timer)
-        finally:
-            parsed.unpersist()
         elapsed = time.perf_counter() - started
         metrics = spark.createDataFrame(
             [
@@ -372,13 +407,7 @@ class BronzeBatchWriter:
             "validation_success boolean, validation_failed_expectations array<string>, "
             "validation_seconds double, batch_seconds double",
         ).withColumn("ingest_time", ingest_time)
-        bookkeeping: list[Callable[[], None]] = [
-            lambda: self._append(metrics.select(*INGEST_BATCHES_SCHEMA.fieldNames()), self.lake.ingest_batches, "ops", batch_id, ())
-        ]
-        if outcome is not None:
-            recorded = outcome
-            bookkeeping.append(lambda: self._record_validation(spark, recorded, ingest_time))
-        run_together(bookkeeping)
+        self._append(metrics.select(*INGEST_BATCHES_SCHEMA.fieldNames()), self.lake.ingest_batches, "ops", batch_id, ())
         timer.mark("bookkeeping")
         LOG.debug("bronze batch %d phases: %s", batch_id, timer.render())
         LOG.info(
@@ -447,72 +476,76 @@ class BronzeBatchWriter:
 
         valid, rejected = split_valid(parsed)
         valid_count = lines_read - quarantined
-        # Deduplicated within the batch and matched against bronze (on the batch's event dates
-        # only) in one pass, then cut from its lineage: the counts, the bronze write and GX all
-        # read this one result. Only ids are shuffled to find the events already in bronze (few,
-        # but a replayed batch has them all), which then go to every task.
-        existing = (
+        # The ids repeated in the batch or already in bronze (on the batch's event dates only),
+        # found by one shuffle of ids and kept (few rows; a replayed batch has them all). The
+        # later steps join them by broadcast, so full rows are not shuffled to deduplicate.
+        bronze_ids = (
             spark.read.format("delta")
             .load(self.lake.bronze)
             .filter(F.col("event_date").isin(dates))
-            .select("event_id", F.col("ingest_batch").alias("_existing_batch"))
+            .select("event_id", "ingest_batch")
         )
-        unique = deduplicate_batch(valid)
-        already_in_bronze = unique.select("event_id").join(existing, on="event_id")
-        classified = unique.join(F.broadcast(already_in_bronze), on="event_id", how="left").localCheckpoint(eager=True)
-        try:
-            stats = classified.agg(
-                F.count(F.lit(1)).alias("unique"),
-                F.sum(F.when(F.col("_existing_batch") == F.lit(batch_tag), 1).otherwise(0)).alias("own"),
-                F.sum(
-                    F.when(F.col("_existing_batch").isNotNull() & (F.col("_existing_batch") != F.lit(batch_tag)), 1).otherwise(0)
-                ).alias("others"),
+        with checkpointed(match_event_ids(valid, bronze_ids)) as flags:
+            existing_batch = F.col("existing_batch")
+            stats = flags.agg(
+                F.sum(F.col("copies") - 1).alias("extra_copies"),
+                F.sum(F.when(existing_batch == F.lit(batch_tag), 1).otherwise(0)).alias("own"),
+                F.sum(F.when(existing_batch.isNotNull() & (existing_batch != F.lit(batch_tag)), 1).otherwise(0)).alias("others"),
             ).first()
-            unique_count = int(stats["unique"]) if stats else 0
+            unique_count = valid_count - int(stats["extra_copies"] or 0) if stats else valid_count
             own = int(stats["own"] or 0) if stats else 0
             duplicates_existing = int(stats["others"] or 0) if stats else 0
             inserted = unique_count - duplicates_existing
             timer.mark("deduplicate")
+            repeated = flags.filter(F.col("copies") > 1).select("event_id")
+            in_bronze = F.broadcast(flags.filter(existing_batch.isNotNull()).select("event_id"))
+            # The batch's events, one row each, read by both the bronze write and GX: computed
+            # once, by whichever of the two gets there first.
+            with checkpointed(deduplicate_batch(valid, repeated), eager=False) as unique:
+                actions: list[Callable[[], None]] = []
+                if quarantined:
+                    quarantine_rows = rejected.select(
+                        "raw",
+                        "reasons",
+                        "event_id",
+                        "source_file",
+                        ingest_time.alias("ingest_time"),
+                        F.to_date(ingest_time).alias("ingest_date"),
+                        F.lit(batch_tag).alias("ingest_batch"),
+                    )
+                    actions.append(
+                        lambda: self._append(
+                            quarantine_rows, self.lake.quarantine, "quarantine", batch_id, QUARANTINE_PARTITION_COLUMNS
+                        )
+                    )
+                if inserted - own > 0:
+                    bronze_rows = unique.join(in_bronze, "event_id", "left_anti").select(
+                        *[F.col(name) for name in BRONZE_SCHEMA.fieldNames() if name not in {"ingest_time", "ingest_batch"}],
+                        ingest_time.alias("ingest_time"),
+                        F.lit(batch_tag).alias("ingest_batch"),
+                    ).select(*BRONZE_SCHEMA.fieldNames())
+                    # One task per event date (spread over the cores), target_files files per date.
+                    salt = F.pmod(F.xxhash64("event_id"), F.lit(self.target_files))
+                    bronze_rows = bronze_rows.repartition("event_date", salt) if self.target_files > 1 else (
+                        bronze_rows.repartition("event_date")
+                    )
+                    actions.append(
+                        lambda: self._append(bronze_rows, self.lake.bronze, "bronze", batch_id, BRONZE_PARTITION_COLUMNS)
+                    )
+                outcomes: list[ValidationOutcome | None] = [None]
+                validator = self.validator
+                if validator is not None and unique_count:
 
-            actions: list[Callable[[], None]] = []
-            if quarantined:
-                quarantine_rows = rejected.select(
-                    "raw",
-                    "reasons",
-                    "event_id",
-                    "source_file",
-                    ingest_time.alias("ingest_time"),
-                    F.to_date(ingest_time).alias("ingest_date"),
-                    F.lit(batch_tag).alias("ingest_batch"),
-                )
-                actions.append(
-                    lambda: self._append(quarantine_rows, self.lake.quarantine, "quarantine", batch_id, QUARANTINE_PARTITION_COLUMNS)
-                )
-            if inserted - own > 0:
-                bronze_rows = classified.filter(F.col("_existing_batch").isNull()).select(
-                    *[F.col(name) for name in BRONZE_SCHEMA.fieldNames() if name not in {"ingest_time", "ingest_batch"}],
-                    ingest_time.alias("ingest_time"),
-                    F.lit(batch_tag).alias("ingest_batch"),
-                ).select(*BRONZE_SCHEMA.fieldNames())
-                # One task per event date (spread over the cores), target_files files per date.
-                salt = F.pmod(F.xxhash64("event_id"), F.lit(self.target_files))
-                bronze_rows = bronze_rows.repartition("event_date", salt) if self.target_files > 1 else (
-                    bronze_rows.repartition("event_date")
-                )
-                actions.append(lambda: self._append(bronze_rows, self.lake.bronze, "bronze", batch_id, BRONZE_PARTITION_COLUMNS))
-            outcomes: list[ValidationOutcome | None] = [None]
-            validator = self.validator
-            if validator is not None and unique_count:
-                batch_events = classified.drop("_existing_batch")
+                    def validate() -> None:
+                        outcome = validator.validate(unique, batch_id)
+                        outcomes[0] = outcome
+                        if outcome is not None:
+                            # Recorded on this thread, so its commit overlaps the bronze write.
+                            self._record_validation(spark, outcome, ingest_time)
 
-                def validate() -> None:
-                    outcomes[0] = validator.validate(batch_events, batch_id)
-
-                actions.append(validate)
-            run_together(actions)
-            timer.mark("write and validate")
-        finally:
-            classified.unpersist()
+                    actions.append(validate)
+                run_together(actions)
+                timer.mark("write and validate")
         counts = BatchCounts(
             files=files,
             lines_read=lines_read,

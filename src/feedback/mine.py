@@ -45,6 +45,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy.sparse.linalg import SuperLU, splu
 
+from feedback.checkpoints import release
 from feedback.config import AppConfig, MiningConfig
 from feedback.schema import REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, LakePaths
 from feedback.tables import ensure_table
@@ -493,6 +494,7 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
         .withColumn("id", F.xxhash64("utterance"))
     )
     labels = links.select(F.col("src").alias("id")).distinct().withColumn("label", F.col("id")).localCheckpoint(eager=True)
+    held = labels  # the checkpoint behind ``labels``, freed once the next round's is computed
     for round_number in range(1, max_iterations + 1):
         lowest = (
             links.join(labels.withColumnRenamed("id", "src"), "src")
@@ -514,7 +516,8 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
             .localCheckpoint(eager=True)
         )
         changed = jumped.filter(F.col("_changed")).count()
-        labels.unpersist()
+        release(held)
+        held = jumped
         labels = jumped.drop("_changed")
         LOG.info("components: round %d, %d labels changed", round_number, changed)
         if changed == 0:
@@ -805,8 +808,8 @@ def _mine_and_merge(
         LOG.info("%d rewrites from %d states in %d components; merging", count, outcome.states, outcome.components)
         version = merge_rewrites(spark, paths.rewrites, rows)
     finally:
-        rows.unpersist()
-        outcome.candidates.unpersist()
+        release(rows)
+        release(outcome.candidates)
     return MiningResult(
         run_id=run_id,
         rewrites=count,

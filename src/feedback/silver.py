@@ -25,6 +25,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
 from feedback.aggregate import fold_into_gold, rebuild_gold
+from feedback.checkpoints import release
 from feedback.config import AppConfig, DetectConfig, SessionizeConfig
 from feedback.detect import label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
 from feedback.rephrase_spark import resolve_scorer
@@ -166,7 +167,7 @@ class SilverBatchWriter:
             # turns rather than re-running the micro-batch through build_turns.
             stats["candidate_pairs"] = rephrase_candidates(turns, self.config.detect).count() if stats.get("turns") else 0
         finally:
-            turns.unpersist()
+            release(turns)
         elapsed = time.perf_counter() - started
         counts = {key: stats.get(key, 0) for key in ("sessions", "turns", "candidate_pairs", "rephrase_links", "defects")}
         record = spark.createDataFrame(

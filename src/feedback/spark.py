@@ -101,4 +101,10 @@ def build_spark(config: SparkConfig) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.log_level)
+    # feedback.checkpoints.release frees each local checkpoint when its stage is done, and Spark
+    # warns on every such unpersist that the lineage cannot be recomputed (by design here).
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        "org.apache.spark.rdd.MapPartitionsRDD", jvm.org.apache.logging.log4j.Level.ERROR
+    )
     return spark
