@@ -177,7 +177,9 @@ def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
             it unless the result is materialised right away (``localCheckpoint``) before
             anything is filtered or joined: the optimizer pushes such filters through the wide
             plan, inlining every field's expression into every check, and planning takes
-            minutes. The writer materialises the result once instead of twice, without it.
+            minutes. The writer materialises the result once instead of twice, without it
+            (the barrier's blocks are only freed by Spark's ContextCleaner: see
+            ``feedback.checkpoints``).
 
     Returns:
         The bronze columns (without the ingest bookkeeping) plus ``raw``, ``source_file`` and
