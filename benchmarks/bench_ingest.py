@@ -92,7 +92,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--files-per-batch", type=int, default=AppConfig().ingest.max_files_per_trigger,
                         help="landing files per micro-batch (default: the shipped ingest.max_files_per_trigger)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="pairs of runs (off, on); the median is reported, so one slow run (the first at full size is) does not move it")
     parser.add_argument("--skip-off", action="store_true", help="only the validation-on runs")
     parser.add_argument("--workdir", type=Path, default=Path("bench/ingest"))
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",

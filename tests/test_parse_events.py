@@ -50,9 +50,19 @@ CASES: list[tuple[str, list[str]]] = [
     (MINIMAL[:-1] + ',"response_duration_ms":99999999999}', ["out_of_range:response_duration_ms"]),
     (MINIMAL[:-1] + ',"slots":["a"]}', ["wrong_type:slots"]),
     (MINIMAL[:-1] + ',"slots":{"a":1}}', ["wrong_type:slots"]),
-    # The one fast parse reads every field as text; these must still be told by their JSON type.
+    # The fast parse reads string fields and map members as any token's text, and takes an
+    # empty string or "NaN" for a number: these must still be told by their JSON type.
     (MINIMAL[:-1] + ',"asr_confidence":"0.5"}', ["wrong_type:asr_confidence"]),
     (MINIMAL[:-1] + ',"response_latency_ms":"12"}', ["wrong_type:response_latency_ms"]),
+    (MINIMAL[:-1] + ',"response_latency_ms":""}', ["wrong_type:response_latency_ms"]),
+    (MINIMAL[:-1] + ',"nlu_confidence":""}', ["wrong_type:nlu_confidence"]),
+    (MINIMAL[:-1] + ',"asr_confidence":"NaN"}', ["wrong_type:asr_confidence"]),
+    (MINIMAL[:-1] + ',"asr_confidence":"-Infinity"}', ["wrong_type:asr_confidence"]),
+    (MINIMAL[:-1] + ',"slots":{"a":"x","b":null}}', ["wrong_type:slots"]),
+    (MINIMAL[:-1] + ',"slots":{"a":"x","b":false}}', ["wrong_type:slots"]),
+    (MINIMAL[:-1] + ',"slots":{"a":{"c":"d"},"b":"x"}}', ["wrong_type:slots"]),
+    (MINIMAL[:-1] + ',"slots":{"a":"x","b":[]}}', ["wrong_type:slots"]),
+    (MINIMAL[:-1] + ',"slots":"genre=jazz"}', ["wrong_type:slots"]),
     (MINIMAL.replace('"schema_version":1', '"schema_version":5000000000'), ["unknown_schema_version"]),
     (MINIMAL.replace('"stop"', "true"), ["wrong_type:utterance"]),
     (MINIMAL[:-1] + ',"intent":{"name":"Stop"}}', ["wrong_type:intent"]),
@@ -62,6 +72,8 @@ CASES: list[tuple[str, list[str]]] = [
     (MINIMAL[:-1] + ',"extra":{"intent":5,"status":[1]}}', []),
     (MINIMAL.replace('"stop"', '"say \\"stop\\": now"'), []),
     (MINIMAL[:-1] + ',"asr_confidence":1e-1}', []),
+    (MINIMAL[:-1] + ',"slots":{"a":"12","b":"[x","c":"true"},"response_duration_ms":null}', []),
+    (MINIMAL[:-1] + ',"slots":{}}', []),
     (MINIMAL.replace('"schema_version":1', '"schema_version":1.0'), []),  # integral: JSON has one number type
     ("\ufeff" + MINIMAL, []),
     (
