@@ -25,7 +25,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
 from feedback.aggregate import fold_into_gold, rebuild_gold
-from feedback.checkpoints import release
+from feedback.checkpoints import checkpointed
 from feedback.config import AppConfig, DetectConfig, SessionizeConfig
 from feedback.detect import label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
 from feedback.rephrase_spark import resolve_scorer
@@ -146,11 +146,10 @@ class SilverBatchWriter:
     def __call__(self, sessions: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
         spark = sessions.sparkSession
-        turns = build_turns(sessions, self.config.sessionize, self.config.detect, self.scorer)
+        built = build_turns(sessions, self.config.sessionize, self.config.detect, self.scorer)
         # Computed once, with its lineage cut: every MERGE below would otherwise re-plan the whole
         # build_turns plan (seconds each) and the non-deterministic processed_at would differ.
-        turns = turns.localCheckpoint(eager=True)
-        try:
+        with checkpointed(built) as turns:
             row = turns.agg(
                 F.count(F.lit(1)).alias("turns"),
                 F.count_distinct("session_id").alias("sessions"),
@@ -166,8 +165,6 @@ class SilverBatchWriter:
             # Candidates depend only on columns silver keeps: count them from the checkpointed
             # turns rather than re-running the micro-batch through build_turns.
             stats["candidate_pairs"] = rephrase_candidates(turns, self.config.detect).count() if stats.get("turns") else 0
-        finally:
-            release(turns)
         elapsed = time.perf_counter() - started
         counts = {key: stats.get(key, 0) for key in ("sessions", "turns", "candidate_pairs", "rephrase_links", "defects")}
         record = spark.createDataFrame(
