@@ -63,6 +63,11 @@ CASES: list[tuple[str, list[str]]] = [
     (MINIMAL[:-1] + ',"slots":{"a":{"c":"d"},"b":"x"}}', ["wrong_type:slots"]),
     (MINIMAL[:-1] + ',"slots":{"a":"x","b":[]}}', ["wrong_type:slots"]),
     (MINIMAL[:-1] + ',"slots":"genre=jazz"}', ["wrong_type:slots"]),
+    # NaN and Infinity are not JSON, wherever they stand.
+    (MINIMAL.replace('"stop"', "NaN"), ["truncated_json"]),
+    (MINIMAL[:-1] + ',"device_type":-Infinity}', ["truncated_json"]),
+    (MINIMAL[:-1] + ',"slots":{"a":NaN}}', ["truncated_json"]),
+    (MINIMAL[:-1] + ',"asr_confidence":NaN}', ["truncated_json"]),
     (MINIMAL.replace('"schema_version":1', '"schema_version":5000000000'), ["unknown_schema_version"]),
     (MINIMAL.replace('"stop"', "true"), ["wrong_type:utterance"]),
     (MINIMAL[:-1] + ',"intent":{"name":"Stop"}}', ["wrong_type:intent"]),

@@ -132,6 +132,9 @@ _FAST_TYPES = {"string": StringType(), "int": IntegerType(), "double": DoubleTyp
 _AS_FIELDS = StructType(
     [StructField(rule.name, _FAST_TYPES[rule.kind]) for rule in EVENT_FIELDS] + [StructField(_CORRUPT, StringType())]
 )
+# NaN and Infinity are not JSON: Spark's parser takes them by default, and a string field would
+# then read an unquoted NaN as the text "NaN" in quotes.
+_FAST_OPTIONS = {"columnNameOfCorruptRecord": _CORRUPT, "allowNonNumericNumbers": "false"}
 # How a non-string JSON token renders as text: a number, true/false, or an array/object.
 _NON_STRING_TOKEN = r"(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|[\[{].*)"
 _NON_STRING_TEXT = rf"^{_NON_STRING_TOKEN}$"
@@ -202,7 +205,7 @@ def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
     fast = lines.select(
         F.col("value").alias("raw"),
         "source_file",
-        F.from_json(text, _AS_FIELDS, {"columnNameOfCorruptRecord": _CORRUPT}).alias("_fast"),
+        F.from_json(text, _AS_FIELDS, _FAST_OPTIONS).alias("_fast"),
     )
     flagged = fast.withColumn("_suspicious", _suspicious(F.col("_fast")))
     with_payload = flagged.withColumn(
