@@ -149,8 +149,8 @@ def _suspicious(fields: Column) -> Column:
 
     False alarms (a string that looks like a number) only cost speed; a wrong JSON type cannot
     pass unseen: a non-string token in a string field (or map member) renders as a number,
-    true/false or [/{ text, and any other wrong token fails the parse (``_corrupt_record``).
-    A double field's NaN or infinity can only come from a string or a non-standard token.
+    true/false or [/{ text, and any other wrong token fails the parse (``_corrupt_record``),
+    including "NaN" or "Infinity" in quotes for a number (``allowNonNumericNumbers`` is off).
     """
     conditions = [fields.isNull(), fields[_CORRUPT].isNotNull()]
     for rule in EVENT_FIELDS:
@@ -160,8 +160,6 @@ def _suspicious(fields: Column) -> Column:
         elif rule.kind == "map":
             members = F.array_join(F.map_values(value), _MEMBER_SEPARATOR, _NULL_MEMBER)
             conditions.append(members.rlike(_NON_STRING_MEMBER))
-        elif rule.kind == "double":
-            conditions.append(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))))
     suspicious = F.coalesce(conditions[0], F.lit(False))
     for condition in conditions[1:]:
         suspicious = suspicious | F.coalesce(condition, F.lit(False))
