@@ -50,8 +50,9 @@ CASES: list[tuple[str, list[str]]] = [
     (MINIMAL[:-1] + ',"response_duration_ms":99999999999}', ["out_of_range:response_duration_ms"]),
     (MINIMAL[:-1] + ',"slots":["a"]}', ["wrong_type:slots"]),
     (MINIMAL[:-1] + ',"slots":{"a":1}}', ["wrong_type:slots"]),
-    # The fast parse reads string fields and map members as any token's text, and takes an
-    # empty string or "NaN" for a number: these must still be told by their JSON type.
+    # The fast parse reads string fields and map members as any token's text; an empty string
+    # or a quoted "NaN" for a number fails it (the latter only while allowNonNumericNumbers is
+    # off), and the exact path must still tell each by its JSON type.
     (MINIMAL[:-1] + ',"asr_confidence":"0.5"}', ["wrong_type:asr_confidence"]),
     (MINIMAL[:-1] + ',"response_latency_ms":"12"}', ["wrong_type:response_latency_ms"]),
     (MINIMAL[:-1] + ',"response_latency_ms":""}', ["wrong_type:response_latency_ms"]),

@@ -199,20 +199,18 @@ def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
     missing = {"value", "source_file"} - set(lines.columns)
     if missing:
         raise ValueError(f"lines is missing column(s) {sorted(missing)}")
-    text = _without_bom(F.col("value"))
     fast = lines.select(
         F.col("value").alias("raw"),
         "source_file",
-        F.from_json(text, _AS_FIELDS, _FAST_OPTIONS).alias("_fast"),
+        F.from_json(_without_bom(F.col("value")), _AS_FIELDS, _FAST_OPTIONS).alias("_fast"),
     )
+    text = _without_bom(F.col("raw"))
     flagged = fast.withColumn("_suspicious", _suspicious(F.col("_fast")))
-    with_payload = flagged.withColumn(
-        "_payload", F.when(F.col("_suspicious"), F.try_parse_json(_without_bom(F.col("raw"))))
-    )
+    with_payload = flagged.withColumn("_payload", F.when(F.col("_suspicious"), F.try_parse_json(text)))
     is_object = F.coalesce(F.schema_of_variant("_payload").startswith("OBJECT<"), F.lit(False))
     structural = (
         F.when(~F.col("_suspicious"), F.lit(None).cast("string"))
-        .when(F.col("_payload").isNull() & F.ltrim(_without_bom(F.col("raw"))).startswith("{"), F.lit(REASON_TRUNCATED_JSON))
+        .when(F.col("_payload").isNull() & F.ltrim(text).startswith("{"), F.lit(REASON_TRUNCATED_JSON))
         .when(F.col("_payload").isNull(), F.lit(REASON_NOT_JSON))
         .when(~is_object, F.lit(REASON_NOT_OBJECT))
     )
