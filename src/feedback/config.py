@@ -96,10 +96,12 @@ class IngestConfig:
     file_glob: str = "*.jsonl"
     trigger_interval: str = "10 seconds"
     target_files_per_partition: int = 1
+    max_rows_per_file: int = 25_000
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def __post_init__(self) -> None:
         _require(self.max_files_per_trigger >= 1, "ingest.max_files_per_trigger", "must be >= 1", self.max_files_per_trigger)
+        _require(self.max_rows_per_file >= 1, "ingest.max_rows_per_file", "must be >= 1", self.max_rows_per_file)
         _require(
             self.target_files_per_partition >= 1,
             "ingest.target_files_per_partition",
@@ -216,6 +218,7 @@ class SessionizeConfig:
     session_gap: str = "5 minutes"
     watermark: str = "10 minutes"
     max_files_per_trigger: int = 1000
+    max_rows_per_batch: int = 100_000
     media_barge_in_window_s: float = 30.0
     termination_window_s: float = 10.0
     stop_phrases: tuple[str, ...] = DEFAULT_STOP_PHRASES
@@ -229,6 +232,7 @@ class SessionizeConfig:
         _require(
             self.max_files_per_trigger >= 1, "sessionize.max_files_per_trigger", "must be >= 1", self.max_files_per_trigger
         )
+        _require(self.max_rows_per_batch >= 1, "sessionize.max_rows_per_batch", "must be >= 1", self.max_rows_per_batch)
         _require(
             self.media_barge_in_window_s > 0,
             "sessionize.media_barge_in_window_s",
@@ -281,11 +285,15 @@ class RephraseModelConfig:
     base_model: str | None = None
     max_length: int = 128
     max_span_tokens: int = 40
+    max_request_tokens: int = 80
     n_best: int = 5
     null_score_margin: float = 0.0
     pair_evidence: bool = True
     evidence_version: int = 2
     batch_size: int = 64
+    gpu_batch_size: int = 256
+    device: str = "cpu"
+    cascade_min_score: float = 0.0
     quantize: bool = False
     use_champion: bool = True
     must_beat_heuristic: bool = True
@@ -310,6 +318,20 @@ class RephraseModelConfig:
         _require(self.max_span_tokens >= 1, "rephrase_model.max_span_tokens", "must be >= 1", self.max_span_tokens)
         _require(self.n_best >= 1, "rephrase_model.n_best", "must be >= 1", self.n_best)
         _require(self.batch_size >= 1, "rephrase_model.batch_size", "must be >= 1", self.batch_size)
+        _require(self.gpu_batch_size >= 1, "rephrase_model.gpu_batch_size", "must be >= 1", self.gpu_batch_size)
+        _require(
+            1 <= self.max_request_tokens <= self.max_length - 16,
+            "rephrase_model.max_request_tokens",
+            "must be in [1, max_length - 16]",
+            self.max_request_tokens,
+        )
+        _require(self.device in ("auto", "cpu", "cuda"), "rephrase_model.device", "must be auto, cpu or cuda", self.device)
+        _require(
+            0.0 <= self.cascade_min_score <= 1.0, "rephrase_model.cascade_min_score", "must be in [0, 1]", self.cascade_min_score
+        )
+        _require(
+            not (self.quantize and self.device == "cuda"), "rephrase_model.quantize", "runs on the CPU only (device cuda)", self.quantize
+        )
         _require(self.evidence_version in (1, 2), "rephrase_model.evidence_version", "must be 1 or 2", self.evidence_version)
         _require(self.torch_threads >= 0, "rephrase_model.torch_threads", "must be >= 0 (0: the task's cores)", self.torch_threads)
         _require(self.epochs >= 1, "rephrase_model.epochs", "must be >= 1", self.epochs)
@@ -382,6 +404,14 @@ class AppConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     rephrase_model: RephraseModelConfig = field(default_factory=RephraseModelConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.sessionize.max_rows_per_batch >= self.ingest.max_rows_per_file,
+            "sessionize.max_rows_per_batch",
+            f"must be >= ingest.max_rows_per_file ({self.ingest.max_rows_per_file}): a silver batch reads whole bronze files",
+            self.sessionize.max_rows_per_batch,
+        )
 
 
 def _check_scalar(value: object, expected: type, key: str) -> object:

@@ -362,18 +362,48 @@ class PhaseTimer:
         return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in self.phases)
 
 
+def in_event_time_order(rows: DataFrame, target_files: int = 1) -> DataFrame:
+    """Bronze rows laid out so that the table's files follow event time, within and across dates.
+
+    Why: silver reads bronze a bounded number of files per micro-batch
+    (``sessionize.max_rows_per_batch``) and drops what is older than its watermark. Range
+    partitions are ordered, a task's files are committed in task order, and rows are written
+    in ``ts`` order, so a file never holds events older than an earlier file of the same commit
+    (minus the lateness the watermark allows). ``target_files`` > 1 splits each date's range over
+    that many tasks (more writers on a big date).
+    """
+    if target_files < 1:
+        raise ValueError(f"target_files must be >= 1, got {target_files}")
+    if target_files == 1:
+        ranged = rows.repartitionByRange("event_date")
+    else:
+        dates = rows.select("event_date").distinct().count()
+        ranged = rows.repartitionByRange(max(1, dates) * target_files, "event_date", "ts")
+    return ranged.sortWithinPartitions("event_date", "ts", "event_id")
+
+
 class BronzeBatchWriter:
     """The ``foreachBatch`` function of the bronze stream (idempotent under batch replay)."""
 
-    def __init__(self, lake: LakePaths, app_id: str, validator: BatchValidator | None, target_files: int = 1) -> None:
+    def __init__(
+        self,
+        lake: LakePaths,
+        app_id: str,
+        validator: BatchValidator | None,
+        target_files: int = 1,
+        max_rows_per_file: int = 25_000,
+    ) -> None:
         if not app_id:
             raise ValueError("app_id must be non-empty")
         if target_files < 1:
             raise ValueError(f"target_files must be >= 1, got {target_files}")
+        if max_rows_per_file < 1:
+            raise ValueError(f"max_rows_per_file must be >= 1, got {max_rows_per_file}")
         self.lake = lake
         self.app_id = app_id
         self.validator = validator
         self.target_files = target_files
+        self.max_rows_per_file = max_rows_per_file
 
     def _append(self, frame: DataFrame, path: str, writer: str, batch_id: int, partition_by: tuple[str, ...]) -> None:
         append_once(frame, path, f"{self.app_id}/{writer}", batch_id, partition_by)
@@ -530,13 +560,16 @@ class BronzeBatchWriter:
                         ingest_time.alias("ingest_time"),
                         F.lit(batch_tag).alias("ingest_batch"),
                     ).select(*BRONZE_SCHEMA.fieldNames())
-                    # One task per event date (spread over the cores), target_files files per date.
-                    salt = F.pmod(F.xxhash64("event_id"), F.lit(self.target_files))
-                    bronze_rows = bronze_rows.repartition("event_date", salt) if self.target_files > 1 else (
-                        bronze_rows.repartition("event_date")
-                    )
+                    bronze_rows = in_event_time_order(bronze_rows, self.target_files)
                     actions.append(
-                        lambda: self._append(bronze_rows, self.lake.bronze, "bronze", batch_id, BRONZE_PARTITION_COLUMNS)
+                        lambda: append_once(
+                            bronze_rows,
+                            self.lake.bronze,
+                            f"{self.app_id}/bronze",
+                            batch_id,
+                            BRONZE_PARTITION_COLUMNS,
+                            max_rows_per_file=self.max_rows_per_file,
+                        )
                     )
                 outcomes: list[ValidationOutcome | None] = [None]
                 validator = self.validator
@@ -578,7 +611,11 @@ def bronze_writer(config: AppConfig, lake: LakePaths) -> BronzeBatchWriter:
     """The sink of the bronze query, bound to the app id of its checkpoint."""
     validator = BatchValidator(config.ingest.validation) if config.ingest.validation.enabled else None
     return BronzeBatchWriter(
-        lake, app_id_for(lake.checkpoint(BRONZE_QUERY_NAME)), validator, config.ingest.target_files_per_partition
+        lake,
+        app_id_for(lake.checkpoint(BRONZE_QUERY_NAME)),
+        validator,
+        config.ingest.target_files_per_partition,
+        config.ingest.max_rows_per_file,
     )
 
 

@@ -33,6 +33,8 @@ SETTINGS_FILE = "rephrase_detector.json"
 WORD_COUNTS_FILE = "word_counts.json"
 EVIDENCE_VERSIONS = (1, 2)
 FORMAT_VERSION = 1
+MIN_CANDIDATE_TOKENS = 16
+"""Tokens a sequence keeps for its candidates however long the request is (special tokens included)."""
 MAX_RESPONSE_CHARS = 120
 SPELLED_ALIKE = 0.5
 STATUS_WORDS = {"success": "answered", "unhandled": "did not understand", "error": "failed"}
@@ -51,6 +53,27 @@ GROUP_COLUMNS = (
 """Columns of a request group (one row per request with candidates): the model's input table."""
 CANDIDATE_FIELDS = ("target_event_id", "target_text", "gap_s", "stop_between")
 SCORE_COLUMNS = ("source_event_id", "target_event_id", "rephrase_score")
+SAFE_SCORE_COLUMNS = (*SCORE_COLUMNS, "model_error")
+DEVICES = ("cpu", "cuda")
+MAX_ERROR_CHARS = 300
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cpu``/``cuda`` as asked.
+
+    Raises:
+        ValueError: ``requested`` is not auto, cpu or cuda, or cuda is asked for and torch sees none.
+    """
+    if requested not in ("auto", *DEVICES):
+        raise ValueError(f"device must be auto, cpu or cuda, got {requested!r}")
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise ValueError("device is cuda but torch sees no CUDA device")
+    return "cuda" if available else "cpu"
 
 
 def base_model_dir() -> Path:
@@ -249,11 +272,17 @@ class DetectorSettings:
     null_score_margin: float = 0.0
     pair_evidence: bool = False
     evidence_version: int = 1
+    max_request_tokens: int = 80
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if self.evidence_version not in EVIDENCE_VERSIONS:
             raise ValueError(f"evidence_version must be one of {EVIDENCE_VERSIONS}, got {self.evidence_version}")
+        if not 1 <= self.max_request_tokens <= self.max_length - MIN_CANDIDATE_TOKENS:
+            raise ValueError(
+                f"max_request_tokens must be in [1, max_length - {MIN_CANDIDATE_TOKENS}] = "
+                f"[1, {self.max_length - MIN_CANDIDATE_TOKENS}], got {self.max_request_tokens}"
+            )
 
     def save(self, directory: Path) -> None:
         (directory / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -275,17 +304,39 @@ class EncodedQuery:
     segments: list[tuple[int, int] | None]
 
 
+def cap_tokens(tokenizer: Any, texts: Sequence[str], budget: int) -> list[str]:
+    """Each text cut after its first ``budget`` tokens (its head kept: the request comes first).
+
+    Why: the pair is truncated ``only_second``, which never shortens the first segment; a request
+    (or its context) longer than the whole sequence would make the tokenizer fail the batch.
+    """
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    if not texts:
+        return []
+    offsets = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [text if len(spans) <= budget else text[: spans[budget - 1][1]] for text, spans in zip(texts, offsets, strict=True)]
+
+
 def encode_queries(
     tokenizer: Any,
     queries: Sequence[RephraseQuery],
     max_length: int,
     evidence: bool = False,
     counts: dict[str, int] | None = None,
+    max_request_tokens: int | None = None,
 ) -> list[EncodedQuery]:
-    """Tokenize (request + context, candidates) pairs, truncating only the candidates, and map spans to tokens."""
+    """Tokenize (request + context, candidates) pairs and map candidate spans to tokens.
+
+    The first segment is capped at ``max_request_tokens`` (default: all but
+    ``MIN_CANDIDATE_TOKENS`` of ``max_length``); the candidates are truncated to what is left.
+    """
     if not queries:
         return []
-    firsts = [query_text(q) for q in queries]
+    budget = max_length - MIN_CANDIDATE_TOKENS if max_request_tokens is None else max_request_tokens
+    if not 1 <= budget <= max_length - MIN_CANDIDATE_TOKENS:
+        raise ValueError(f"max_request_tokens must be in [1, {max_length - MIN_CANDIDATE_TOKENS}], got {budget}")
+    firsts = cap_tokens(tokenizer, [query_text(q) for q in queries], budget)
     seconds = [passage_text(q, evidence, counts) for q in queries]
     batch = tokenizer(
         firsts,
@@ -376,10 +427,15 @@ class SpanRephraseDetector:
         return cls(model, tokenizer, settings, counts)
 
     @classmethod
-    def load(cls, directory: str | Path, quantize: bool = False) -> SpanRephraseDetector:
-        """Load a saved detector; ``quantize``: int8 dynamic quantization of its linear layers."""
+    def load(cls, directory: str | Path, quantize: bool = False, device: str = "cpu") -> SpanRephraseDetector:
+        """Load a saved detector onto ``device`` (``resolve_device``'s answer); ``quantize``: int8
+        dynamic quantization of its linear layers (CPU only)."""
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        if quantize and device != "cpu":
+            raise ValueError(f"quantize runs on the CPU only, got device {device!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = Path(directory)
         settings = DetectorSettings.load(path)
@@ -387,16 +443,21 @@ class SpanRephraseDetector:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         counts_file = path / WORD_COUNTS_FILE
         counts = json.loads(counts_file.read_text(encoding="utf-8")) if counts_file.is_file() else None
-        detector = cls(model, tokenizer, settings, counts)
+        detector = cls(model.to(device), tokenizer, settings, counts)
         if quantize:
             detector.quantize()
         return detector
+
+    @property
+    def device(self) -> str:
+        """Where the weights are: ``cpu`` or ``cuda``."""
+        return next(self.model.parameters()).device.type if not self.quantized else "cpu"
 
     def quantize(self) -> None:
         """Replace the linear layers by int8 dynamically quantized ones (CPU inference only)."""
         import torch
 
-        self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = torch.ao.quantization.quantize_dynamic(self.model.to("cpu"), {torch.nn.Linear}, dtype=torch.qint8)
         self.quantized = True
 
     def save(self, directory: str | Path) -> Path:
@@ -421,20 +482,24 @@ class SpanRephraseDetector:
     def encode(self, queries: Sequence[RephraseQuery], traffic_counts: dict[str, int] | None = None) -> list[EncodedQuery]:
         """Token ids and candidate segments; ``traffic_counts`` as in ``score``."""
         counts = self.evidence_counts(queries, traffic_counts)
-        return encode_queries(self.tokenizer, queries, self.settings.max_length, self.settings.pair_evidence, counts)
+        settings = self.settings
+        return encode_queries(
+            self.tokenizer, queries, settings.max_length, settings.pair_evidence, counts, settings.max_request_tokens
+        )
 
     def logits(self, encoded: Sequence[EncodedQuery], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Start and end logits per sequence (unpadded), in the input order."""
         import torch
 
         self.model.eval()
+        device = self.device
         results: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(encoded)
         with torch.inference_mode():
             for batch in length_sorted_batches([len(e.input_ids) for e in encoded], batch_size):
                 inputs = pad_batch([encoded[i] for i in batch], self.tokenizer.pad_token_id or 0)
-                output = self.model(**inputs)
-                starts = output.start_logits.float().numpy()
-                ends = output.end_logits.float().numpy()
+                output = self.model(**{name: tensor.to(device) for name, tensor in inputs.items()})
+                starts = output.start_logits.float().cpu().numpy()
+                ends = output.end_logits.float().cpu().numpy()
                 for row, index in enumerate(batch):
                     n = len(encoded[index].input_ids)
                     results[index] = (starts[row, :n].astype(np.float64), ends[row, :n].astype(np.float64))
@@ -510,3 +575,38 @@ def scores_frame(queries: Iterable[RephraseQuery], probabilities: Iterable[np.nd
         for candidate, p in zip(query.candidates, probs, strict=True)
     ]
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS)).astype({"rephrase_score": "float64"})
+
+
+def score_isolating_failures(
+    detector: SpanRephraseDetector,
+    queries: Sequence[RephraseQuery],
+    batch_size: int,
+    traffic_counts: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """``scores_frame`` of ``queries`` plus ``model_error``; a query the detector fails on gets a
+    NaN score and the error's text instead of failing the others.
+
+    Why: one request group that cannot be scored (a model or tokenizer fault on one input) must
+    not fail a micro-batch that a restart would replay, and fail, forever. The queries are scored
+    together first; only when that raises is each scored on its own to find the culprits.
+    """
+    try:
+        frame = scores_frame(queries, detector.score(queries, batch_size, traffic_counts))
+        return frame.assign(model_error=pd.Series([None] * len(frame), dtype="object"))
+    except Exception as batch_error:  # isolated below, query by query
+        LOG.warning("scoring %d request groups failed (%s); scoring them one by one", len(queries), batch_error)
+    # Each query alone must rank words by the same traffic as the queries together.
+    traffic = word_counts(query_texts(queries)) if traffic_counts is None else traffic_counts
+    rows: list[tuple[str, str, float, str | None]] = []
+    failed: list[str] = []
+    for query in queries:
+        try:
+            (probabilities,) = detector.score([query], batch_size, traffic)
+            rows.extend((query.source_event_id, c.event_id, float(p), None) for c, p in zip(query.candidates, probabilities, strict=True))
+        except Exception as error:  # recorded per pair, and the pair falls back to the heuristic
+            message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+            failed.append(query.source_event_id)
+            rows.extend((query.source_event_id, c.event_id, float("nan"), message) for c in query.candidates)
+    if failed:
+        LOG.warning("the rephrase detector failed on %d request groups (event ids %s): they fall back to the heuristic", len(failed), ", ".join(failed))
+    return pd.DataFrame(rows, columns=list(SAFE_SCORE_COLUMNS)).astype({"rephrase_score": "float64", "model_error": "object"})

@@ -1,9 +1,12 @@
-"""The rephrase detector inside Spark: candidate pairs -> request groups -> mapInPandas -> pair scores.
+"""The rephrase detector inside Spark: candidate pairs -> cascade -> request groups -> mapInPandas -> pair scores.
 
-Only candidate pairs reach the model (``detect.rephrase_candidates``), grouped into one sequence per
-request. ``mapInPandas`` loads the detector once per Python worker (a module-level cache that
-survives across tasks, since Spark reuses workers), sets torch's threads to the task's cores, sorts
-each Arrow batch by length and pads per batch. ``resolve_scorer`` picks the scorer for a run:
+Only candidate pairs reach this stage (``detect.rephrase_candidates``). A cheap first stage (the
+heuristic's score, ``cascade_min_score``) settles the pairs that are clearly not a rephrase; the
+rest are grouped into one sequence per request. ``mapInPandas`` loads the detector once per Python
+worker (a module-level cache that survives across tasks, since Spark reuses workers), on the
+configured device, sets torch's threads to the task's cores, sorts each Arrow batch by length and
+pads per batch. A request group the model fails on is scored by the heuristic instead
+(``scoring = fallback``). ``resolve_scorer`` picks the scorer for a run:
 ``models:/rephrase-detector@champion`` when the lake's registry has one, else the heuristic with a
 warning; the silver rows record which (``rephrase_detector`` = ``rephrase-detector/<version>``).
 """
@@ -18,13 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from feedback.config import AppConfig, DetectConfig, RephraseModelConfig
-from feedback.detect import score_pairs_heuristic
-from feedback.rephrase_model import GROUP_COLUMNS, SpanRephraseDetector, queries_from_pandas, scores_frame, word_counts
+from feedback.detect import HEURISTIC_DETECTOR, score_pairs_heuristic
+from feedback.rephrase_model import (
+    GROUP_COLUMNS,
+    SpanRephraseDetector,
+    queries_from_pandas,
+    resolve_device,
+    score_isolating_failures,
+    word_counts,
+)
 from feedback.schema import LakePaths
 
 LOG = logging.getLogger(__name__)
@@ -33,43 +43,70 @@ SCORES_SCHEMA = StructType(
     [
         StructField("source_event_id", StringType(), False),
         StructField("target_event_id", StringType(), False),
-        StructField("rephrase_score", DoubleType(), False),
+        StructField("rephrase_score", DoubleType(), True),
+        StructField("model_error", StringType(), True),
     ]
 )
+"""What the model returns per pair: a null score and the error's text where it failed on the group."""
 
-_DETECTORS: dict[tuple[str, bool], SpanRephraseDetector] = {}
-"""Per Python worker: detectors already loaded, by (folder, quantized)."""
+SCORING_MODEL = "model"
+SCORING_CASCADE = "cascade"
+SCORING_FALLBACK = "fallback"
+SCORING_KINDS = (SCORING_MODEL, SCORING_CASCADE, SCORING_FALLBACK)
+"""``scoring`` of a pair: scored by the model, settled by the cascade's first stage, or scored by
+the heuristic because the model failed on its request group."""
+
+_DETECTORS: dict[tuple[str, bool, str], SpanRephraseDetector] = {}
+"""Per Python worker: detectors already loaded, by (folder, quantized, device)."""
 
 
 @dataclass(frozen=True)
 class DetectorHandle:
-    """Where a saved detector is and how to run it; small and picklable, shipped to the workers."""
+    """Where a saved detector is and how to run it; small and picklable, shipped to the workers.
+
+    ``device`` is resolved on the worker (``auto``: CUDA when that worker's torch sees it), and
+    the batch size and threads follow it: ``gpu_batch_size`` sequences and one CPU thread on a
+    GPU, ``batch_size`` and ``threads`` (0: the task's cores) on the CPU.
+    """
 
     path: str
     label: str
     quantize: bool = False
     batch_size: int = 64
     threads: int = 0
+    device: str = "cpu"
+    gpu_batch_size: int = 256
+    cascade_min_score: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("path must be non-empty")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.gpu_batch_size < 1:
+            raise ValueError(f"gpu_batch_size must be >= 1, got {self.gpu_batch_size}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.quantize and self.device == "cuda":
+            raise ValueError("quantize runs on the CPU only; device must be cpu or auto")
+        if not 0.0 <= self.cascade_min_score <= 1.0:
+            raise ValueError(f"cascade_min_score must be in [0, 1], got {self.cascade_min_score}")
 
 
 def load_detector(handle: DetectorHandle) -> SpanRephraseDetector:
-    """The detector of ``handle``, loaded once per process."""
-    key = (handle.path, handle.quantize)
+    """The detector of ``handle``, loaded once per process (int8 only where it runs on the CPU)."""
+    device = resolve_device(handle.device)
+    quantize = handle.quantize and device == "cpu"
+    key = (handle.path, quantize, device)
     if key not in _DETECTORS:
         path = handle.path
         if not os.path.isabs(path):
             from pyspark import SparkFiles
 
             path = SparkFiles.get(path)  # shipped with SparkContext.addArchive on a cluster, unpacked there
-        _DETECTORS[key] = SpanRephraseDetector.load(path, quantize=handle.quantize)
+        _DETECTORS[key] = SpanRephraseDetector.load(path, quantize=quantize, device=device)
     return _DETECTORS[key]
 
 
@@ -118,33 +155,62 @@ def _partition_scorer(handle: DetectorHandle, traffic_counts: dict[str, int]):  
         from pyspark import TaskContext
 
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        context = TaskContext.get()
-        threads = handle.threads or (context.cpus() if context is not None else 1)
-        torch.set_num_threads(max(1, threads))
         detector = load_detector(handle)
+        on_gpu = detector.device == "cuda"
+        context = TaskContext.get()
+        threads = 1 if on_gpu else handle.threads or (context.cpus() if context is not None else 1)
+        torch.set_num_threads(max(1, threads))
+        batch_size = handle.gpu_batch_size if on_gpu else handle.batch_size
         for groups in batches:
-            queries = queries_from_pandas(groups)
-            yield scores_frame(queries, detector.score(queries, handle.batch_size, traffic_counts))
+            yield score_isolating_failures(detector, queries_from_pandas(groups), batch_size, traffic_counts)
 
     return score_batches
 
 
-def score_pairs_with_detector(pairs: DataFrame, handle: DetectorHandle) -> DataFrame:
-    """Add ``rephrase_score`` (the detector's probability) and ``rephrase_detector`` to candidate pairs.
+def cascade_passes(heuristic_score: Column, min_score: float) -> Column:
+    """True for the pairs the model must score: the first stage's (the heuristic's) score reaches
+    ``min_score``. Below it a pair is settled as no rephrase (score 0) without the model; 0 passes all.
 
-    The request groups are dealt round-robin over one partition per core before the model runs:
-    left to adaptive execution, the small shuffle of the grouping is coalesced into a single
+    Why: most candidate pairs are a request and an unrelated next request; the heuristic tells those
+    apart for a fraction of the model's cost (``docs/quality.md`` reports the share it settles and
+    what that costs in link F1).
+    """
+    if not 0.0 <= min_score <= 1.0:
+        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+    return heuristic_score >= F.lit(min_score)
+
+
+def score_pairs_with_detector(pairs: DataFrame, handle: DetectorHandle, detect: DetectConfig | None = None) -> DataFrame:
+    """Add ``rephrase_score``, ``rephrase_detector``, ``scoring`` (``SCORING_KINDS``) and ``model_error`` to candidate pairs.
+
+    The cascade settles pairs whose heuristic score is below ``handle.cascade_min_score``; the
+    request groups of the rest are dealt round-robin over one partition per core before the model
+    runs: left to adaptive execution, the small shuffle of the grouping is coalesced into a single
     partition, and one task would score everything on one core. (A hash repartition by source
     would not do: the grouping already satisfies it, so the planner drops it.) The word counts
-    of the whole batch go to every task (``traffic_word_counts``).
+    of the whole batch go to every task (``traffic_word_counts``). Pairs of a group the model
+    failed on keep the heuristic's score and label.
+
+    Callers that use the result more than once should materialise it (``checkpointed``): each
+    use would run the model again.
     """
+    rules = detect or DetectConfig()
     cores = pairs.sparkSession.sparkContext.defaultParallelism
-    groups = request_groups(pairs).repartition(max(1, cores))
+    with_heuristic = score_pairs_heuristic(pairs, rules).withColumnRenamed("rephrase_score", "_heuristic_score").drop(
+        "rephrase_detector"
+    )
+    to_model = with_heuristic.filter(cascade_passes(F.col("_heuristic_score"), handle.cascade_min_score))
+    groups = request_groups(to_model.select(*pairs.columns)).repartition(max(1, cores))
     scores = groups.mapInPandas(_partition_scorer(handle, traffic_word_counts(pairs)), SCORES_SCHEMA)
-    return (
-        pairs.join(scores, on=["source_event_id", "target_event_id"], how="left")
-        .withColumn("rephrase_score", F.coalesce(F.col("rephrase_score"), F.lit(0.0)))
-        .withColumn("rephrase_detector", F.lit(handle.label))
+    joined = with_heuristic.join(scores, on=["source_event_id", "target_event_id"], how="left")
+    failed = F.col("model_error").isNotNull()
+    settled = F.col("rephrase_score").isNull() & ~failed
+    return joined.select(
+        *pairs.columns,
+        F.when(failed, F.col("_heuristic_score")).when(settled, F.lit(0.0)).otherwise(F.col("rephrase_score")).alias("rephrase_score"),
+        F.when(failed, F.lit(HEURISTIC_DETECTOR)).otherwise(F.lit(handle.label)).alias("rephrase_detector"),
+        F.when(failed, F.lit(SCORING_FALLBACK)).when(settled, F.lit(SCORING_CASCADE)).otherwise(F.lit(SCORING_MODEL)).alias("scoring"),
+        "model_error",
     )
 
 
@@ -155,7 +221,7 @@ class DetectorScorer:
         self.handle = handle
 
     def __call__(self, pairs: DataFrame, config: DetectConfig) -> DataFrame:
-        return score_pairs_with_detector(pairs, self.handle)
+        return score_pairs_with_detector(pairs, self.handle, config)
 
     def __repr__(self) -> str:
         return f"DetectorScorer({self.handle.label})"
@@ -168,6 +234,9 @@ def handle_for(path: str | Path, label: str, config: RephraseModelConfig) -> Det
         quantize=config.quantize,
         batch_size=config.batch_size,
         threads=config.torch_threads,
+        device=config.device,
+        gpu_batch_size=config.gpu_batch_size,
+        cascade_min_score=config.cascade_min_score,
     )
 
 

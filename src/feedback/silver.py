@@ -16,7 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -46,17 +48,29 @@ SILVER_QUERY_NAME = "silver_turns"
 
 PairScorer = Callable[[DataFrame, DetectConfig], DataFrame]
 
+SILVER_BATCH_COUNTS = (
+    "sessions",
+    "turns",
+    "candidate_pairs",
+    "rephrase_links",
+    "defects",
+    "model_pairs",
+    "cascade_pairs",
+    "fallback_pairs",
+    "fallback_groups",
+)
+"""The counts each silver batch records: ``model_pairs`` were scored by the model,
+``cascade_pairs`` settled by its first stage, ``fallback_pairs`` (of ``fallback_groups`` requests)
+scored by the heuristic because the model failed on them; all 0 with the heuristic detector."""
+
 SILVER_BATCHES_SCHEMA = StructType(
     [
         StructField("app_id", StringType(), False),
         StructField("batch_id", LongType(), False),
         StructField("processed_at", TimestampType(), False),
-        StructField("sessions", LongType(), False),
-        StructField("turns", LongType(), False),
-        StructField("candidate_pairs", LongType(), False),
-        StructField("rephrase_links", LongType(), False),
-        StructField("defects", LongType(), False),
+        *[StructField(name, LongType(), False) for name in SILVER_BATCH_COUNTS[:5]],
         StructField("batch_seconds", DoubleType(), False),
+        *[StructField(name, LongType(), True) for name in SILVER_BATCH_COUNTS[5:]],
     ]
 )
 
@@ -83,13 +97,28 @@ def resolve_chains(turns: DataFrame, max_chain_length: int) -> DataFrame:
     return chained.withColumn("chain_success", F.when(F.col("chain_id").isNotNull(), ~final_defect))
 
 
+def prepare_turns(sessions: DataFrame, sessionize: SessionizeConfig) -> DataFrame:
+    """Complete sessions -> ordered turns with barge-in and termination (before rephrase detection)."""
+    return mark_turns(explode_sessions(sessions), sessionize)
+
+
+def label_turns(turns: DataFrame, scored_pairs: DataFrame, detect: DetectConfig) -> DataFrame:
+    """``prepare_turns`` output and its scored candidate pairs -> silver turns (``SILVER_TURNS_SCHEMA``)."""
+    linked = link_rephrases(turns, scored_pairs, detect.rephrase_threshold)
+    labelled = resolve_chains(label_defects(linked), detect.max_chain_length)
+    silver = labelled.withColumn("processed_at", F.current_timestamp()).withColumn(
+        "turn_index", F.col("turn_index").cast("int")
+    )
+    return silver.select(*SILVER_TURNS_SCHEMA.fieldNames())
+
+
 def build_turns(
     sessions: DataFrame,
     sessionize: SessionizeConfig,
     detect: DetectConfig,
     scorer: PairScorer = score_pairs_heuristic,
 ) -> DataFrame:
-    """Complete sessions -> silver turns (the ``SILVER_TURNS_SCHEMA`` columns).
+    """Complete sessions -> silver turns (the ``SILVER_TURNS_SCHEMA`` columns), as one plan.
 
     Args:
         sessions: output of ``aggregate_sessions`` (static: one micro-batch or a backfill).
@@ -97,15 +126,64 @@ def build_turns(
         detect: rephrase candidate and linking rules.
         scorer: adds ``rephrase_score``/``rephrase_detector`` to candidate pairs; the heuristic
             baseline by default, the registered model when there is one.
+
+    The plan reads the scored pairs several times; with a model scorer use ``staged_turns``,
+    which scores once.
     """
-    turns = mark_turns(explode_sessions(sessions), sessionize)
-    pairs = scorer(rephrase_candidates(turns, detect), detect)
-    linked = link_rephrases(turns, pairs, detect.rephrase_threshold)
-    labelled = resolve_chains(label_defects(linked), detect.max_chain_length)
-    silver = labelled.withColumn("processed_at", F.current_timestamp()).withColumn(
-        "turn_index", F.col("turn_index").cast("int")
-    )
-    return silver.select(*SILVER_TURNS_SCHEMA.fieldNames())
+    turns = prepare_turns(sessions, sessionize)
+    return label_turns(turns, scorer(rephrase_candidates(turns, detect), detect), detect)
+
+
+@dataclass(frozen=True)
+class ScoringCounts:
+    """How a batch's candidate pairs were scored (``feedback.rephrase_spark.SCORING_KINDS``)."""
+
+    candidate_pairs: int = 0
+    model_pairs: int = 0
+    cascade_pairs: int = 0
+    fallback_pairs: int = 0
+    fallback_groups: int = 0
+
+
+def scoring_counts(scored: DataFrame) -> tuple[ScoringCounts, list[str]]:
+    """Counts of ``scored`` pairs by how they were scored, and the request ids the model failed on."""
+    if "scoring" not in scored.columns:
+        return ScoringCounts(candidate_pairs=scored.count()), []
+    row = scored.agg(
+        F.count(F.lit(1)).alias("candidate_pairs"),
+        F.count(F.when(F.col("scoring") == "model", 1)).alias("model_pairs"),
+        F.count(F.when(F.col("scoring") == "cascade", 1)).alias("cascade_pairs"),
+        F.count(F.when(F.col("scoring") == "fallback", 1)).alias("fallback_pairs"),
+        F.count_distinct(F.when(F.col("scoring") == "fallback", F.col("source_event_id"))).alias("fallback_groups"),
+    ).first()
+    counts = ScoringCounts(**{key: int(value) for key, value in row.asDict().items()}) if row else ScoringCounts()
+    failed: list[str] = []
+    if counts.fallback_groups:
+        failed = sorted(
+            r["source_event_id"] for r in scored.filter(F.col("scoring") == "fallback").select("source_event_id").distinct().collect()
+        )
+    return counts, failed
+
+
+@contextmanager
+def staged_turns(
+    sessions: DataFrame, sessionize: SessionizeConfig, detect: DetectConfig, scorer: PairScorer
+) -> Iterator[tuple[DataFrame, DataFrame]]:
+    """``build_turns`` in three materialised steps; yields (silver turns, scored candidate pairs).
+
+    Why: the labelling reads the scored pairs several times and would re-run the scorer (the
+    model) each time, and a plan that joins on them may put the model under a broadcast, whose
+    timeout then grows with the batch. Here the turns, the scored pairs and the labelled turns are
+    each computed once (``checkpointed``: freed on leaving the block), as plain jobs without
+    timeouts.
+    """
+    with checkpointed(prepare_turns(sessions, sessionize)) as turns:
+        # An empty batch (the stream's no-data batches) has nothing for the model: no job on the workers.
+        active = score_pairs_heuristic if turns.isEmpty() else scorer
+        with checkpointed(active(rephrase_candidates(turns, detect), detect)) as scored:
+            # The non-deterministic processed_at is fixed here, so every write below sees one value.
+            with checkpointed(label_turns(turns, scored, detect)) as labelled:
+                yield labelled, scored
 
 
 def ensure_silver_tables(spark: SparkSession, lake: LakePaths) -> None:
@@ -146,10 +224,10 @@ class SilverBatchWriter:
     def __call__(self, sessions: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
         spark = sessions.sparkSession
-        built = build_turns(sessions, self.config.sessionize, self.config.detect, self.scorer)
-        # Computed once, with its lineage cut: every MERGE below would otherwise re-plan the whole
-        # build_turns plan (seconds each) and the non-deterministic processed_at would differ.
-        with checkpointed(built) as turns:
+        scoring = ScoringCounts()
+        failed: list[str] = []
+        # Materialised once: every MERGE below would otherwise re-plan (and re-score) the batch.
+        with staged_turns(sessions, self.config.sessionize, self.config.detect, self.scorer) as (turns, scored):
             row = turns.agg(
                 F.count(F.lit(1)).alias("turns"),
                 F.count_distinct("session_id").alias("sessions"),
@@ -158,26 +236,52 @@ class SilverBatchWriter:
             ).first()
             stats = {key: int(value) for key, value in row.asDict().items()} if row else {}
             if stats.get("turns"):
+                scoring, failed = scoring_counts(scored)
                 dates = [r["event_date"] for r in turns.select("event_date").distinct().collect()]
                 with idempotent_writes(spark, f"{self.app_id}/silver", batch_id):
                     upsert_turns(spark, self.lake, turns, dates)
                 fold_into_gold(spark, self.lake, turns, self.app_id, batch_id)
-            # Candidates depend only on columns silver keeps: count them from the checkpointed
-            # turns rather than re-running the micro-batch through build_turns.
-            stats["candidate_pairs"] = rephrase_candidates(turns, self.config.detect).count() if stats.get("turns") else 0
+        if failed:
+            LOG.warning(
+                "silver batch %d: the rephrase detector failed on %d request groups, scored by the heuristic instead "
+                "(source event ids: %s)",
+                batch_id,
+                len(failed),
+                ", ".join(failed),
+            )
         elapsed = time.perf_counter() - started
-        counts = {key: stats.get(key, 0) for key in ("sessions", "turns", "candidate_pairs", "rephrase_links", "defects")}
+        counts = {key: stats.get(key, 0) for key in ("sessions", "turns", "rephrase_links", "defects")}
+        counts |= asdict(scoring)
+        values = [counts[name] for name in SILVER_BATCH_COUNTS]
         record = spark.createDataFrame(
-            [(self.app_id, int(batch_id), *counts.values(), elapsed)],
-            "app_id string, batch_id long, sessions long, turns long, candidate_pairs long, rephrase_links long, "
-            "defects long, batch_seconds double",
+            [(self.app_id, int(batch_id), *values, elapsed)],
+            "app_id string, batch_id long, " + ", ".join(f"{name} long" for name in SILVER_BATCH_COUNTS) + ", batch_seconds double",
         ).withColumn("processed_at", F.current_timestamp())
-        append_once(record.select(*SILVER_BATCHES_SCHEMA.fieldNames()), self.lake.silver_batches, f"{self.app_id}/ops", batch_id)
-        LOG.info("silver batch %d: %s in %.2fs", batch_id, ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()), elapsed)
+        append_once(
+            record.select(*SILVER_BATCHES_SCHEMA.fieldNames()),
+            self.lake.silver_batches,
+            f"{self.app_id}/ops",
+            batch_id,
+            merge_schema=True,
+        )
+        LOG.info(
+            "silver batch %d: %s in %.2fs", batch_id, ", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in SILVER_BATCH_COUNTS), elapsed
+        )
+
+
+def bronze_files_per_batch(config: AppConfig) -> int:
+    """Bronze files a silver micro-batch admits: bronze files hold at most
+    ``ingest.max_rows_per_file`` rows, so this many hold at most ``sessionize.max_rows_per_batch``."""
+    by_rows = max(1, config.sessionize.max_rows_per_batch // config.ingest.max_rows_per_file)
+    return min(config.sessionize.max_files_per_trigger, by_rows)
 
 
 def read_bronze_stream(spark: SparkSession, lake: LakePaths, max_files_per_trigger: int) -> DataFrame:
-    """Bronze as a Delta streaming source, only the columns sessionization needs."""
+    """Bronze as a Delta streaming source, only the columns sessionization needs.
+
+    ``max_files_per_trigger`` is the admission control: a backlog of any size drains as a series
+    of bounded micro-batches, each committed (``bronze_files_per_batch``).
+    """
     return (
         spark.readStream.format("delta")
         .option("maxFilesPerTrigger", max_files_per_trigger)
@@ -198,7 +302,7 @@ def start_silver_stream(
     checkpoint = lake.checkpoint(SILVER_QUERY_NAME)
     sink = writer or SilverBatchWriter(lake, app_id_for(checkpoint), config, scorer=resolve_scorer(spark, config, lake))
     stream = (
-        aggregate_sessions(read_bronze_stream(spark, lake, config.sessionize.max_files_per_trigger), config.sessionize)
+        aggregate_sessions(read_bronze_stream(spark, lake, bronze_files_per_batch(config)), config.sessionize)
         .writeStream.queryName(SILVER_QUERY_NAME)
         .outputMode("append")
         .foreachBatch(sink)
@@ -229,9 +333,8 @@ def backfill(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day:
         .select("user_id", "device_id", *TURN_FIELDS)
     )
     scorer = resolve_scorer(spark, config, lake)
-    turns = build_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect, scorer)
-    in_range = turns.filter(F.col("event_date").between(F.lit(first_day), F.lit(last_day))).persist()
-    try:
+    with staged_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect, scorer) as (turns, _):
+        in_range = turns.filter(F.col("event_date").between(F.lit(first_day), F.lit(last_day)))
         written = in_range.count()
         (
             in_range.write.format("delta")
@@ -239,8 +342,6 @@ def backfill(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day:
             .option("replaceWhere", f"event_date >= '{first_day.isoformat()}' AND event_date <= '{last_day.isoformat()}'")
             .save(lake.silver_turns)
         )
-    finally:
-        in_range.unpersist()
     rebuild_gold(spark, lake)
     LOG.info("backfill %s..%s: %d turns rewritten, gold rebuilt", first_day, last_day, written)
     return written
@@ -249,12 +350,7 @@ def backfill(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day:
 def summarize_silver(spark: SparkSession, lake: LakePaths) -> dict[str, int]:
     """Totals of the silver batches so far and the row counts of silver and gold."""
     totals = spark.read.format("delta").load(lake.silver_batches).agg(
-        F.count(F.lit(1)).alias("batches"),
-        F.coalesce(F.sum("sessions"), F.lit(0)).alias("sessions"),
-        F.coalesce(F.sum("turns"), F.lit(0)).alias("turns"),
-        F.coalesce(F.sum("candidate_pairs"), F.lit(0)).alias("candidate_pairs"),
-        F.coalesce(F.sum("rephrase_links"), F.lit(0)).alias("rephrase_links"),
-        F.coalesce(F.sum("defects"), F.lit(0)).alias("defects"),
+        F.count(F.lit(1)).alias("batches"), *[F.coalesce(F.sum(name), F.lit(0)).alias(name) for name in SILVER_BATCH_COUNTS]
     ).first()
     summary = {key: int(value) for key, value in totals.asDict().items()} if totals else {}
     for name, path in (

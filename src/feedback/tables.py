@@ -50,11 +50,30 @@ def app_id_for(checkpoint: str) -> str:
     return marker.read_text().strip()
 
 
-def append_once(frame: DataFrame, path: str, app_id: str, version: int, partition_by: tuple[str, ...] = ()) -> None:
-    """Append ``frame`` to the Delta table at ``path`` unless (``app_id``, ``version``) already committed there."""
+def append_once(
+    frame: DataFrame,
+    path: str,
+    app_id: str,
+    version: int,
+    partition_by: tuple[str, ...] = (),
+    max_rows_per_file: int | None = None,
+    merge_schema: bool = False,
+) -> None:
+    """Append ``frame`` to the Delta table at ``path`` unless (``app_id``, ``version``) already committed there.
+
+    ``max_rows_per_file`` splits a task's output into files of at most that many rows, in the
+    frame's order; ``merge_schema`` adds columns the table does not have yet (operational tables
+    that gained columns since they were created).
+    """
     write = frame.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", version)
     if partition_by:
         write = write.partitionBy(*partition_by)
+    if max_rows_per_file is not None:
+        if max_rows_per_file < 1:
+            raise ValueError(f"max_rows_per_file must be >= 1, got {max_rows_per_file}")
+        write = write.option("maxRecordsPerFile", max_rows_per_file)
+    if merge_schema:
+        write = write.option("mergeSchema", "true")
     write.save(path)
 
 

@@ -1,0 +1,155 @@
+"""Choose the cascade's threshold on the training simulation; report what it costs on the held-out evaluation.
+
+The cascade's first stage is the heuristic's score: the model scores only the candidate pairs whose
+heuristic score reaches ``rephrase_model.cascade_min_score``, the rest are settled as no rephrase.
+Reads the training and evaluation simulations that ``feedback train-rephrase`` left in
+``LAKE/_training`` and the lake's ``rephrase-detector@champion``:
+
+1. Training simulation (training vocabulary): per threshold, the share of candidate pairs settled and
+   the share of true rephrase pairs passed on. Chosen: the highest threshold that passes at least
+   ``--keep`` of the true pairs. No model is involved, so nothing is tuned on the evaluation set.
+2. Evaluation simulation (held-out intents and slot values): the champion's link F1 without and with
+   the cascade at that threshold, the pairs and sequences the model scores, and the time it takes,
+   one after the other in this process on ``--threads`` threads (fp32, then bf16 autocast).
+
+    .venv/bin/python benchmarks/tune_cascade.py --model-lake train --json bench/cascade.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feedback.config import AppConfig, SparkConfig, replace_section
+from feedback.rephrase_model import SpanRephraseDetector, queries_from_pandas, query_texts, scores_frame, word_counts
+from feedback.rephrase_spark import champion_detector_dir
+from feedback.schema import LakePaths
+from feedback.spark import build_spark
+from feedback.train_rephrase import LabelledSet, labelled_set, link_score
+
+
+def threshold_table(pairs: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
+    """Per threshold: the share of pairs settled (heuristic score below it) and of true pairs passed on."""
+    true = (pairs["true_source"] == pairs["source_event_id"]).to_numpy()
+    scores = pairs["heuristic_score"].to_numpy()
+    passed = scores[None, :] >= thresholds[:, None]
+    return pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "settled_share": 1.0 - passed.mean(axis=1),
+            "true_pairs_passed": passed[:, true].mean(axis=1) if true.any() else np.ones(len(thresholds)),
+        }
+    )
+
+
+def cascade_groups(data: LabelledSet, threshold: float) -> pd.DataFrame:
+    """The request groups with only the candidates the cascade passes on (groups left empty dropped)."""
+    heuristic = {(s, t): h for s, t, h in data.pairs[["source_event_id", "target_event_id", "heuristic_score"]].itertuples(index=False)}
+    kept = [
+        [c for c in row.candidates if heuristic[(row.source_event_id, c["target_event_id"])] >= threshold]
+        for row in data.groups.itertuples(index=False)
+    ]
+    groups = data.groups.drop(columns=["label"]).assign(candidates=kept)
+    return groups[groups["candidates"].map(len) > 0].reset_index(drop=True)
+
+
+def score_groups(detector: SpanRephraseDetector, data: LabelledSet, groups: pd.DataFrame, bf16: bool, batch_size: int) -> dict[str, Any]:
+    """Link score of ``groups`` scored by ``detector`` (pairs not scored count 0), pairs and time taken."""
+    import torch
+
+    queries = queries_from_pandas(groups)
+    # Words are ranked by the whole traffic, as the Spark stage does, not by the groups the cascade left.
+    traffic = word_counts(query_texts(data.queries))
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    started = time.perf_counter()
+    with context:
+        probabilities = detector.score(queries, batch_size, traffic)
+    seconds = time.perf_counter() - started
+    scores = scores_frame(queries, probabilities).rename(columns={"rephrase_score": "model_score"})
+    merged = data.pairs.merge(scores, on=["source_event_id", "target_event_id"], how="left")
+    merged["model_score"] = merged["model_score"].fillna(0.0)
+    score = link_score(merged, "model_score", data.truth_links, 0.5)
+    pairs = int(sum(len(q.candidates) for q in queries))
+    return {
+        "sequences": len(queries),
+        "model_pairs": pairs,
+        "seconds": seconds,
+        "pairs_per_s": len(data.pairs) / seconds,
+        "precision": score.precision,
+        "recall": score.recall,
+        "f1": score.f1,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-lake", type=Path, required=True, help="lake where `feedback train-rephrase` ran")
+    parser.add_argument("--keep", type=float, default=0.995, help="share of true rephrase pairs the cascade must pass on")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    found = champion_detector_dir(LakePaths.at(args.model_lake))
+    if found is None:
+        raise SystemExit(f"no rephrase-detector@champion in {args.model_lake}/mlflow: run `make train-rephrase` first")
+    version, detector_dir = found
+    config = replace_section(AppConfig(), spark=SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}))
+    settings = config.rephrase_model
+    spark = build_spark(config.spark)
+    training_dir = Path(LakePaths.at(args.model_lake).training)
+    sets = {}
+    for name, folder in (("training", f"train-{settings.train_seed}"), ("evaluation", f"eval-{settings.eval_seed}")):
+        base = training_dir / folder
+        sets[name] = labelled_set(spark, config, base / "lake", base / "traffic" / "ground_truth.jsonl")
+    spark.stop()
+
+    thresholds = np.round(np.arange(0.0, 0.61, 0.01), 2)
+    table = threshold_table(sets["training"].pairs, thresholds)
+    eligible = table[table["true_pairs_passed"] >= args.keep]
+    chosen = float(eligible["threshold"].max())
+    evaluation = sets["evaluation"]
+    eval_table = threshold_table(evaluation.pairs, np.array([chosen]))
+
+    detector = SpanRephraseDetector.load(detector_dir)
+    full = evaluation.groups.drop(columns=["label"])
+    cascaded = cascade_groups(evaluation, chosen)
+    runs = {}
+    score_groups(detector, evaluation, full.head(64), False, args.batch_size)  # warm-up
+    for name, groups, bf16 in (("fp32", full, False), ("fp32+cascade", cascaded, False), ("bf16", full, True), ("bf16+cascade", cascaded, True)):
+        runs[name] = score_groups(detector, evaluation, groups, bf16, args.batch_size)
+        print(name, json.dumps(runs[name]))
+    result = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {args.threads}",
+        "model": f"rephrase-detector v{version}",
+        "training_pairs": len(sets["training"].pairs),
+        "evaluation_pairs": len(evaluation.pairs),
+        "evaluation_groups": len(evaluation.groups),
+        "keep": args.keep,
+        "chosen_threshold": chosen,
+        "training_table": table.to_dict(orient="records"),
+        "evaluation_at_chosen": eval_table.to_dict(orient="records")[0],
+        "runs": runs,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "training_table"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
