@@ -9,7 +9,7 @@ CLUSTER_DIR ?= .cluster
 CLUSTER_PORT ?= 7077
 CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-fast demo train-rephrase bench-ingest bench-pipeline bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down
+.PHONY: setup test test-fast demo train-rephrase bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -46,9 +46,13 @@ clean:
 bench-pipeline:
 	$(PY) benchmarks/bench_pipeline.py --users 5000 --days 1 2 4 --workdir bench/pipeline
 
-## bench-rephrase: pairs/s of the champion detector inside Spark vs called directly; pipeline events/s with it (needs `make train-rephrase`)
+## bench-rephrase: pairs/s of the detector's Spark stage on a week of 1,000 households, every pair vs behind the cascade (needs `make train-rephrase`)
 bench-rephrase:
-	$(PY) benchmarks/bench_rephrase.py --model-lake $(LAKE) --users 150 --days 2 --workdir bench/rephrase
+	$(PY) benchmarks/bench_rephrase.py --model-lake $(LAKE) --users 1000 --days 7 --workdir bench/rephrase
+
+## bench-pipeline-model: one drop of ~245k events through `feedback pipeline` in a cold process, heuristic vs champion detector (needs `make train-rephrase`)
+bench-pipeline-model:
+	$(PY) benchmarks/bench_pipeline.py --model-lake $(LAKE) --users 3100 --days 7 --workdir bench/pipeline-model
 
 ## bench-rewrites: rewrite mining (components, sparse absorbing-chain solves, thresholds, MERGE) on synthetic rephrase graphs of 10k, 100k and 1M states on local[2]
 bench-rewrites:

@@ -7,6 +7,14 @@ query's progress: state rows and memory of the session-window operator, batch du
 State is bounded by the watermark, so it should track concurrent sessions, not total events.
 
     .venv/bin/python benchmarks/bench_pipeline.py --users 5000 --days 1 2 4 --workdir bench/pipeline
+
+With ``--model-lake``, the detectors compared end to end instead: one landing drop (the first of
+``--days``), run by ``feedback pipeline`` in a fresh process (cold: JVM, Python workers and model
+loaded inside the measured time) once with the heuristic and once with the lake's
+``rephrase-detector@champion``, with the default configuration otherwise; wall time of each, their
+ratio, and how silver scored the pairs.
+
+    .venv/bin/python benchmarks/bench_pipeline.py --model-lake train --users 3100 --days 7 --workdir bench/pipeline-model
 """
 
 from __future__ import annotations
@@ -14,17 +22,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+import yaml
+
 from feedback.config import AppConfig, IngestConfig, SessionizeConfig, SimulationConfig, SparkConfig, replace_section
 from feedback.ingest import start_bronze_stream
+from feedback.registry import tracking_uri_for
 from feedback.schema import LakePaths
 from feedback.silver import start_silver_stream, summarize_silver
 from feedback.simulate import run as simulate
@@ -89,14 +103,75 @@ def run_size(spark: SparkSession, config: AppConfig, workdir: Path, users: int, 
     )
 
 
+def timed_pipeline(events: Path, lake: Path, conf: dict[str, object], model_lake: Path, log: Path) -> float:
+    """Wall seconds of ``feedback pipeline`` over ``events`` into a fresh ``lake``, in a new process."""
+    if lake.exists():
+        shutil.rmtree(lake)
+    conf_path = lake.with_suffix(".yaml")
+    conf_path.write_text(yaml.safe_dump(conf))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri_for(model_lake)}
+    command = [sys.executable, "-m", "feedback.cli", "pipeline", "--events", str(events), "--lake", str(lake), "--conf", str(conf_path)]
+    started = time.perf_counter()
+    with log.open("w") as out:
+        subprocess.run(command, check=True, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return time.perf_counter() - started
+
+
+def compare_detectors(args: argparse.Namespace) -> None:
+    """The heuristic and the champion detector end to end on one drop, each in a cold process."""
+    workdir = args.workdir.resolve()
+    days = args.days[0]
+    traffic = workdir / f"traffic-u{args.users}-d{days}-s{args.seed}"
+    if not (traffic / "manifest.json").is_file():
+        simulate(SimulationConfig(users=args.users, days=days, seed=args.seed), traffic)
+    manifest = json.loads((traffic / "manifest.json").read_text())
+    spark_conf = {"master": "local[2]", "shuffle_partitions": 2, "extra": {"spark.ui.enabled": "false"}}
+    variants = {
+        "heuristic": {"spark": spark_conf, "rephrase_model": {"use_champion": False}},
+        "model": {"spark": spark_conf, "rephrase_model": {"use_champion": True}},
+    }
+    seconds = {}
+    for name, conf in variants.items():
+        seconds[name] = timed_pipeline(traffic / "events", workdir / f"lake-{name}", conf, args.model_lake.resolve(), workdir / f"{name}.log")
+        print(f"{name}: {seconds[name]:.0f} s", flush=True)
+    spark = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}))
+    totals = {name: summarize_silver(spark, LakePaths.at(workdir / f"lake-{name}")) for name in variants}
+    detectors = {
+        name: {
+            row["rephrase_detector"]: row["count"]
+            for row in spark.read.format("delta").load(LakePaths.at(workdir / f"lake-{name}").silver_turns)
+            .groupBy("rephrase_detector").count().collect()
+        }
+        for name in variants
+    }
+    spark.stop()
+    events = int(manifest["events"])
+    result = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, local[2]",
+        "events": events,
+        "landing_files": int(manifest.get("files", 0)),
+        "seconds": seconds,
+        "events_per_s": {name: events / s for name, s in seconds.items()},
+        "model_over_heuristic_wall_time": seconds["model"] / seconds["heuristic"],
+        "silver": totals,
+        "turns_by_detector": detectors,
+    }
+    (workdir / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(result, indent=2, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--days", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--workdir", type=Path, default=Path("bench/pipeline"))
+    parser.add_argument("--model-lake", type=Path, default=None, help="compare the heuristic and this lake's champion end to end")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.model_lake is not None:
+        compare_detectors(args)
+        return
     config = replace_section(
         AppConfig(),
         spark=SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}),

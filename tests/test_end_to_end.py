@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,29 @@ def test_simulated_week_lands_exactly_once_with_every_reject_explained(
     assert summary["failed_validations"] == 0
 
 
+def kill_driver_when(arguments: list[str], ready: Callable[[], bool], what: str, timeout_s: float, settle_s: float) -> None:
+    """Run ``feedback ARGUMENTS`` as a driver process and SIGKILL it ``settle_s`` after ``ready()`` holds (mid-batch)."""
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "feedback.cli", *arguments],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if driver.poll() is not None:
+                pytest.fail(f"the driver exited early with {driver.returncode}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the driver did not commit {what} in time")
+            time.sleep(0.2)
+        time.sleep(settle_s)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert driver.returncode == -signal.SIGKILL
+
+
 def _bronze_commits(lake: Path) -> int:
     log = LakePaths.at(lake).bronze + "/_delta_log"
     return len(list(Path(log).glob("*.json"))) if Path(log).is_dir() else 0
@@ -104,26 +128,14 @@ def test_sigkill_of_the_driver_mid_stream_loses_and_duplicates_nothing(
             }
         )
     )
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "feedback.cli", "stream", "--events", str(traffic / "events"), "--lake", str(lake), "--conf", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    # Table creation is commit 0; wait for three micro-batches to have landed, then kill mid-batch.
+    kill_driver_when(
+        ["stream", "--events", str(traffic / "events"), "--lake", str(lake), "--conf", str(conf)],
+        lambda: _bronze_commits(lake) >= 4,
+        "three bronze batches",
+        timeout_s=240,
+        settle_s=0.7,
     )
-    try:
-        deadline = time.monotonic() + 240
-        # Table creation is commit 0; wait for three micro-batches to have landed, then kill mid-batch.
-        while _bronze_commits(lake) < 4:
-            if driver.poll() is not None:
-                pytest.fail(f"the stream exited early with {driver.returncode}")
-            if time.monotonic() > deadline:
-                pytest.fail("the stream did not commit three batches in time")
-            time.sleep(0.2)
-        time.sleep(0.7)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    assert driver.returncode == -signal.SIGKILL
 
     batches_before = spark.read.format("delta").load(LakePaths.at(lake).ingest_batches).count()
     files = len(list((traffic / "events").glob("*.jsonl")))
@@ -189,26 +201,14 @@ def test_a_backlog_drains_in_bounded_batches_and_a_killed_driver_resumes_where_i
     assertDataFrameEqual(lake_tables(spark, clean)["silver"], lake_tables(spark, unbounded)["silver"])
 
     killed = tmp_path / "killed"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "feedback.cli", "pipeline", "--events", str(events), "--lake", str(killed), "--conf", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    # Commit 0 creates the batch log: wait for two silver batches, then kill the driver during a later one.
+    kill_driver_when(
+        ["pipeline", "--events", str(events), "--lake", str(killed), "--conf", str(conf)],
+        lambda: _commits(LakePaths.at(killed).silver_batches) >= 3,
+        "two silver batches",
+        timeout_s=300,
+        settle_s=1.0,
     )
-    try:
-        deadline = time.monotonic() + 300
-        # Commit 0 creates the batch log: wait for two silver batches, then kill the driver during a later one.
-        while _commits(LakePaths.at(killed).silver_batches) < 3:
-            if driver.poll() is not None:
-                pytest.fail(f"the pipeline exited early with {driver.returncode}")
-            if time.monotonic() > deadline:
-                pytest.fail("the pipeline did not commit two silver batches in time")
-            time.sleep(0.2)
-        time.sleep(1.0)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    assert driver.returncode == -signal.SIGKILL
     assert 2 <= spark.read.format("delta").load(LakePaths.at(killed).silver_batches).count() < with_turns
 
     run_pipeline(spark, config, events, killed)

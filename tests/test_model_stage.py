@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -26,6 +27,7 @@ from feedback.rephrase_spark import DetectorHandle, DetectorScorer, cascade_pass
 from feedback.schema import LakePaths
 from feedback.sessionize import aggregate_sessions
 from feedback.silver import SilverBatchWriter, ensure_silver_tables
+from feedback.train_rephrase import NO_REPHRASE, LabelledSet, distillation_loss, student_of, with_cascade
 
 PAIR_COLUMNS = (
     "session_id string, user_id string, source_event_id string, target_event_id string, source_text string, "
@@ -212,3 +214,63 @@ def test_a_failing_group_falls_back_to_the_heuristic_and_is_counted(
             [("a1", None), ("a2", "rephrase-detector/9"), ("b1", None), ("b2", "heuristic-v1")], "event_id string, rephrase_detector string"
         ),
     )
+
+
+def _labelled(groups: list[tuple[str, list[tuple[str, float]], int]]) -> LabelledSet:
+    """A labelled set from (source, [(target, heuristic score)], label) rows."""
+    rows = [
+        {"source_event_id": source, "candidates": [{"target_event_id": t, "target_text": t, "gap_s": 5.0, "stop_between": False} for t, _ in cands], "label": label}
+        for source, cands, label in groups
+    ]
+    pairs = pd.DataFrame(
+        [(source, t, score) for source, cands, _ in groups for t, score in cands],
+        columns=["source_event_id", "target_event_id", "heuristic_score"],
+    )
+    return LabelledSet(pd.DataFrame(rows), pairs, {("t2", "g1")}, 0, {"t": 1})
+
+
+def test_with_cascade_keeps_the_candidates_the_model_is_served_and_follows_the_labels() -> None:
+    data = _labelled(
+        [
+            ("g1", [("t1", 0.1), ("t2", 0.6)], 1),  # the rephrase t2 is kept and becomes candidate 0
+            ("g2", [("t3", 0.05)], NO_REPHRASE),  # nothing left: dropped
+            ("g3", [("t4", 0.21), ("t5", 0.2)], 1),  # the rephrase t5 is settled: no rephrase left to point at
+        ]
+    )
+    cascaded = with_cascade(data, 0.21)
+    assert list(cascaded.groups["source_event_id"]) == ["g1", "g3"]
+    assert [[c["target_event_id"] for c in cands] for cands in cascaded.groups["candidates"]] == [["t2"], ["t4"]]
+    assert list(cascaded.groups["label"]) == [0, NO_REPHRASE]
+    assert cascaded.pairs is data.pairs and cascaded.truth_links == data.truth_links and cascaded.traffic == {"t": 1}
+    assert with_cascade(data, 0.0) is data
+    with pytest.raises(ValueError, match="min_score"):
+        with_cascade(data, -0.1)
+
+
+def test_a_student_keeps_evenly_spaced_teacher_layers(working_dir: Path) -> None:
+    import torch
+
+    teacher = SpanRephraseDetector.load(working_dir)  # 2 layers
+    student = student_of(teacher, 1, teacher.settings)
+    assert len(student.model.base_model.encoder.layer) == 1 and student.model.config.num_hidden_layers == 1
+    kept = student.model.base_model.encoder.layer[0].state_dict()
+    last = teacher.model.base_model.encoder.layer[1].state_dict()
+    assert all(torch.equal(kept[name], last[name]) for name in last)  # 2 -> 1 keeps the last layer
+    assert len(teacher.model.base_model.encoder.layer) == 2  # the teacher is untouched
+    with pytest.raises(ValueError, match="layers"):
+        student_of(teacher, 2, teacher.settings)
+
+
+def test_distillation_loss_by_hand() -> None:
+    """Teacher logits (ln 3, 0) -> p = (0.75, 0.25); student (0, 0) -> q = (0.5, 0.5); a padded third position.
+
+    KL(p || q) = 0.75 ln 1.5 + 0.25 ln 0.5 = 0.130812 for start and for end; T = 1.
+    """
+    import torch
+
+    mask = torch.tensor([[1, 1, 0]])
+    teacher = torch.tensor([[math.log(3.0), 0.0, 5.0]])  # the padded 5.0 must not count
+    student = torch.tensor([[0.0, 0.0, 9.0]])
+    loss = distillation_loss(student, student, teacher, teacher, mask, temperature=1.0)
+    assert float(loss) == pytest.approx(0.130812, abs=1e-6)
+    assert float(distillation_loss(teacher, teacher, teacher, teacher, mask, temperature=2.0)) == pytest.approx(0.0, abs=1e-7)

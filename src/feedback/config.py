@@ -293,7 +293,10 @@ class RephraseModelConfig:
     batch_size: int = 64
     gpu_batch_size: int = 256
     device: str = "cpu"
-    cascade_min_score: float = 0.0
+    cascade_min_score: float = 0.21
+    student_layers: int = 0
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.5
     quantize: bool = False
     use_champion: bool = True
     must_beat_heuristic: bool = True
@@ -326,6 +329,9 @@ class RephraseModelConfig:
             self.max_request_tokens,
         )
         _require(self.device in ("auto", "cpu", "cuda"), "rephrase_model.device", "must be auto, cpu or cuda", self.device)
+        _require(self.student_layers >= 0, "rephrase_model.student_layers", "must be >= 0 (0: fine-tune the whole encoder)", self.student_layers)
+        _require(self.distill_temperature > 0, "rephrase_model.distill_temperature", "must be > 0", self.distill_temperature)
+        _require(0.0 <= self.distill_alpha <= 1.0, "rephrase_model.distill_alpha", "must be in [0, 1]", self.distill_alpha)
         _require(
             0.0 <= self.cascade_min_score <= 1.0, "rephrase_model.cascade_min_score", "must be in [0, 1]", self.cascade_min_score
         )

@@ -363,19 +363,21 @@ class PhaseTimer:
 
 
 def in_event_time_order(rows: DataFrame, target_files: int = 1) -> DataFrame:
-    """Bronze rows laid out so that the table's files follow event time, within and across dates.
+    """Bronze rows laid out so that the table's files follow event time.
 
     Why: silver reads bronze a bounded number of files per micro-batch
-    (``sessionize.max_rows_per_batch``) and drops what is older than its watermark. Range
-    partitions are ordered, a task's files are committed in task order, and rows are written
-    in ``ts`` order, so a file never holds events older than an earlier file of the same commit
-    (minus the lateness the watermark allows). ``target_files`` > 1 splits each date's range over
-    that many tasks (more writers on a big date).
+    (``sessionize.max_rows_per_batch``) and drops what is older than its watermark, so the files
+    must reach it in event-time order. A new silver query reads the table's snapshot ordered by
+    file modification time, later commits in the order of their files. One writer task that
+    writes the batch sorted by (date, time), split into files of ``ingest.max_rows_per_file`` rows,
+    gives both orders. ``target_files`` > 1 writes each date's time range with that many tasks in
+    parallel: faster on very large batches, but a new silver query then sees a commit's files in
+    the order the tasks finished them.
     """
     if target_files < 1:
         raise ValueError(f"target_files must be >= 1, got {target_files}")
     if target_files == 1:
-        ranged = rows.repartitionByRange("event_date")
+        ranged = rows.repartition(1)
     else:
         dates = rows.select("event_date").distinct().count()
         ranged = rows.repartitionByRange(max(1, dates) * target_files, "event_date", "ts")

@@ -228,6 +228,7 @@ class DetectorScorer:
 
 
 def handle_for(path: str | Path, label: str, config: RephraseModelConfig) -> DetectorHandle:
+    """How the stage runs a detector: device, batching, quantization and the cascade from ``config``."""
     return DetectorHandle(
         path=str(path),
         label=label + ("+int8" if config.quantize else ""),
@@ -309,5 +310,10 @@ def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths):  # 
         archive = detector_archive(folder, f"{REPHRASE_DETECTOR}-{version}")
         spark.sparkContext.addArchive(str(archive))
         path = archive.name  # resolved with SparkFiles on the executors
-    LOG.info("scoring rephrases with %s v%s", REPHRASE_DETECTOR, version)
+    LOG.info(
+        "scoring rephrases with %s v%s (pairs below heuristic score %s settled by the cascade)",
+        REPHRASE_DETECTOR,
+        version,
+        config.rephrase_model.cascade_min_score,
+    )
     return DetectorScorer(handle_for(path, f"{REPHRASE_DETECTOR}/{version}", config.rephrase_model))

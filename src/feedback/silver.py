@@ -30,7 +30,7 @@ from feedback.aggregate import fold_into_gold, rebuild_gold
 from feedback.checkpoints import checkpointed
 from feedback.config import AppConfig, DetectConfig, SessionizeConfig
 from feedback.detect import label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
-from feedback.rephrase_spark import resolve_scorer
+from feedback.rephrase_spark import SCORING_CASCADE, SCORING_FALLBACK, SCORING_MODEL, resolve_scorer
 from feedback.schema import (
     DEFECT_METRICS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
@@ -151,16 +151,17 @@ def scoring_counts(scored: DataFrame) -> tuple[ScoringCounts, list[str]]:
         return ScoringCounts(candidate_pairs=scored.count()), []
     row = scored.agg(
         F.count(F.lit(1)).alias("candidate_pairs"),
-        F.count(F.when(F.col("scoring") == "model", 1)).alias("model_pairs"),
-        F.count(F.when(F.col("scoring") == "cascade", 1)).alias("cascade_pairs"),
-        F.count(F.when(F.col("scoring") == "fallback", 1)).alias("fallback_pairs"),
-        F.count_distinct(F.when(F.col("scoring") == "fallback", F.col("source_event_id"))).alias("fallback_groups"),
+        F.count(F.when(F.col("scoring") == SCORING_MODEL, 1)).alias("model_pairs"),
+        F.count(F.when(F.col("scoring") == SCORING_CASCADE, 1)).alias("cascade_pairs"),
+        F.count(F.when(F.col("scoring") == SCORING_FALLBACK, 1)).alias("fallback_pairs"),
+        F.count_distinct(F.when(F.col("scoring") == SCORING_FALLBACK, F.col("source_event_id"))).alias("fallback_groups"),
     ).first()
     counts = ScoringCounts(**{key: int(value) for key, value in row.asDict().items()}) if row else ScoringCounts()
     failed: list[str] = []
     if counts.fallback_groups:
         failed = sorted(
-            r["source_event_id"] for r in scored.filter(F.col("scoring") == "fallback").select("source_event_id").distinct().collect()
+            r["source_event_id"]
+            for r in scored.filter(F.col("scoring") == SCORING_FALLBACK).select("source_event_id").distinct().collect()
         )
     return counts, failed
 

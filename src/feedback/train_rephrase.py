@@ -19,7 +19,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from feedback.rephrase_model import (
     scores_frame,
     word_counts,
 )
-from feedback.rephrase_spark import request_groups
+from feedback.rephrase_spark import champion_detector_dir, request_groups
 from feedback.schema import LakePaths
 
 LOG = logging.getLogger(__name__)
@@ -70,13 +70,16 @@ class LabelledSet:
     """Request groups with the index of the candidate that rephrases each (``NO_REPHRASE`` if none).
 
     ``pairs`` holds every candidate pair with its heuristic score; ``truth_links`` every true
-    (rephrase, original) link among the events silver holds, including those no candidate covers.
+    (rephrase, original) link among the events silver holds, including those no candidate covers;
+    ``traffic`` the ``word_counts`` of every request text of the set, which the model ranks words
+    by however few of the groups it scores (as the stage counts the whole micro-batch).
     """
 
     groups: pd.DataFrame
     pairs: pd.DataFrame
     truth_links: set[tuple[str, str]]
     silver_version: int
+    traffic: dict[str, int] = field(default_factory=dict)
 
     @property
     def queries(self) -> list[RephraseQuery]:
@@ -183,7 +186,33 @@ def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path:
     ]
     groups = groups.assign(label=labels).sort_values("source_event_id", kind="stable").reset_index(drop=True)
     truth_links = set(zip(links["target_event_id"], links["true_source"], strict=True))
-    return LabelledSet(groups, pairs, truth_links, version)
+    traffic = word_counts(query_texts(queries_from_pandas(groups)))
+    return LabelledSet(groups, pairs, truth_links, version, traffic)
+
+
+def with_cascade(data: LabelledSet, min_score: float) -> LabelledSet:
+    """``data`` as the stage's model sees it: each group keeps the candidates whose heuristic score
+    reaches ``min_score`` (labels follow them; a removed rephrase becomes ``NO_REPHRASE``), and groups
+    left without candidates are dropped. Pairs, truth and traffic counts stay whole: a settled pair
+    scores 0 in ``score_set``."""
+    if not 0.0 <= min_score <= 1.0:
+        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+    if min_score == 0.0:
+        return data
+    heuristic = {
+        (source, target): score
+        for source, target, score in data.pairs[["source_event_id", "target_event_id", "heuristic_score"]].itertuples(index=False)
+    }
+    kept_candidates: list[list[Any]] = []
+    labels: list[int] = []
+    for row in data.groups.itertuples(index=False):
+        kept = [c for c in row.candidates if heuristic[(row.source_event_id, c["target_event_id"])] >= min_score]
+        rephrase = row.candidates[row.label]["target_event_id"] if row.label != NO_REPHRASE else None
+        kept_candidates.append(kept)
+        labels.append(next((i for i, c in enumerate(kept) if c["target_event_id"] == rephrase), NO_REPHRASE))
+    groups = data.groups.assign(candidates=kept_candidates, label=labels)
+    groups = groups[groups["candidates"].map(len) > 0].reset_index(drop=True)
+    return LabelledSet(groups, data.pairs, data.truth_links, data.silver_version, data.traffic)
 
 
 def link_score(pairs: pd.DataFrame, score_column: str, truth_links: set[tuple[str, str]], threshold: float) -> Score:
@@ -231,19 +260,72 @@ def training_examples(
     return examples, targets
 
 
+def student_of(teacher: SpanRephraseDetector, layers: int, settings: DetectorSettings) -> SpanRephraseDetector:
+    """A copy of ``teacher`` that keeps ``layers`` of its encoder layers, evenly spaced and ending
+    with the last (6 -> 3 keeps 2, 4 and 6), with its embeddings and span head: the student's start.
+
+    Why: the cost of the stage is the encoder's layers; a student initialised from the teacher's
+    own layers and trained on its logits keeps most of what the teacher learned at a fraction of it.
+    """
+    import torch
+
+    model = copy.deepcopy(teacher.model)
+    encoder = model.base_model.encoder
+    total = len(encoder.layer)
+    if not 1 <= layers < total:
+        raise ValueError(f"layers must be in [1, {total - 1}] (the teacher has {total}), got {layers}")
+    keep = [round((i + 1) * total / layers) - 1 for i in range(layers)]
+    encoder.layer = torch.nn.ModuleList([encoder.layer[i] for i in keep])
+    model.config.num_hidden_layers = layers
+    return SpanRephraseDetector(model, teacher.tokenizer, settings, teacher.counts)
+
+
+def distillation_loss(
+    start: Any, end: Any, teacher_start: Any, teacher_end: Any, mask: Any, temperature: float
+) -> Any:
+    """Mean KL divergence of the student's start and end distributions from the teacher's, both
+    softened by ``temperature`` (scaled by its square, as in Hinton et al.), padding masked out."""
+    import torch.nn.functional as F  # noqa: N812
+
+    def divergence(student: Any, teacher: Any) -> Any:
+        masked_student = student.masked_fill(mask == 0, -1e4) / temperature
+        masked_teacher = teacher.masked_fill(mask == 0, -1e4) / temperature
+        return F.kl_div(F.log_softmax(masked_student, dim=-1), F.log_softmax(masked_teacher, dim=-1), log_target=True, reduction="batchmean")
+
+    return (divergence(start, teacher_start) + divergence(end, teacher_end)) * (temperature**2) / 2
+
+
+def padded_logits(logits: list[tuple[np.ndarray, np.ndarray]], width: int) -> tuple[Any, Any]:
+    """Teacher start/end logits of a batch as (batch, width) tensors (padding 0: masked in the loss)."""
+    import torch
+
+    starts = torch.zeros((len(logits), width))
+    ends = torch.zeros((len(logits), width))
+    for row, (start, end) in enumerate(logits):
+        starts[row, : len(start)] = torch.from_numpy(start.astype(np.float32))
+        ends[row, : len(end)] = torch.from_numpy(end.astype(np.float32))
+    return starts, ends
+
+
 def fine_tune(
     detector: SpanRephraseDetector,
     examples: list[EncodedQuery],
     targets: list[tuple[int, int]],
     config: RephraseModelConfig,
     progress: bool = True,
+    teacher_logits: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[float]:
     """Fine-tune the span head and the encoder (word embeddings frozen: most of the cost, little gain).
 
+    With ``teacher_logits`` (one start/end pair per example) the loss is ``distill_alpha`` times
+    the true spans' cross-entropy plus ``1 - distill_alpha`` times ``distillation_loss``.
     Returns the mean training loss of each epoch.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
+
+    if teacher_logits is not None and len(teacher_logits) != len(examples):
+        raise ValueError(f"teacher_logits must have one entry per example ({len(examples)}), got {len(teacher_logits)}")
 
     if not examples:
         raise ValueError("examples is empty: the training simulation produced no candidate pairs")
@@ -268,7 +350,15 @@ def fine_tune(
             inputs = pad_batch([examples[i] for i in batch], pad_id)
             inputs["start_positions"] = torch.tensor([targets[i][0] for i in batch])
             inputs["end_positions"] = torch.tensor([targets[i][1] for i in batch])
-            loss = model(**inputs).loss
+            output = model(**inputs)
+            loss = output.loss
+            if teacher_logits is not None:
+                width = inputs["input_ids"].shape[1]
+                teacher_start, teacher_end = padded_logits([teacher_logits[i] for i in batch], width)
+                soft = distillation_loss(
+                    output.start_logits, output.end_logits, teacher_start, teacher_end, inputs["attention_mask"], config.distill_temperature
+                )
+                loss = config.distill_alpha * loss + (1 - config.distill_alpha) * soft
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
@@ -282,11 +372,18 @@ def fine_tune(
     return losses
 
 
-def score_set(detector: SpanRephraseDetector, data: LabelledSet, batch_size: int) -> tuple[pd.DataFrame, float]:
-    """``data.pairs`` with the detector's ``model_score``, and the sequences per second it took."""
+def score_set(
+    detector: SpanRephraseDetector, data: LabelledSet, batch_size: int, cascade_min_score: float = 0.0
+) -> tuple[pd.DataFrame, float]:
+    """``data.pairs`` with the detector's ``model_score``, and the sequences per second it took.
+
+    The detector sees the groups as the stage serves them (``with_cascade`` at
+    ``cascade_min_score``); a pair the cascade settles scores 0.
+    """
+    data = with_cascade(data, cascade_min_score)
     queries = data.queries
     started = time.perf_counter()
-    probabilities = detector.score(queries, batch_size)
+    probabilities = detector.score(queries, batch_size, data.traffic or None)
     elapsed = time.perf_counter() - started
     scores = scores_frame(queries, probabilities).rename(columns={"rephrase_score": "model_score"})
     merged = data.pairs.merge(scores, on=["source_event_id", "target_event_id"], how="left")
@@ -331,8 +428,6 @@ def run(
 
     from feedback.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
     from feedback.rephrase_pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
-    from feedback.rephrase_spark import champion_detector_dir
-
     if (events is None) != (truth is None):
         raise ValueError("events and truth must be given together (or neither, to train on a fresh simulation)")
     settings = config.rephrase_model
@@ -368,10 +463,22 @@ def run(
         null_score_margin=settings.null_score_margin,
         pair_evidence=settings.pair_evidence,
         evidence_version=settings.evidence_version,
+        max_request_tokens=settings.max_request_tokens,
     )
     counts = word_counts(query_texts(training.queries))
-    detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed, counts=counts)
-    examples, targets = training_examples(detector, training, settings)
+    teacher: SpanRephraseDetector | None = None
+    if settings.student_layers:
+        found = champion_detector_dir(paths)
+        if found is None:
+            raise ValueError("rephrase_model.student_layers needs a rephrase-detector@champion in the lake's registry to distil from")
+        teacher_version = found[0]
+        teacher = SpanRephraseDetector.load(found[1])
+        LOG.info("distilling a %d-layer student from %s v%s", settings.student_layers, "rephrase-detector", teacher_version)
+        detector = student_of(teacher, settings.student_layers, detector_settings)
+    else:
+        detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed, counts=counts)
+    examples, targets = training_examples(detector, with_cascade(training, settings.cascade_min_score), settings)
+    teacher_logits = teacher.logits(examples, settings.batch_size) if teacher is not None else None
     threshold = config.detect.rephrase_threshold
 
     configure_mlflow(lake)
@@ -391,14 +498,17 @@ def run(
         )
         _datasets(train_set, train_lake, eval_set, (training.silver_version, evaluation.silver_version))
 
-        losses = fine_tune(detector, examples, targets, settings, progress)
+        if teacher is not None:
+            mlflow.log_param("teacher", f"rephrase-detector/{teacher_version}")
+        losses = fine_tune(detector, examples, targets, settings, progress, teacher_logits)
         for epoch, loss in enumerate(losses, start=1):
             mlflow.log_metric("train_loss", loss, step=epoch)
 
-        scored, fp32_rate = score_set(detector, evaluation, settings.batch_size)
+        cascade = settings.cascade_min_score  # evaluated as the stage serves it, champion included
+        scored, fp32_rate = score_set(detector, evaluation, settings.batch_size, cascade)
         quantized_detector = copy.deepcopy(detector)
         quantized_detector.quantize()
-        scored_int8, int8_rate = score_set(quantized_detector, evaluation, settings.batch_size)
+        scored_int8, int8_rate = score_set(quantized_detector, evaluation, settings.batch_size, cascade)
         model_score = link_score(scored, "model_score", evaluation.truth_links, threshold)
         int8_score = link_score(scored_int8, "model_score", evaluation.truth_links, threshold)
         heuristic_score = link_score(scored, "heuristic_score", evaluation.truth_links, threshold)
@@ -429,7 +539,7 @@ def run(
             if found is None:
                 raise RuntimeError(f"{REPHRASE_DETECTOR}@champion v{current.version} exists but could not be downloaded")
             champion = SpanRephraseDetector.load(found[1])
-            champion_scored, _ = score_set(champion, evaluation, settings.batch_size)
+            champion_scored, _ = score_set(champion, evaluation, settings.batch_size, cascade)
             champion_f1 = link_score(champion_scored, "model_score", evaluation.truth_links, threshold).f1
         baseline = ("heuristic-v1", heuristic_score.f1) if settings.must_beat_heuristic else None
         decision = apply_champion_rule(
