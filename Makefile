@@ -19,7 +19,7 @@ setup:
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m feedback.jars
 
-## test: the whole suite (real Spark, Delta, Great Expectations, a standalone cluster, the notebooks; about 22 minutes on 2 cores)
+## test: the whole suite (real Spark, Delta, Great Expectations, a standalone cluster, the notebooks; about 30 minutes on 2 cores)
 test:
 	$(PY) -m pytest
 
