@@ -1,6 +1,6 @@
 """Rephrase detection and defect labels on the turns of complete sessions.
 
-Three steps, each a pure DataFrame function so the model of the next issue can replace the
+Three steps, each a pure DataFrame function so a model (``feedback.rephrase_spark``) can replace the
 scorer alone:
 
 1. ``rephrase_candidates``: pairs (earlier request, later request) of one session, at most
