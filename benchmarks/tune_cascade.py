@@ -24,6 +24,7 @@ import os
 import platform
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ import numpy as np
 import pandas as pd
 
 from feedback.config import AppConfig, SparkConfig, replace_section
-from feedback.rephrase_model import SpanRephraseDetector, queries_from_pandas, query_texts, scores_frame, word_counts
+from feedback.rephrase_model import SpanRephraseDetector
 from feedback.rephrase_spark import champion_detector_dir
 from feedback.schema import LakePaths
 from feedback.spark import build_spark
-from feedback.train_rephrase import LabelledSet, labelled_set, link_score
+from feedback.train_rephrase import LabelledSet, labelled_set, link_score, score_set, with_cascade
 
 
 def threshold_table(pairs: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
@@ -52,37 +53,21 @@ def threshold_table(pairs: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame
     )
 
 
-def cascade_groups(data: LabelledSet, threshold: float) -> pd.DataFrame:
-    """The request groups with only the candidates the cascade passes on (groups left empty dropped)."""
-    heuristic = {(s, t): h for s, t, h in data.pairs[["source_event_id", "target_event_id", "heuristic_score"]].itertuples(index=False)}
-    kept = [
-        [c for c in row.candidates if heuristic[(row.source_event_id, c["target_event_id"])] >= threshold]
-        for row in data.groups.itertuples(index=False)
-    ]
-    groups = data.groups.drop(columns=["label"]).assign(candidates=kept)
-    return groups[groups["candidates"].map(len) > 0].reset_index(drop=True)
-
-
-def score_groups(detector: SpanRephraseDetector, data: LabelledSet, groups: pd.DataFrame, bf16: bool, batch_size: int) -> dict[str, Any]:
-    """Link score of ``groups`` scored by ``detector`` (pairs not scored count 0), pairs and time taken."""
+def scored_run(detector: SpanRephraseDetector, data: LabelledSet, threshold: float, bf16: bool, batch_size: int) -> dict[str, Any]:
+    """Link score of ``data`` scored by ``detector`` behind the cascade at ``threshold`` (``score_set``:
+    settled pairs score 0, words ranked by the whole set), what the model saw and the time it took."""
     import torch
 
-    queries = queries_from_pandas(groups)
-    # Words are ranked by the whole traffic, as the Spark stage does, not by the groups the cascade left.
-    traffic = word_counts(query_texts(data.queries))
+    served = with_cascade(data, threshold)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     started = time.perf_counter()
     with context:
-        probabilities = detector.score(queries, batch_size, traffic)
+        scored, _ = score_set(detector, data, batch_size, threshold)
     seconds = time.perf_counter() - started
-    scores = scores_frame(queries, probabilities).rename(columns={"rephrase_score": "model_score"})
-    merged = data.pairs.merge(scores, on=["source_event_id", "target_event_id"], how="left")
-    merged["model_score"] = merged["model_score"].fillna(0.0)
-    score = link_score(merged, "model_score", data.truth_links, 0.5)
-    pairs = int(sum(len(q.candidates) for q in queries))
+    score = link_score(scored, "model_score", data.truth_links, AppConfig().detect.rephrase_threshold)
     return {
-        "sequences": len(queries),
-        "model_pairs": pairs,
+        "sequences": len(served.groups),
+        "model_pairs": int(served.groups["candidates"].map(len).sum()),
         "seconds": seconds,
         "pairs_per_s": len(data.pairs) / seconds,
         "precision": score.precision,
@@ -126,12 +111,10 @@ def main() -> None:
     eval_table = threshold_table(evaluation.pairs, np.array([chosen]))
 
     detector = SpanRephraseDetector.load(detector_dir)
-    full = evaluation.groups.drop(columns=["label"])
-    cascaded = cascade_groups(evaluation, chosen)
     runs = {}
-    score_groups(detector, evaluation, full.head(64), False, args.batch_size)  # warm-up
-    for name, groups, bf16 in (("fp32", full, False), ("fp32+cascade", cascaded, False), ("bf16", full, True), ("bf16+cascade", cascaded, True)):
-        runs[name] = score_groups(detector, evaluation, groups, bf16, args.batch_size)
+    scored_run(detector, replace(evaluation, groups=evaluation.groups.head(64)), 0.0, False, args.batch_size)  # warm-up
+    for name, threshold, bf16 in (("fp32", 0.0, False), ("fp32+cascade", chosen, False), ("bf16", 0.0, True), ("bf16+cascade", chosen, True)):
+        runs[name] = scored_run(detector, evaluation, threshold, bf16, args.batch_size)
         print(name, json.dumps(runs[name]))
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {args.threads}",

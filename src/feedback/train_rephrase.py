@@ -428,6 +428,7 @@ def run(
 
     from feedback.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
     from feedback.rephrase_pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
+
     if (events is None) != (truth is None):
         raise ValueError("events and truth must be given together (or neither, to train on a fresh simulation)")
     settings = config.rephrase_model
@@ -473,7 +474,7 @@ def run(
             raise ValueError("rephrase_model.student_layers needs a rephrase-detector@champion in the lake's registry to distil from")
         teacher_version = found[0]
         teacher = SpanRephraseDetector.load(found[1])
-        LOG.info("distilling a %d-layer student from %s v%s", settings.student_layers, "rephrase-detector", teacher_version)
+        LOG.info("distilling a %d-layer student from %s v%s", settings.student_layers, REPHRASE_DETECTOR, teacher_version)
         detector = student_of(teacher, settings.student_layers, detector_settings)
     else:
         detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed, counts=counts)
@@ -499,7 +500,7 @@ def run(
         _datasets(train_set, train_lake, eval_set, (training.silver_version, evaluation.silver_version))
 
         if teacher is not None:
-            mlflow.log_param("teacher", f"rephrase-detector/{teacher_version}")
+            mlflow.log_param("teacher", f"{REPHRASE_DETECTOR}/{teacher_version}")
         losses = fine_tune(detector, examples, targets, settings, progress, teacher_logits)
         for epoch, loss in enumerate(losses, start=1):
             mlflow.log_metric("train_loss", loss, step=epoch)
