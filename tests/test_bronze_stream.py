@@ -72,6 +72,7 @@ def test_late_files_and_redeliveries_land_exactly_once(spark: SparkSession, app_
         "failed_validations": 0,
         "bronze_rows": 4,
         "quarantine_rows": 2,
+        "landing_files_skipped": 0,
     }
     dates = spark.read.format("delta").load(LakePaths.at(lake).bronze).groupBy("event_date").count()
     assertDataFrameEqual(
@@ -152,12 +153,12 @@ def test_validation_results_are_kept_next_to_the_lake(spark: SparkSession, app_c
         "batch_id": 0,
         "suite": "bronze_interactions_v1",
         "success": True,
-        "evaluated_expectations": 19,
-        "successful_expectations": 19,
+        "evaluated_expectations": 20,
+        "successful_expectations": 20,
         "failed_expectations": "[]",
     }
     detail = json.loads(results.select("result_json").first()["result_json"])
-    assert len(detail["results"]) == 19
+    assert len(detail["results"]) == 20
 
 
 def test_validation_off_writes_no_results(spark: SparkSession, app_config: AppConfig, tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.ingest import deduplicate_batch, match_event_ids, parse_events, split_valid
@@ -81,6 +83,20 @@ CASES: list[tuple[str, list[str]]] = [
     (MINIMAL[:-1] + ',"slots":{"a":"12","b":"[x","c":"true"},"response_duration_ms":null}', []),
     (MINIMAL[:-1] + ',"slots":{}}', []),
     (MINIMAL.replace('"schema_version":1', '"schema_version":1.0'), []),  # integral: JSON has one number type
+    # Per-field length limits (docs/events.md).
+    (MINIMAL.replace('"u2"', '"' + "u" * 129 + '"'), ["too_long:user_id"]),
+    (MINIMAL.replace('"u2"', '"' + "u" * 128 + '"'), []),
+    (MINIMAL.replace('"d2"', '"' + "d" * 129 + '"'), ["too_long:device_id"]),
+    (MINIMAL[:-1] + ',"locale":"' + "x" * 36 + '"}', ["too_long:locale"]),
+    (MINIMAL[:-1] + ',"intent":"' + "I" * 129 + '"}', ["too_long:intent"]),
+    (MINIMAL[:-1] + ',"response_text":"' + "r" * 4001 + '"}', ["too_long:response_text"]),
+    (MINIMAL[:-1] + ',"slots":{' + ",".join(f'"s{i}":"v"' for i in range(51)) + "}}", ["too_long:slots"]),
+    (MINIMAL[:-1] + ',"slots":{' + ",".join(f'"s{i}":"v"' for i in range(50)) + "}}", []),
+    (MINIMAL[:-1] + ',"slots":{"a":"' + "v" * 257 + '"}}', ["too_long:slots"]),
+    (MINIMAL[:-1] + ',"slots":{"' + "k" * 65 + '":"v"}}', ["too_long:slots"]),
+    # Clock skew: far ahead of the landing time is out of range; far behind is valid (late data).
+    (MINIMAL.replace("2026-11-03T23:59:59Z", "2999-01-01T00:00:00Z"), ["out_of_range:ts"]),
+    (MINIMAL.replace("2026-11-03T23:59:59Z", "1999-01-01T00:00:00Z"), []),
     ("\ufeff" + MINIMAL, []),
     (
         '{"event_id":"","schema_version":"1","ts":"2026-11-02 10:00:00","user_id":"u","utterance":" ",'
@@ -106,6 +122,50 @@ def test_every_rule_yields_exactly_its_reasons(spark: SparkSession) -> None:
     parsed = parse_events(_lines(spark, [line for line, _ in CASES]))
     expected = spark.createDataFrame(CASES, "raw string, reasons array<string>")
     assertDataFrameEqual(parsed.select("raw", "reasons"), expected)
+
+
+LANDED = dt.datetime(2026, 11, 3, 12, 0, 0)
+
+
+def test_a_timestamp_more_than_the_skew_ahead_of_the_landing_time_is_out_of_range(spark: SparkSession) -> None:
+    stamps = {"14m59s ahead": "2026-11-03T12:14:59Z", "15m ahead": "2026-11-03T12:15:00Z", "15m01s ahead": "2026-11-03T12:15:01Z",
+              "in +01:00, 14m ahead": "2026-11-03T13:14:00+01:00", "in +01:00, 16m ahead": "2026-11-03T13:16:00+01:00"}
+    lines = [MINIMAL.replace("2026-11-03T23:59:59Z", stamp) for stamp in stamps.values()]
+    parsed = parse_events(_lines(spark, lines), max_future_skew_s=900.0, landed_at=F.lit(LANDED).cast("timestamp"))
+    expected = spark.createDataFrame(
+        [(lines[0], []), (lines[1], []), (lines[2], ["out_of_range:ts"]), (lines[3], []), (lines[4], ["out_of_range:ts"])],
+        "raw string, reasons array<string>",
+    )
+    assertDataFrameEqual(parsed.select("raw", "reasons"), expected)
+
+
+def test_a_line_over_the_byte_limit_is_quarantined_unparsed_and_cut(spark: SparkSession) -> None:
+    wide = MINIMAL.replace('"stop"', '"' + "é" * 600 + '"')  # 600 characters, 1,200 bytes
+    lines = _lines(spark, [wide, MINIMAL])
+    parsed = parse_events(lines, max_line_bytes=1024).select("raw", "reasons", "line_bytes", "raw_base64")
+    wide_bytes = len(wide.encode("utf-8"))
+    expected = spark.createDataFrame(
+        [(wide[:1024], ["too_long:line"], wide_bytes, None), (MINIMAL, [], len(MINIMAL), None)],
+        "raw string, reasons array<string>, line_bytes long, raw_base64 string",
+    )
+    assertDataFrameEqual(parsed, expected)
+
+
+def test_bytes_that_are_not_utf8_are_quarantined_with_the_bytes_kept(spark: SparkSession) -> None:
+    latin1 = MINIMAL.replace('"stop"', '"café"').encode("latin-1")
+    lines = spark.createDataFrame(
+        [(bytearray(latin1), "file:/landing/f.jsonl"), (bytearray(MINIMAL.encode("utf-8")), "file:/landing/f.jsonl")],
+        "value binary, source_file string",
+    ).withColumn("value", F.col("value").cast("string"))
+    parsed = parse_events(lines).select("raw", "reasons", "raw_base64", "line_bytes")
+    expected = spark.createDataFrame(
+        [
+            (MINIMAL.replace('"stop"', '"caf\ufffd"'), ["invalid_utf8"], base64.b64encode(latin1).decode("ascii"), len(latin1)),
+            (MINIMAL, [], None, len(MINIMAL)),
+        ],
+        "raw string, reasons array<string>, raw_base64 string, line_bytes long",
+    )
+    assertDataFrameEqual(parsed, expected)
 
 
 def test_valid_lines_are_typed_and_keep_the_raw_payload(spark: SparkSession) -> None:

@@ -28,6 +28,26 @@ def _require(condition: bool, key: str, message: str, value: object) -> None:
         raise ConfigError(f"{key}: {message}, got {value!r}")
 
 
+_SECONDS_PER_UNIT = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def interval_seconds(text: str) -> int:
+    """Seconds in an interval written like '15 minutes' (a positive integer and a unit)."""
+    parts = text.split()
+    unit = parts[1].removesuffix("s") if len(parts) == 2 else ""
+    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0 or unit not in _SECONDS_PER_UNIT:
+        raise ValueError(f"not an interval like '15 minutes': {text!r}")
+    return int(parts[0]) * _SECONDS_PER_UNIT[unit]
+
+
+def _interval_ok(text: str) -> bool:
+    try:
+        interval_seconds(text)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class SparkConfig:
     """How the single SparkSession of a process is built (see ``feedback.spark``)."""
@@ -60,11 +80,19 @@ class SparkConfig:
 
 
 RESULT_FORMATS = ("BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE")
+ON_FAILURE = ("quarantine", "stop")
+NULL_CHECKED_FIELDS = ("device_type", "locale", "domain", "intent", "asr_confidence", "nlu_confidence", "response_type")
 
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """Great Expectations validation of each bronze micro-batch.
+    """The Great Expectations gate of each bronze micro-batch, run before anything is written.
+
+    The batch-level expectations are what a row rule cannot see: the share of lines quarantined,
+    the share of events older than ``stale_after_hours`` when their file landed, the share of
+    nulls in each of ``null_checked_fields``, and the number of distinct users. A failing batch
+    goes to quarantine whole (``on_failure: quarantine``, each valid line with the failed
+    expectations as its reasons) or stops the stream before any write (``stop``).
 
     ``boolean_first``: validate with GX's ``BOOLEAN_ONLY`` result format (no unexpected-value
     lists, so far fewer Spark jobs) and run the suite again with ``result_format`` only when
@@ -74,12 +102,28 @@ class ValidationConfig:
 
     enabled: bool = True
     every_n_batches: int = 1
-    fail_on_error: bool = False
+    on_failure: str = "quarantine"
+    max_quarantine_share: float = 0.5
+    stale_after_hours: float = 48.0
+    max_stale_share: float = 1.0
+    null_checked_fields: tuple[str, ...] = NULL_CHECKED_FIELDS
+    max_null_share: float = 1.0
+    min_distinct_users: int = 1
     result_format: str = "SUMMARY"
     boolean_first: bool = True
 
     def __post_init__(self) -> None:
         _require(self.every_n_batches >= 1, "ingest.validation.every_n_batches", "must be >= 1", self.every_n_batches)
+        _require(self.on_failure in ON_FAILURE, "ingest.validation.on_failure", "must be quarantine or stop", self.on_failure)
+        for name in ("max_quarantine_share", "max_stale_share", "max_null_share"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"ingest.validation.{name}", "must be in [0, 1]", value)
+        _require(self.stale_after_hours > 0, "ingest.validation.stale_after_hours", "must be > 0", self.stale_after_hours)
+        _require(self.min_distinct_users >= 1, "ingest.validation.min_distinct_users", "must be >= 1", self.min_distinct_users)
+        unknown = sorted(set(self.null_checked_fields) - set(NULL_CHECKED_FIELDS))
+        _require(
+            not unknown, "ingest.validation.null_checked_fields", f"must be among {', '.join(NULL_CHECKED_FIELDS)}", unknown
+        )
         _require(
             self.result_format in RESULT_FORMATS,
             "ingest.validation.result_format",
@@ -93,10 +137,14 @@ class IngestConfig:
     """Landing files -> bronze/quarantine."""
 
     max_files_per_trigger: int = 200
-    file_glob: str = "*.jsonl"
+    file_glob: str = "*.{jsonl,jsonl.gz}"
     trigger_interval: str = "10 seconds"
     target_files_per_partition: int = 1
     max_rows_per_file: int = 25_000
+    recursive: bool = True
+    max_file_age: str = "3650 days"
+    max_line_bytes: int = 64 * 1024
+    max_future_skew: str = "15 minutes"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def __post_init__(self) -> None:
@@ -110,6 +158,9 @@ class IngestConfig:
         )
         _require(bool(self.trigger_interval.strip()), "ingest.trigger_interval", "must be non-empty", self.trigger_interval)
         _require(bool(self.file_glob.strip()), "ingest.file_glob", "must be non-empty", self.file_glob)
+        _require(_interval_ok(self.max_file_age), "ingest.max_file_age", "must be like '3650 days'", self.max_file_age)
+        _require(_interval_ok(self.max_future_skew), "ingest.max_future_skew", "must be like '15 minutes'", self.max_future_skew)
+        _require(self.max_line_bytes >= 1024, "ingest.max_line_bytes", "must be >= 1024", self.max_line_bytes)
 
 
 VOCABULARIES = ("all", "train", "heldout")

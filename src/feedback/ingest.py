@@ -22,18 +22,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, IntegerType, MapType, StringType, StructField, StructType
 
 from feedback.checkpoints import checkpointed
-from feedback.config import AppConfig
+from feedback.config import AppConfig, IngestConfig, interval_seconds
 from feedback.schema import (
     BRONZE_PARTITION_COLUMNS,
     BRONZE_SCHEMA,
     EVENT_FIELDS,
     INGEST_BATCHES_SCHEMA,
+    LANDING_SKIPPED_SCHEMA,
+    MAX_SLOT_NAME_LENGTH,
     ISO_TIMESTAMP_WITH_OFFSET,
     QUARANTINE_PARTITION_COLUMNS,
     QUARANTINE_SCHEMA,
@@ -41,6 +44,9 @@ from feedback.schema import (
     REASON_BAD_VALUE,
     REASON_BLANK_UTTERANCE,
     REASON_EMPTY_FIELD,
+    REASON_FAILED_EXPECTATION,
+    REASON_INVALID_UTF8,
+    REASON_LINE_TOO_LONG,
     REASON_MISSING_FIELD,
     REASON_NOT_JSON,
     REASON_NOT_OBJECT,
@@ -50,11 +56,15 @@ from feedback.schema import (
     REASON_UNKNOWN_SCHEMA_VERSION,
     REASON_WRONG_TYPE,
     SCHEMA_VERSION,
+    SKIP_HIDDEN,
+    SKIP_IN_SUB_FOLDER,
+    SKIP_NOT_MATCHING_GLOB,
+    SKIP_TOO_OLD,
     FieldRule,
     LakePaths,
 )
 from feedback.tables import app_id_for, append_once, ensure_table, run_together
-from feedback.validation import SUITE_NAME, VALIDATION_RESULTS_SCHEMA, BatchValidator, ValidationOutcome
+from feedback.validation import SUITE_NAME, VALIDATION_RESULTS_SCHEMA, BatchValidator, ValidationOutcome, batch_profile
 
 LOG = logging.getLogger("feedback.ingest")
 
@@ -86,8 +96,14 @@ def _exact_field(raw: Column, kind: Column, rule: FieldRule) -> tuple[Column, Co
     return present, type_ok, value
 
 
-def _field_columns(present: Column, type_ok: Column, value: Column, rule: FieldRule) -> tuple[Column, list[Column]]:
-    """The typed value of one field and the reason codes it can raise (null where it passes)."""
+def _field_columns(
+    present: Column, type_ok: Column, value: Column, rule: FieldRule, latest_ts: Column
+) -> tuple[Column, list[Column]]:
+    """The typed value of one field and the reason codes it can raise (null where it passes).
+
+    ``latest_ts``: the latest event time believable for the line (its file's landing time plus
+    the allowed clock skew); a later ``ts`` would move silver's watermark past every real event.
+    """
     reasons: list[Column] = []
     if rule.required:
         reasons.append(F.when(~present, F.lit(f"{REASON_MISSING_FIELD}:{rule.name}")))
@@ -98,7 +114,16 @@ def _field_columns(present: Column, type_ok: Column, value: Column, rule: FieldR
         reasons.append(F.when(checked & value.rlike(_BLANK), F.lit(REASON_BLANK_UTTERANCE)))
     elif rule.non_empty:
         reasons.append(F.when(checked & value.rlike(_BLANK), F.lit(f"{REASON_EMPTY_FIELD}:{rule.name}")))
-    if rule.max_length is not None:
+    if rule.max_length is not None and rule.kind == "map":
+        too_long = (F.size(value) > rule.max_length) | F.exists(
+            F.map_keys(value), lambda key: F.length(key) > MAX_SLOT_NAME_LENGTH
+        )
+        if rule.max_member_length is not None:
+            too_long = too_long | F.exists(
+                F.map_values(value), lambda member: F.length(member) > rule.max_member_length
+            )
+        reasons.append(F.when(checked & too_long, F.lit(f"{REASON_TOO_LONG}:{rule.name}")))
+    elif rule.max_length is not None:
         reasons.append(F.when(checked & (F.length(value) > rule.max_length), F.lit(f"{REASON_TOO_LONG}:{rule.name}")))
     if rule.allowed is not None:
         reasons.append(
@@ -117,6 +142,7 @@ def _field_columns(present: Column, type_ok: Column, value: Column, rule: FieldR
         parsed = F.try_to_timestamp(value)
         bad = ~value.rlike(ISO_TIMESTAMP_WITH_OFFSET) | parsed.isNull()
         reasons.append(F.when(checked & bad, F.lit(REASON_BAD_TIMESTAMP)))
+        reasons.append(F.when(checked & ~bad & (parsed > latest_ts), F.lit(f"{REASON_OUT_OF_RANGE}:{rule.name}")))
         value = parsed
     if rule.kind == "int":
         value = value.try_cast("int")
@@ -171,7 +197,18 @@ def _without_bom(line: Column) -> Column:
     return F.when(line.startswith("\uFEFF"), F.substring(line, 2, 1 << 30)).otherwise(line)
 
 
-def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
+DEFAULT_MAX_LINE_BYTES = 64 * 1024
+DEFAULT_MAX_FUTURE_SKEW_S = 15 * 60.0
+
+
+def parse_events(
+    lines: DataFrame,
+    barrier: bool = True,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+    landed_at: Column | None = None,
+) -> DataFrame:
     """Parse and check raw JSONL lines against event contract v1.
 
     One JSON parse into the contract's types serves the common, well-formed line. A line that
@@ -179,6 +216,12 @@ def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
     mostly slot values that are numbers in quotes), or is not a JSON object, goes through the
     exact path instead: parsed into a Variant, whose per-field ``schema_of_variant`` tells a JSON
     string from a number. That path is computed in its own projections, for those lines only.
+
+    Two checks come before any parse: a line over ``max_line_bytes`` bytes is ``too_long:line``
+    (its ``raw`` kept to that many characters), and a line that is not valid UTF-8 is
+    ``invalid_utf8`` (the text source keeps a line's bytes as they are; ``raw_base64`` keeps
+    them exactly, ``raw`` shows them with U+FFFD). Either would otherwise be read wrongly: a
+    Latin-1 "é" would silently become U+FFFD inside the utterance and its normalized key.
 
     Args:
         lines: one row per line, with a string column ``value`` (the line) and ``source_file``.
@@ -189,42 +232,77 @@ def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
             minutes. The writer materialises the result once instead of twice, without it
             (the barrier's blocks are only freed by Spark's ContextCleaner: see
             ``feedback.checkpoints``).
+        max_line_bytes: the longest line (in UTF-8 bytes) that is parsed at all.
+        max_future_skew_s: how far ``ts`` may lie ahead of ``landed_at`` (producers' clocks
+            drift); a later one is ``out_of_range:ts``.
+        landed_at: when the line landed; default the time of the query. The bronze stream
+            passes its file's modification time, so a replayed batch decides the same way.
 
     Returns:
         The bronze columns (without the ingest bookkeeping) plus ``raw``, ``source_file`` and
-        ``reasons``: every rule the line breaks, an empty array when it is a valid event.
-        A line that is not a JSON object gets the single reason ``not_json``,
-        ``truncated_json`` or ``not_object``.
+        ``reasons``: every rule the line breaks, an empty array when it is a valid event;
+        ``raw_base64`` (for ``invalid_utf8`` lines), ``line_bytes`` and ``landed_at``. A line that is not
+        read as a JSON object gets a single reason: ``too_long:line``, ``invalid_utf8``,
+        ``not_json``, ``truncated_json`` or ``not_object``.
     """
     missing = {"value", "source_file"} - set(lines.columns)
     if missing:
         raise ValueError(f"lines is missing column(s) {sorted(missing)}")
-    fast = lines.select(
-        F.col("value").alias("raw"),
+    if max_line_bytes < 1:
+        raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
+    if not max_future_skew_s >= 0:
+        raise ValueError(f"max_future_skew_s must be >= 0, got {max_future_skew_s}")
+    line = F.col("value")
+    line_bytes = F.octet_length(line).cast("long")
+    line_state = (
+        F.when(line_bytes > max_line_bytes, F.lit(REASON_LINE_TOO_LONG))
+        .when(~F.is_valid_utf8(line), F.lit(REASON_INVALID_UTF8))
+    )
+    landed = landed_at if landed_at is not None else F.current_timestamp()
+    latest_ts = F.col("landed_at") + F.make_dt_interval(secs=F.lit(float(max_future_skew_s)))
+    framed = lines.select(
+        "value", "source_file", line_bytes.alias("line_bytes"), line_state.alias("_line_state"), landed.alias("landed_at")
+    ).withColumn("_latest_ts", latest_ts)
+    readable = F.col("_line_state").isNull()
+    fast = framed.select(
+        F.when(F.col("_line_state") == REASON_LINE_TOO_LONG, F.substring(line, 1, max_line_bytes))
+        .when(F.col("_line_state") == REASON_INVALID_UTF8, F.make_valid_utf8(line))
+        .otherwise(line)
+        .alias("raw"),
         "source_file",
-        F.from_json(_without_bom(F.col("value")), _AS_FIELDS, _FAST_OPTIONS).alias("_fast"),
+        "line_bytes",
+        # One unbroken base64 string (Spark's base64 may wrap MIME lines every 76 characters).
+        F.when(
+            F.col("_line_state") == REASON_INVALID_UTF8, F.regexp_replace(F.base64(line.cast("binary")), r"[\r\n]", "")
+        ).alias("raw_base64"),
+        "_line_state",
+        "landed_at",
+        "_latest_ts",
+        F.when(readable, F.from_json(_without_bom(line), _AS_FIELDS, _FAST_OPTIONS)).alias("_fast"),
     )
     text = _without_bom(F.col("raw"))
     flagged = fast.withColumn("_suspicious", _suspicious(F.col("_fast")))
-    with_payload = flagged.withColumn("_payload", F.when(F.col("_suspicious"), F.try_parse_json(text)))
+    with_payload = flagged.withColumn(
+        "_payload", F.when(F.col("_suspicious") & F.col("_line_state").isNull(), F.try_parse_json(text))
+    )
     is_object = F.coalesce(F.schema_of_variant("_payload").startswith("OBJECT<"), F.lit(False))
     structural = (
-        F.when(~F.col("_suspicious"), F.lit(None).cast("string"))
+        F.when(F.col("_line_state").isNotNull(), F.col("_line_state"))
+        .when(~F.col("_suspicious"), F.lit(None).cast("string"))
         .when(F.col("_payload").isNull() & F.ltrim(text).startswith("{"), F.lit(REASON_TRUNCATED_JSON))
         .when(F.col("_payload").isNull(), F.lit(REASON_NOT_JSON))
         .when(~is_object, F.lit(REASON_NOT_OBJECT))
     )
+    kept = ("raw", "source_file", "line_bytes", "raw_base64", "landed_at", "_latest_ts")
     split = with_payload.select(
-        "raw",
-        "source_file",
+        *kept,
         "_fast",
         "_suspicious",
         structural.alias("_structural"),
         F.when(is_object, F.try_variant_get("_payload", "$", _FIELDS_AS_VARIANTS)).alias("_fields"),
     )
     typed = split.select(
-        "raw",
-        "source_file",
+        *kept,
         "_fast",
         "_suspicious",
         "_structural",
@@ -243,7 +321,7 @@ def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
             F.when(exact, exact_type_ok).otherwise(F.lit(True)).alias(f"_type_ok_{rule.name}"),
             F.when(exact, exact_value).otherwise(fast_value).alias(f"_value_{rule.name}"),
         ]
-    resolved = typed.select("raw", "source_file", "_structural", *resolved_columns)
+    resolved = typed.select(*kept, "_structural", *resolved_columns)
     if barrier:
         # Computed once, when first used (see ``barrier`` above).
         resolved = resolved.localCheckpoint(eager=False)
@@ -251,14 +329,26 @@ def parse_events(lines: DataFrame, barrier: bool = True) -> DataFrame:
     field_reasons: list[Column] = []
     for rule in EVENT_FIELDS:
         value, reasons = _field_columns(
-            F.col(f"_present_{rule.name}"), F.col(f"_type_ok_{rule.name}"), F.col(f"_value_{rule.name}"), rule
+            F.col(f"_present_{rule.name}"),
+            F.col(f"_type_ok_{rule.name}"),
+            F.col(f"_value_{rule.name}"),
+            rule,
+            F.col("_latest_ts"),
         )
         values.append(value.alias(rule.name))
         field_reasons.extend(reasons)
     reasons = F.when(
         F.col("_structural").isNotNull(), F.array(F.col("_structural"))
     ).otherwise(F.array_except(F.array(*field_reasons), F.array(F.lit(None).cast("string"))))
-    checked = resolved.select(*values, F.col("raw"), F.col("source_file"), reasons.alias("reasons"))
+    checked = resolved.select(
+        *values,
+        F.col("raw"),
+        F.col("source_file"),
+        reasons.alias("reasons"),
+        F.col("raw_base64"),
+        F.col("line_bytes"),
+        F.col("landed_at"),
+    )
     return checked.withColumn("event_date", F.to_date("ts"))
 
 
@@ -319,7 +409,7 @@ BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": "event_id,ts,user_id,devi
 def ensure_bronze_tables(spark: SparkSession, lake: LakePaths) -> None:
     """Create bronze, quarantine, the ingest-batch log and the validation results if absent.
 
-    The four creations are independent commits, so they run at once (each is mostly driver time).
+    The creations are independent commits, so they run at once (each is mostly driver time).
     """
     run_together(
         [
@@ -330,6 +420,7 @@ def ensure_bronze_tables(spark: SparkSession, lake: LakePaths) -> None:
             ),
             lambda: ensure_table(spark, lake.ingest_batches, INGEST_BATCHES_SCHEMA, ()),
             lambda: ensure_table(spark, lake.validation_results, VALIDATION_RESULTS_SCHEMA, ()),
+            lambda: ensure_table(spark, lake.landing_skipped, LANDING_SKIPPED_SCHEMA, ()),
         ]
     )
 
@@ -384,6 +475,10 @@ def in_event_time_order(rows: DataFrame, target_files: int = 1) -> DataFrame:
     return ranged.sortWithinPartitions("event_date", "ts", "event_id")
 
 
+class BatchRejected(RuntimeError):
+    """A bronze batch failed the Great Expectations gate and ``on_failure`` is ``stop``: nothing was written."""
+
+
 class BronzeBatchWriter:
     """The ``foreachBatch`` function of the bronze stream (idempotent under batch replay)."""
 
@@ -394,7 +489,11 @@ class BronzeBatchWriter:
         validator: BatchValidator | None,
         target_files: int = 1,
         max_rows_per_file: int = 25_000,
+        ingest: IngestConfig | None = None,
+        landing_dir: str | None = None,
     ) -> None:
+        """``ingest`` sets the line limits (defaults when None); ``landing_dir``, when given, is
+        listed each batch so that files the source skips are recorded (``record_unread_files``)."""
         if not app_id:
             raise ValueError("app_id must be non-empty")
         if target_files < 1:
@@ -406,6 +505,8 @@ class BronzeBatchWriter:
         self.validator = validator
         self.target_files = target_files
         self.max_rows_per_file = max_rows_per_file
+        self.ingest = ingest or IngestConfig()
+        self.landing_dir = landing_dir
 
     def _append(self, frame: DataFrame, path: str, writer: str, batch_id: int, partition_by: tuple[str, ...]) -> None:
         append_once(frame, path, f"{self.app_id}/{writer}", batch_id, partition_by)
@@ -418,9 +519,28 @@ class BronzeBatchWriter:
 
         # Parsed once with its lineage cut, so the writes and GX below do not re-plan or re-parse it.
         timer = PhaseTimer()
-        with checkpointed(parse_events(batch, barrier=False)) as parsed:
+        landed_at = F.col("source_modified") if "source_modified" in batch.columns else None
+        parsed_lines = parse_events(
+            batch,
+            barrier=False,
+            max_line_bytes=self.ingest.max_line_bytes,
+            max_future_skew_s=float(interval_seconds(self.ingest.max_future_skew)),
+            landed_at=landed_at,
+        )
+        with checkpointed(parsed_lines) as parsed:
             timer.mark("parse")
-            counts, outcome = self._write(spark, parsed, batch_id, batch_tag, ingest_time, timer)
+            outcome = self._gate(spark, parsed, batch_id, ingest_time)
+            timer.mark("validate")
+            if outcome is not None and not outcome.success and self.validator is not None and self.validator.stops_the_stream:
+                # Before any write: the batch is replayed from the same offsets once the cause is fixed.
+                raise BatchRejected(
+                    f"bronze batch {batch_id}: the Great Expectations gate failed {list(outcome.failed_expectations)}; "
+                    f"nothing was written (ingest.validation.on_failure: stop); see {self.lake.validation_results}"
+                )
+            if outcome is not None and not outcome.success:
+                counts = self._quarantine_whole(parsed, batch_id, batch_tag, ingest_time, outcome)
+            else:
+                counts = self._write(spark, parsed, batch_id, batch_tag, ingest_time, timer)
         elapsed = time.perf_counter() - started
         metrics = spark.createDataFrame(
             [
@@ -446,6 +566,8 @@ class BronzeBatchWriter:
             "validation_seconds double, batch_seconds double",
         ).withColumn("ingest_time", ingest_time)
         self._append(metrics.select(*INGEST_BATCHES_SCHEMA.fieldNames()), self.lake.ingest_batches, "ops", batch_id, ())
+        if self.landing_dir is not None:
+            record_unread_files(spark, self.lake, self.landing_dir, self.ingest, self.app_id, batch_id)
         timer.mark("bookkeeping")
         LOG.debug("bronze batch %d phases: %s", batch_id, timer.render())
         LOG.info(
@@ -463,11 +585,52 @@ class BronzeBatchWriter:
             outcome.seconds if outcome else 0.0,
             elapsed,
         )
-        if outcome is not None and not outcome.success and self.validator is not None and self.validator.fail_on_error:
-            raise RuntimeError(
-                f"bronze batch {batch_id}: Great Expectations failed {list(outcome.failed_expectations)}; "
-                f"see {self.lake.validation_results}"
-            )
+
+    def _gate(self, spark: SparkSession, parsed: DataFrame, batch_id: int, ingest_time: Column) -> ValidationOutcome | None:
+        """Run the GX gate on the batch's profile and record its result (None: not validated)."""
+        validator = self.validator
+        if validator is None or not validator.should_validate(batch_id) or parsed.isEmpty():
+            return None
+        outcome = validator.validate(batch_profile(parsed, validator.config), batch_id)
+        if outcome is not None:
+            self._record_validation(spark, outcome, ingest_time)
+        return outcome
+
+    def _quarantine_whole(
+        self, parsed: DataFrame, batch_id: int, batch_tag: str, ingest_time: Column, outcome: ValidationOutcome
+    ) -> BatchCounts:
+        """A batch that failed the gate: every line to quarantine, a valid one with the failed expectations as reasons."""
+        failed = F.array(*[F.lit(f"{REASON_FAILED_EXPECTATION}:{name}") for name in outcome.failed_expectations])
+        rows = parsed.select(
+            "raw",
+            F.when(F.size("reasons") > 0, F.col("reasons")).otherwise(failed).alias("reasons"),
+            "event_id",
+            "source_file",
+            ingest_time.alias("ingest_time"),
+            F.to_date(ingest_time).alias("ingest_date"),
+            F.lit(batch_tag).alias("ingest_batch"),
+            "raw_base64",
+            "line_bytes",
+        )
+        totals = parsed.agg(F.count(F.lit(1)).alias("lines"), F.count_distinct("source_file").alias("files")).first()
+        lines = int(totals["lines"]) if totals else 0
+        append_once(
+            rows, self.lake.quarantine, f"{self.app_id}/quarantine", batch_id, QUARANTINE_PARTITION_COLUMNS, merge_schema=True
+        )
+        LOG.warning(
+            "bronze batch %d failed the Great Expectations gate %s: all %d lines quarantined",
+            batch_id,
+            list(outcome.failed_expectations),
+            lines,
+        )
+        return BatchCounts(
+            files=int(totals["files"]) if totals else 0,
+            lines_read=lines,
+            bronze_inserted=0,
+            quarantined=lines,
+            duplicates_in_batch=0,
+            duplicates_existing=0,
+        )
 
     def _record_validation(self, spark: SparkSession, outcome: ValidationOutcome, validated_at: Column) -> None:
         row = spark.createDataFrame(
@@ -498,7 +661,7 @@ class BronzeBatchWriter:
         batch_tag: str,
         ingest_time: Column,
         timer: PhaseTimer,
-    ) -> tuple[BatchCounts, ValidationOutcome | None]:
+    ) -> BatchCounts:
         valid_row = F.size("reasons") == 0
         totals = parsed.agg(
             F.count(F.lit(1)).alias("lines"),
@@ -537,8 +700,7 @@ class BronzeBatchWriter:
             timer.mark("deduplicate")
             repeated = flags.filter(F.col("copies") > 1).select("event_id")
             in_bronze = F.broadcast(flags.filter(existing_batch.isNotNull()).select("event_id"))
-            # The batch's events, one row each, read by both the bronze write and GX: computed
-            # once, by whichever of the two gets there first.
+            # The batch's events, one row each.
             with checkpointed(deduplicate_batch(valid, repeated), eager=False) as unique:
                 actions: list[Callable[[], None]] = []
                 if quarantined:
@@ -550,10 +712,17 @@ class BronzeBatchWriter:
                         ingest_time.alias("ingest_time"),
                         F.to_date(ingest_time).alias("ingest_date"),
                         F.lit(batch_tag).alias("ingest_batch"),
+                        "raw_base64",
+                        "line_bytes",
                     )
                     actions.append(
-                        lambda: self._append(
-                            quarantine_rows, self.lake.quarantine, "quarantine", batch_id, QUARANTINE_PARTITION_COLUMNS
+                        lambda: append_once(
+                            quarantine_rows,
+                            self.lake.quarantine,
+                            f"{self.app_id}/quarantine",
+                            batch_id,
+                            QUARANTINE_PARTITION_COLUMNS,
+                            merge_schema=True,
                         )
                     )
                 if inserted - own > 0:
@@ -573,20 +742,8 @@ class BronzeBatchWriter:
                             max_rows_per_file=self.max_rows_per_file,
                         )
                     )
-                outcomes: list[ValidationOutcome | None] = [None]
-                validator = self.validator
-                if validator is not None and unique_count:
-
-                    def validate() -> None:
-                        outcome = validator.validate(unique, batch_id)
-                        outcomes[0] = outcome
-                        if outcome is not None:
-                            # Recorded on this thread, so its commit overlaps the bronze write.
-                            self._record_validation(spark, outcome, ingest_time)
-
-                    actions.append(validate)
                 run_together(actions)
-                timer.mark("write and validate")
+                timer.mark("write")
         counts = BatchCounts(
             files=files,
             lines_read=lines_read,
@@ -595,21 +752,138 @@ class BronzeBatchWriter:
             duplicates_in_batch=valid_count - unique_count,
             duplicates_existing=duplicates_existing,
         )
-        return counts, outcomes[0]
+        return counts
 
 
 def read_landing(spark: SparkSession, events_dir: str, config: AppConfig) -> DataFrame:
-    """The streaming source: every line of every ``*.jsonl`` file landing in ``events_dir``."""
+    """The streaming source: every line of every landing file whose name matches ``ingest.file_glob``.
+
+    Sub-folders are read when ``ingest.recursive``; gzip files are decompressed by the text
+    source. ``maxFileAge`` is set from ``ingest.max_file_age`` (Spark's default of 7 days would
+    silently skip a late file whose modification time is older than that); what is listed but
+    not read is recorded by ``record_unread_files``.
+    """
     return (
         spark.readStream.format("text")
         .option("maxFilesPerTrigger", config.ingest.max_files_per_trigger)
         .option("pathGlobFilter", config.ingest.file_glob)
+        .option("recursiveFileLookup", str(config.ingest.recursive).lower())
+        .option("maxFileAge", f"{interval_seconds(config.ingest.max_file_age)}s")
         .load(events_dir)
-        .select(F.col("value"), F.col("_metadata.file_path").alias("source_file"))
+        .select(
+            F.col("value"),
+            F.col("_metadata.file_path").alias("source_file"),
+            F.col("_metadata.file_modification_time").alias("source_modified"),
+        )
     )
 
 
-def bronze_writer(config: AppConfig, lake: LakePaths) -> BronzeBatchWriter:
+@dataclass(frozen=True)
+class LandingFile:
+    """One file under the landing folder, as the file system lists it."""
+
+    path: str
+    size_bytes: int
+    modified_ms: int
+    relative_parts: tuple[str, ...]
+
+
+def list_landing(spark: SparkSession, events_dir: str) -> list[LandingFile]:
+    """Every file under ``events_dir`` (any depth), through Hadoop's file system like the source."""
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    root = jvm.org.apache.hadoop.fs.Path(events_dir)
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+    if not fs.exists(root):
+        return []
+    root_text = fs.makeQualified(root).toString().rstrip("/")
+    found: list[LandingFile] = []
+    files = fs.listFiles(root, True)
+    while files.hasNext():
+        status = files.next()
+        path = status.getPath().toString()
+        relative = path[len(root_text) :].strip("/") if path.startswith(root_text) else status.getPath().getName()
+        found.append(LandingFile(path, int(status.getLen()), int(status.getModificationTime()), tuple(relative.split("/"))))
+    return found
+
+
+def unread_reasons(
+    spark: SparkSession, files: list[LandingFile], ingest: IngestConfig
+) -> list[tuple[LandingFile, str]]:
+    """Why each listed file that the bronze source will not read is skipped (by the source's own rules).
+
+    The glob is Hadoop's ``GlobFilter`` on the file name, as Spark applies ``pathGlobFilter``;
+    names starting with ``.`` or ``_`` (at any level) are hidden; a file older than the newest
+    by more than ``max_file_age`` is ignored by ``maxFileAge`` (except in a query's first batch).
+    """
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    glob = jvm.org.apache.hadoop.fs.GlobFilter(ingest.file_glob)
+    newest = max((f.modified_ms for f in files), default=0)
+    oldest_read = newest - interval_seconds(ingest.max_file_age) * 1000
+    skipped: list[tuple[LandingFile, str]] = []
+    for item in files:
+        if any(part.startswith((".", "_")) for part in item.relative_parts):
+            skipped.append((item, SKIP_HIDDEN))
+        elif len(item.relative_parts) > 1 and not ingest.recursive:
+            skipped.append((item, SKIP_IN_SUB_FOLDER))
+        elif not glob.accept(jvm.org.apache.hadoop.fs.Path(item.path)):
+            skipped.append((item, SKIP_NOT_MATCHING_GLOB))
+        elif item.modified_ms < oldest_read:
+            skipped.append((item, SKIP_TOO_OLD))
+    return skipped
+
+
+def record_unread_files(
+    spark: SparkSession, lake: LakePaths, events_dir: str, ingest: IngestConfig, app_id: str, batch_id: int
+) -> int:
+    """Record in ``_ops/landing_skipped`` every landing file the source lists but does not read (once per path).
+
+    Returns how many files are new in the record. A MERGE that only inserts, so a replay adds nothing.
+    """
+    skipped = unread_reasons(spark, list_landing(spark, events_dir), ingest)
+    too_old = [item.path for item, reason in skipped if reason == SKIP_TOO_OLD]
+    if too_old:
+        # maxFileAge does not apply to a query's first batch: an old file read then is not skipped.
+        read = {
+            row["source_file"]
+            for table in (lake.bronze, lake.quarantine)
+            for row in spark.read.format("delta").load(table).filter(F.col("source_file").isin(too_old))
+            .select("source_file").distinct().collect()
+        }
+        skipped = [(item, reason) for item, reason in skipped if item.path not in read]
+    if not skipped:
+        return 0
+    rows = spark.createDataFrame(
+        [(item.path, reason, item.size_bytes, item.modified_ms, app_id, int(batch_id)) for item, reason in skipped],
+        "path string, reason string, size_bytes long, modified_ms long, app_id string, batch_id long",
+    ).select(
+        "path",
+        "reason",
+        "size_bytes",
+        F.timestamp_millis("modified_ms").alias("modified"),
+        "app_id",
+        "batch_id",
+        F.current_timestamp().alias("recorded_at"),
+    )
+    known = spark.read.format("delta").load(lake.landing_skipped).select("path")
+    new = rows.join(known, "path", "left_anti").cache()
+    try:
+        added = new.count()
+        if added:
+            (
+                DeltaTable.forPath(spark, lake.landing_skipped)
+                .alias("t")
+                .merge(new.alias("s"), "t.path = s.path")
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+            for path, reason in new.select("path", "reason").collect():
+                LOG.warning("landing file not read (%s): %s", reason, path)
+    finally:
+        new.unpersist()
+    return added
+
+
+def bronze_writer(config: AppConfig, lake: LakePaths, landing_dir: str | None = None) -> BronzeBatchWriter:
     """The sink of the bronze query, bound to the app id of its checkpoint."""
     validator = BatchValidator(config.ingest.validation) if config.ingest.validation.enabled else None
     return BronzeBatchWriter(
@@ -618,6 +892,8 @@ def bronze_writer(config: AppConfig, lake: LakePaths) -> BronzeBatchWriter:
         validator,
         config.ingest.target_files_per_partition,
         config.ingest.max_rows_per_file,
+        ingest=config.ingest,
+        landing_dir=landing_dir,
     )
 
 
@@ -634,10 +910,12 @@ def start_bronze_stream(
     ``writer`` defaults to ``bronze_writer(config, lake)``; tests pass one that fails on purpose.
     """
     ensure_bronze_tables(spark, lake)
+    # Recorded now as well: a folder where nothing matches never runs a batch.
+    record_unread_files(spark, lake, events_dir, config.ingest, app_id_for(lake.checkpoint(BRONZE_QUERY_NAME)), -1)
     stream = (
         read_landing(spark, events_dir, config)
         .writeStream.queryName(BRONZE_QUERY_NAME)
-        .foreachBatch(writer or bronze_writer(config, lake))
+        .foreachBatch(writer or bronze_writer(config, lake, events_dir))
         .option("checkpointLocation", lake.checkpoint(BRONZE_QUERY_NAME))
     )
     if available_now:
@@ -662,6 +940,7 @@ def summarize_ingest(spark: SparkSession, lake: LakePaths) -> dict[str, int]:
     summary = {key: int(totals[key]) for key in totals.asDict()} if totals else {}
     summary["bronze_rows"] = spark.read.format("delta").load(lake.bronze).count()
     summary["quarantine_rows"] = spark.read.format("delta").load(lake.quarantine).count()
+    summary["landing_files_skipped"] = spark.read.format("delta").load(lake.landing_skipped).count()
     return summary
 
 

@@ -28,6 +28,13 @@ from pyspark.sql.types import (
 SCHEMA_VERSION = 1
 MAX_EVENT_ID_LENGTH = 128
 MAX_UTTERANCE_LENGTH = 1000
+MAX_ID_LENGTH = 128
+MAX_LABEL_LENGTH = 128
+MAX_LOCALE_LENGTH = 35  # the longest well-formed BCP 47 tag in practice
+MAX_RESPONSE_TEXT_LENGTH = 4000
+MAX_SLOTS = 50
+MAX_SLOT_NAME_LENGTH = 64
+MAX_SLOT_VALUE_LENGTH = 256
 
 STATUSES = ("success", "unhandled", "error")
 RESPONSE_TYPES = ("speech", "media", "action", "none")
@@ -48,24 +55,25 @@ class FieldRule:
     allowed: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    max_member_length: int | None = None  # a map's keys and values (``max_length``: its entries)
 
 
 EVENT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("event_id", "string", required=True, non_empty=True, max_length=MAX_EVENT_ID_LENGTH),
     FieldRule("schema_version", "int", required=True),
     FieldRule("ts", "string", required=True),
-    FieldRule("user_id", "string", required=True, non_empty=True),
-    FieldRule("device_id", "string", required=True, non_empty=True),
-    FieldRule("device_type", "string"),
-    FieldRule("locale", "string"),
+    FieldRule("user_id", "string", required=True, non_empty=True, max_length=MAX_ID_LENGTH),
+    FieldRule("device_id", "string", required=True, non_empty=True, max_length=MAX_ID_LENGTH),
+    FieldRule("device_type", "string", max_length=MAX_LABEL_LENGTH),
+    FieldRule("locale", "string", max_length=MAX_LOCALE_LENGTH),
     FieldRule("utterance", "string", required=True, max_length=MAX_UTTERANCE_LENGTH),
     FieldRule("asr_confidence", "double", minimum=0.0, maximum=1.0),
     FieldRule("nlu_confidence", "double", minimum=0.0, maximum=1.0),
-    FieldRule("domain", "string"),
-    FieldRule("intent", "string"),
-    FieldRule("slots", "map"),
+    FieldRule("domain", "string", max_length=MAX_LABEL_LENGTH),
+    FieldRule("intent", "string", max_length=MAX_LABEL_LENGTH),
+    FieldRule("slots", "map", max_length=MAX_SLOTS, max_member_length=MAX_SLOT_VALUE_LENGTH),
     FieldRule("response_type", "string", allowed=RESPONSE_TYPES),
-    FieldRule("response_text", "string"),
+    FieldRule("response_text", "string", max_length=MAX_RESPONSE_TEXT_LENGTH),
     FieldRule("status", "string", required=True, allowed=STATUSES),
     FieldRule("response_latency_ms", "int", minimum=0, maximum=2**31 - 1),
     FieldRule("response_duration_ms", "int", minimum=0, maximum=2**31 - 1),
@@ -87,6 +95,9 @@ REASON_BAD_VALUE = "bad_value"
 REASON_BAD_TIMESTAMP = "bad_timestamp"
 REASON_BLANK_UTTERANCE = "blank_utterance"
 REASON_UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+REASON_INVALID_UTF8 = "invalid_utf8"
+REASON_LINE_TOO_LONG = "too_long:line"
+REASON_FAILED_EXPECTATION = "failed_expectation"  # "failed_expectation:<expectation>": the batch failed the gate
 
 # ISO-8601 date-time that must carry an offset or Z (a bare local time is ambiguous).
 ISO_TIMESTAMP_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
@@ -126,9 +137,28 @@ QUARANTINE_SCHEMA = StructType(
         StructField("ingest_time", TimestampType(), False),
         StructField("ingest_date", DateType(), False),
         StructField("ingest_batch", StringType(), False),
+        StructField("raw_base64", StringType(), True),
+        StructField("line_bytes", LongType(), True),
     ]
 )
 QUARANTINE_PARTITION_COLUMNS = ("ingest_date",)
+
+# Files in the landing folder that the bronze stream lists but does not read, once each.
+LANDING_SKIPPED_SCHEMA = StructType(
+    [
+        StructField("path", StringType(), False),
+        StructField("reason", StringType(), False),
+        StructField("size_bytes", LongType(), False),
+        StructField("modified", TimestampType(), False),
+        StructField("app_id", StringType(), False),
+        StructField("batch_id", LongType(), False),
+        StructField("recorded_at", TimestampType(), False),
+    ]
+)
+SKIP_NOT_MATCHING_GLOB = "not_matching_glob"
+SKIP_HIDDEN = "hidden"
+SKIP_IN_SUB_FOLDER = "in_sub_folder"
+SKIP_TOO_OLD = "older_than_max_file_age"
 
 INGEST_BATCHES_SCHEMA = StructType(
     [
@@ -268,6 +298,10 @@ class LakePaths:
     @property
     def ingest_batches(self) -> str:
         return self._join("_ops", "ingest_batches")
+
+    @property
+    def landing_skipped(self) -> str:
+        return self._join("_ops", "landing_skipped")
 
     @property
     def validation_results(self) -> str:
