@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from feedback.config import AppConfig, ConfigError, IngestConfig, SparkConfig, load_config
+from feedback.config import AppConfig, ConfigError, IngestConfig, MiningConfig, SparkConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +62,58 @@ def test_dataclasses_validate_when_built_in_code() -> None:
         SparkConfig(shuffle_partitions=0)
     with pytest.raises(ConfigError, match="ingest.file_glob: must be non-empty"):
         IngestConfig(file_glob=" ")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ingest:\n  trigger_interval: ten seconds\n", r"^ingest\.trigger_interval: must be like '10 seconds'"),
+        ("ingest:\n  trigger_interval: 10 fortnights\n", r"^ingest\.trigger_interval: "),
+        ("ingest:\n  trigger_interval: -5 seconds\n", r"^ingest\.trigger_interval: "),
+        ("ingest:\n  max_file_age: 0 days\n", r"^ingest\.max_file_age: "),
+        ("sessionize:\n  session_gap: 5min\n", r"^sessionize\.session_gap: "),
+        ("sessionize:\n  watermark: 1.5 minutes\n", r"^sessionize\.watermark: "),
+        ("detect:\n  rephrase_window_s: .inf\n", r"^detect\.rephrase_window_s: must be finite, got inf"),
+        ("sessionize:\n  media_barge_in_window_s: .nan\n", r"^sessionize\.media_barge_in_window_s: must be finite"),
+        ("ingest:\n  validation:\n    stale_after_hours: .inf\n", r"^ingest\.validation\.stale_after_hours: must be finite"),
+        ("rephrase_model:\n  negatives_per_positive: '1e400'\n", r"^rephrase_model\.negatives_per_positive: must be finite"),
+        ("rephrase_model:\n  learning_rate: fast\n", r"^rephrase_model\.learning_rate: must be a number, got 'fast'"),
+        ("rephrase_model:\n  learning_rate: inf\n", r"^rephrase_model\.learning_rate: must be a number, got 'inf'"),
+        ("rephrase_model:\n  epochs: 3e0\n", r"^rephrase_model\.epochs: must be an integer, got '3e0'"),
+        ("rephrase_model:\n  epochs: 2.5\n", r"^rephrase_model\.epochs: must be an integer, got 2.5"),
+        ("mining:\n  min_support_users: 1\n", r"^mining\.min_support_users: must be >= 2 .*, got 1$"),
+    ],
+    ids=lambda value: " ".join(value.split()) if value.endswith("\n") else "",
+)
+def test_bad_intervals_and_numbers_fail_at_load_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "bad.yaml"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(conf)
+
+
+def test_numbers_yaml_reads_as_strings_follow_the_field_type(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text("rephrase_model:\n  learning_rate: 5e-5\n  epochs: '4'\n  negatives_per_positive: 2\n")
+    model = load_config(conf).rephrase_model
+    assert model.learning_rate == 5e-05 and type(model.learning_rate) is float
+    assert model.epochs == 4 and type(model.epochs) is int
+    assert model.negatives_per_positive == 2.0 and type(model.negatives_per_positive) is float
+
+
+def test_every_spark_interval_form_loads(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text(
+        "ingest:\n  trigger_interval: 0 seconds\n  max_file_age: 1 day\n"
+        "sessionize:\n  session_gap: 1 minutes\n  watermark: 2 hours\n"
+    )
+    config = load_config(conf)
+    assert (config.ingest.trigger_interval, config.sessionize.watermark) == ("0 seconds", "2 hours")
+    with pytest.raises(ConfigError, match="sessionize.session_gap: must be like '5 minutes', got '0 minutes'"):
+        load_config(overrides={"sessionize": {"session_gap": "0 minutes"}})
+
+
+def test_min_support_users_refuses_a_single_user() -> None:
+    with pytest.raises(ConfigError, match="mining.min_support_users: must be >= 2"):
+        MiningConfig(min_support_users=1)
+    assert MiningConfig(min_support_users=2, min_support_chains=1).min_support_chains == 1

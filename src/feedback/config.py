@@ -8,6 +8,7 @@ typo or an out-of-range value fails at start-up with an error that names the key
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -29,21 +30,39 @@ def _require(condition: bool, key: str, message: str, value: object) -> None:
 
 
 _SECONDS_PER_UNIT = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_INTERVAL = re.compile(r"([0-9]+) (second|minute|hour|day)s?")
 
 
-def interval_seconds(text: str) -> int:
-    """Seconds in an interval written like '15 minutes' (a positive integer and a unit)."""
-    parts = text.split()
-    unit = parts[1].removesuffix("s") if len(parts) == 2 else ""
-    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0 or unit not in _SECONDS_PER_UNIT:
-        raise ValueError(f"not an interval like '15 minutes': {text!r}")
-    return int(parts[0]) * _SECONDS_PER_UNIT[unit]
+def interval_seconds(text: str, *, allow_zero: bool = False) -> int:
+    """Seconds in an interval written like '15 minutes' (an integer and a unit, plural or not).
+
+    The form is a subset of what Spark parses for ``withWatermark``, ``session_window`` and
+    ``trigger(processingTime=...)``, so a value accepted here is also accepted by Spark, and a
+    typo fails when the configuration is loaded instead of when the stream starts.
+
+    Args:
+        text: the interval, e.g. ``'10 seconds'`` or ``'1 day'``.
+        allow_zero: accept a zero count (a processing-time trigger of ``'0 seconds'`` runs
+            micro-batches back to back); otherwise the count must be positive.
+
+    Raises:
+        TypeError: ``text`` is not a string.
+        ValueError: ``text`` is not such an interval.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    match = _INTERVAL.fullmatch(" ".join(text.split()))
+    if match is None or (int(match[1]) == 0 and not allow_zero):
+        smallest = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"text must be {smallest} integer and a unit (second, minute, hour, day), got {text!r}")
+    return int(match[1]) * _SECONDS_PER_UNIT[match[2]]
 
 
-def _interval_ok(text: str) -> bool:
+def _interval_ok(text: str, *, allow_zero: bool = False) -> bool:
+    """Whether ``text`` is an interval ``interval_seconds`` (and so Spark) reads."""
     try:
-        interval_seconds(text)
-    except ValueError:
+        interval_seconds(text, allow_zero=allow_zero)
+    except (TypeError, ValueError):
         return False
     return True
 
@@ -156,7 +175,12 @@ class IngestConfig:
             "must be >= 1",
             self.target_files_per_partition,
         )
-        _require(bool(self.trigger_interval.strip()), "ingest.trigger_interval", "must be non-empty", self.trigger_interval)
+        _require(
+            _interval_ok(self.trigger_interval, allow_zero=True),
+            "ingest.trigger_interval",
+            "must be like '10 seconds' (0 seconds: back to back)",
+            self.trigger_interval,
+        )
         _require(bool(self.file_glob.strip()), "ingest.file_glob", "must be non-empty", self.file_glob)
         _require(_interval_ok(self.max_file_age), "ingest.max_file_age", "must be like '3650 days'", self.max_file_age)
         _require(_interval_ok(self.max_future_skew), "ingest.max_future_skew", "must be like '15 minutes'", self.max_future_skew)
@@ -232,16 +256,6 @@ class SimulationConfig:
             _require(False, "simulation.start_date", "must be an ISO date (YYYY-MM-DD)", self.start_date)
 
 
-_INTERVAL_UNITS = ("second", "seconds", "minute", "minutes", "hour", "hours", "day", "days")
-
-
-def _is_interval(text: str) -> bool:
-    parts = text.split()
-    return len(parts) == 2 and parts[0].isdigit() and int(parts[0]) > 0 and parts[1] in _INTERVAL_UNITS
-
-
-
-
 DEFAULT_TERMINATION_PHRASES = (
     "stop",
     "cancel",
@@ -278,8 +292,8 @@ class SessionizeConfig:
     termination_intents: tuple[str, ...] = ("Stop", "Cancel")
 
     def __post_init__(self) -> None:
-        _require(_is_interval(self.session_gap), "sessionize.session_gap", "must be like '5 minutes'", self.session_gap)
-        _require(_is_interval(self.watermark), "sessionize.watermark", "must be like '10 minutes'", self.watermark)
+        _require(_interval_ok(self.session_gap), "sessionize.session_gap", "must be like '5 minutes'", self.session_gap)
+        _require(_interval_ok(self.watermark), "sessionize.watermark", "must be like '10 minutes'", self.watermark)
         _require(
             self.max_files_per_trigger >= 1, "sessionize.max_files_per_trigger", "must be >= 1", self.max_files_per_trigger
         )
@@ -441,8 +455,13 @@ class MiningConfig:
         for name in ("min_probability", "min_target_share", "min_target_success_rate", "max_source_success_rate"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"mining.{name}", "must be in [0, 1]", value)
-        for name in ("min_support_users", "min_support_chains"):
-            _require(getattr(self, name) >= 1, f"mining.{name}", "must be >= 1", getattr(self, name))
+        _require(
+            self.min_support_users >= 2,
+            "mining.min_support_users",
+            "must be >= 2 (a rewrite supported by a single user exposes that user)",
+            self.min_support_users,
+        )
+        _require(self.min_support_chains >= 1, "mining.min_support_chains", "must be >= 1", self.min_support_chains)
         _require(self.max_component_states >= 2, "mining.max_component_states", "must be >= 2", self.max_component_states)
         _require(self.solve_buckets >= 1, "mining.solve_buckets", "must be >= 1", self.solve_buckets)
         _require(self.solve_cells >= 1024, "mining.solve_cells", "must be >= 1024", self.solve_cells)
@@ -471,16 +490,45 @@ class AppConfig:
         )
 
 
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _as_int(value: object, key: str) -> int:
+    """``value`` as an int: an int, or a string of one; never a bool, a float or other text."""
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip()):
+        return int(value)
+    _require(isinstance(value, int) and not isinstance(value, bool), key, "must be an integer", value)
+    return value  # type: ignore[return-value]
+
+
+def _as_float(value: object, key: str) -> float:
+    """``value`` as a finite float.
+
+    YAML 1.1 reads ``5e-5`` (no dot) as a string, so a string holding a decimal number is
+    converted; ``.inf`` and ``.nan`` are floats to YAML but no usable window, rate or weight.
+    """
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        number = float(value)
+    else:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), key, "must be a number", value)
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except OverflowError:
+            number = math.inf
+    _require(math.isfinite(number), key, "must be finite", value)
+    return number
+
+
 def _check_scalar(value: object, expected: type, key: str) -> object:
+    """``value`` checked against, and converted to, the field type ``expected``."""
     if expected is bool:
         _require(isinstance(value, bool), key, "must be a boolean", value)
         return value
     if expected is int:
-        _require(isinstance(value, int) and not isinstance(value, bool), key, "must be an integer", value)
-        return value
+        return _as_int(value, key)
     if expected is float:
-        _require(isinstance(value, (int, float)) and not isinstance(value, bool), key, "must be a number", value)
-        return float(value)  # type: ignore[arg-type]
+        return _as_float(value, key)
     if expected is str:
         _require(isinstance(value, str), key, "must be a string", value)
         return value
