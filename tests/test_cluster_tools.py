@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from feedback.cluster import DAEMON_ENV, ClusterSpec, daemon_env, down, spark_home, submit_command, submit_env
+from feedback.cluster import (
+    DAEMON_ENV,
+    ClusterSpec,
+    daemon_env,
+    down,
+    free_port,
+    render_spark_env,
+    spark_home,
+    submit_command,
+    submit_env,
+)
 from feedback.config import SparkConfig
 from feedback.jars import jar_paths
 from feedback.rephrase_spark import detector_archive
@@ -28,6 +39,36 @@ def test_cluster_spec_validates_its_fields(tmp_path: Path) -> None:
         ClusterSpec(root=tmp_path, worker_memory="1 GB")
     with pytest.raises(TypeError, match="root must be a Path, got str"):
         ClusterSpec(root=str(tmp_path))  # type: ignore[arg-type]
+
+
+def test_spark_env_sh_quotes_every_value(tmp_path: Path) -> None:
+    python = f"{tmp_path}/my venv $(touch x) `touch y` it's/bin/python"
+    env_file = tmp_path / "spark-env.sh"
+    env_file.write_text(render_spark_env("127.0.0.1", python, {"NOTE": "a; touch z"}))
+    sourced = subprocess.run(
+        ["bash", "-c", 'source "$1"; printf %s "$PYSPARK_PYTHON"; printf "|%s|%s" "$SPARK_LOCAL_IP" "$NOTE"', "bash", str(env_file)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert sourced.stdout == f"{python}|127.0.0.1|a; touch z"
+    assert sourced.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spark-env.sh"]
+    defaults = render_spark_env("::1", sys.executable)
+    assert all(f"export {key}={value}" in defaults for key, value in DAEMON_ENV.items())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1; rm -rf /", "$(touch x)", "a b", "--help", "", "h`id`"])
+def test_a_host_that_is_no_name_or_address_is_refused(tmp_path: Path, host: str) -> None:
+    with pytest.raises(ValueError, match="host must be a hostname or an IP address"):
+        render_spark_env(host, sys.executable)
+    with pytest.raises(ValueError, match="host must be a hostname or an IP address"):
+        ClusterSpec(root=tmp_path, host=host)
+    with pytest.raises(ValueError, match="host must be a hostname or an IP address"):
+        free_port(host)
+    for good in ("127.0.0.1", "::1", "fe80::1", "worker-1.example.org", "localhost"):
+        assert ClusterSpec(root=tmp_path, host=good).host == good
 
 
 def test_daemons_run_this_venvs_python_without_tokenizer_threads(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -49,6 +51,25 @@ DAEMON_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
     "PYARROW_IGNORE_TIMEZONE": "1",
 }
+_HOST = re.compile(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}")
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_host(host: str) -> str:
+    """``host`` if it is a hostname or an IP address (letters, digits, dots, hyphens, colons).
+
+    The host reaches a shell (``spark-env.sh``), the daemons' command lines and URLs, so
+    anything else (spaces, ``;``, ``$``, a leading ``-`` read as an option) is refused here.
+
+    Raises:
+        TypeError: ``host`` is not a string.
+        ValueError: ``host`` is not such a name or address.
+    """
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a string, got {type(host).__name__}")
+    if _HOST.fullmatch(host) is None:
+        raise ValueError(f"host must be a hostname or an IP address (letters, digits, '.', '-', ':'), got {host!r}")
+    return host
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,7 @@ class ClusterSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.root, Path):
             raise TypeError(f"root must be a Path, got {type(self.root).__name__}")
+        check_host(self.host)
         for name in ("port", "webui_port"):
             value = getattr(self, name)
             if not 0 < value < 65536:
@@ -102,6 +124,7 @@ def spark_home() -> Path:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
+    check_host(host)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
@@ -128,17 +151,40 @@ def daemon_env(spec: ClusterSpec, base: Mapping[str, str] | None = None) -> dict
     return env
 
 
+def render_spark_env(host: str, python: str, extra: Mapping[str, str] | None = None) -> str:
+    """The text of ``conf/spark-env.sh``, every value shell-quoted.
+
+    ``load-spark-env.sh`` sources the file as shell for every daemon, so an unquoted value
+    holding a space, ``$(...)`` or a backquote would be split or run as a command.
+
+    Args:
+        host: the address the daemons bind (``SPARK_LOCAL_IP``); see ``check_host``.
+        python: the interpreter of the executors' Python workers (``PYSPARK_PYTHON``).
+        extra: more variables to export; ``DAEMON_ENV`` when None.
+
+    Raises:
+        ValueError: ``host`` is not a hostname or an IP address, ``python`` is empty or holds a
+            NUL byte, or a name of ``extra`` is not a shell variable name.
+    """
+    check_host(host)
+    variables = {"PYSPARK_PYTHON": python, "SPARK_LOCAL_IP": host, **(DAEMON_ENV if extra is None else extra)}
+    if not python:
+        raise ValueError("python must be a non-empty path")
+    lines = ["# Written by `python -m feedback.cluster up`; sourced by spark-daemon.sh for the master and workers."]
+    for name, value in variables.items():
+        if _SHELL_NAME.fullmatch(name) is None:
+            raise ValueError(f"extra: {name!r} is not a shell variable name")
+        if "\0" in value:
+            raise ValueError(f"{name}: a value cannot hold a NUL byte, got {value!r}")
+        lines.append(f"export {name}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
 def _write_conf(spec: ClusterSpec) -> None:
     """``conf/spark-env.sh``: ``load-spark-env.sh`` sources it for every daemon (kept for inspection)."""
     conf = spec.root.resolve() / "conf"
     conf.mkdir(parents=True, exist_ok=True)
-    lines = [
-        "# Written by `python -m feedback.cluster up`; sourced by spark-daemon.sh for the master and workers.",
-        f"export PYSPARK_PYTHON={sys.executable}",
-        f"export SPARK_LOCAL_IP={spec.host}",
-        *[f"export {key}={value}" for key, value in DAEMON_ENV.items()],
-    ]
-    (conf / "spark-env.sh").write_text("\n".join(lines) + "\n")
+    (conf / "spark-env.sh").write_text(render_spark_env(spec.host, sys.executable))
 
 
 def _daemon(env: Mapping[str, str], action: str, command: str, instance: int, *args: str) -> str:
