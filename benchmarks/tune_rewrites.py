@@ -30,13 +30,13 @@ from feedback.schema import REWRITE_VETOES_SCHEMA, LakePaths
 from feedback.spark import build_spark
 
 OPEN = MiningConfig(
-    min_probability=0.0, min_support_users=1, min_support_chains=1, min_target_success_rate=0.0, max_source_success_rate=1.0,
+    min_probability=0.0, min_support_users=2, min_support_chains=1, min_target_success_rate=0.0, max_source_success_rate=1.0,
     beat_own_success=False,
 )
 GRID = {
     "min_probability": [0.0, 0.02, 0.05, 0.1, 0.2],
     "min_target_share": [0.0, 0.1, 0.2, 0.3, 0.5],
-    "min_support_users": [1, 2, 3],
+    "min_support_users": [2, 3, 4],  # 1 is refused: a rewrite of one user exposes that user
     "min_support_chains": [1, 2, 3],
     "min_target_success_rate": [0.5, 0.7, 0.9],
     "max_source_success_rate": [0.5, 0.6, 0.7, 0.8, 0.9],
