@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from turn_data import Event, events_frame, stop
 
-from feedback.config import AppConfig
+from feedback.config import AppConfig, ConfigError, SessionizeConfig
 from feedback.detect import HEURISTIC_DETECTOR, label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
 from feedback.sessionize import aggregate_sessions, explode_sessions, mark_turns, normalize_utterance
 from feedback.silver import build_turns, resolve_chains
@@ -42,6 +43,26 @@ def test_gap_splits_sessions_and_orders_turns(spark: SparkSession) -> None:
     )
     assertDataFrameEqual(result, expected)
     assert turns.select("session_id").distinct().count() == 3
+
+
+def test_a_session_that_never_pauses_is_cut_at_max_session_duration(spark: SparkSession) -> None:
+    """Requests every 4 minutes from 11:30 to 14:30 (never a 5-minute gap): cut at 12:00 and 14:00 UTC."""
+    events = [Event(f"e{k:02d}", 5400 + 240 * k, f"request {k}") for k in range(46)]
+    turns = turns_of(spark, events)
+    sessions = turns.groupBy("session_id").agg(
+        F.min("event_id").alias("first"), F.max("event_id").alias("last"), F.count(F.lit(1)).alias("turns"),
+        F.max("turn_index").alias("last_index"),
+    )
+    expected = spark.createDataFrame(
+        [("e00", "e07", 8, 7), ("e08", "e37", 30, 29), ("e38", "e45", 8, 7)],
+        "first string, last string, turns long, last_index int",
+    )
+    assertDataFrameEqual(sessions.drop("session_id"), expected)
+
+
+def test_max_session_duration_must_hold_two_gaps() -> None:
+    with pytest.raises(ConfigError, match=r"sessionize.max_session_duration: must be like '2 hours' and at least twice session_gap, got '9 minutes'"):
+        SessionizeConfig(max_session_duration="9 minutes")
 
 
 def test_barge_in_and_termination_rules(spark: SparkSession) -> None:

@@ -282,6 +282,7 @@ class SessionizeConfig:
 
     session_gap: str = "5 minutes"
     watermark: str = "10 minutes"
+    max_session_duration: str = "2 hours"
     max_files_per_trigger: int = 1000
     max_rows_per_batch: int = 100_000
     media_barge_in_window_s: float = 30.0
@@ -294,6 +295,13 @@ class SessionizeConfig:
     def __post_init__(self) -> None:
         _require(_interval_ok(self.session_gap), "sessionize.session_gap", "must be like '5 minutes'", self.session_gap)
         _require(_interval_ok(self.watermark), "sessionize.watermark", "must be like '10 minutes'", self.watermark)
+        _require(
+            _interval_ok(self.max_session_duration)
+            and interval_seconds(self.max_session_duration) >= 2 * interval_seconds(self.session_gap),
+            "sessionize.max_session_duration",
+            "must be like '2 hours' and at least twice session_gap",
+            self.max_session_duration,
+        )
         _require(
             self.max_files_per_trigger >= 1, "sessionize.max_files_per_trigger", "must be >= 1", self.max_files_per_trigger
         )

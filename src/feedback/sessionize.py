@@ -2,7 +2,9 @@
 
 Sessions are gap-based session windows per (user_id, device_id) under an event-time
 watermark, so state is bounded: a session is emitted once the watermark passes its end and
-its state is dropped. Everything after the aggregation works on whole sessions, so the
+its state is dropped. A session never crosses a UTC boundary of ``max_session_duration``
+(epoch-aligned), so a device that never pauses still has its sessions emitted and its state
+dropped; the cost is that a conversation running across a boundary is cut in two. Everything after the aggregation works on whole sessions, so the
 per-turn logic (what came next on the device, how long the response played) is a plain
 window over one session, identical in the stream and in ``feedback backfill``.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from feedback.config import SessionizeConfig
+from feedback.config import SessionizeConfig, interval_seconds
 
 TURN_FIELDS = (
     "ts",
@@ -69,14 +71,17 @@ def aggregate_sessions(events: DataFrame, config: SessionizeConfig) -> DataFrame
     Returns:
         One row per session: ``user_id``, ``device_id``, ``session`` (start, end) and ``turns``,
         the session's events as structs (in no particular order; ``explode_sessions`` orders them).
+        No session spans a boundary of ``config.max_session_duration``.
     """
     missing = {"user_id", "device_id", *TURN_FIELDS} - set(events.columns)
     if missing:
         raise ValueError(f"events is missing column(s) {sorted(missing)}")
+    span = F.floor(F.unix_seconds("ts") / F.lit(interval_seconds(config.max_session_duration))).alias("session_span")
     return (
         events.withWatermark("ts", config.watermark)
-        .groupBy("user_id", "device_id", F.session_window("ts", config.session_gap).alias("session"))
+        .groupBy("user_id", "device_id", span, F.session_window("ts", config.session_gap).alias("session"))
         .agg(F.collect_list(F.struct(*TURN_FIELDS)).alias("turns"))
+        .drop("session_span")
     )
 
 
