@@ -3,8 +3,6 @@ must not read, events from the future, and whole batches that fail the Great Exp
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import pytest
@@ -16,27 +14,7 @@ from pyspark.testing import assertDataFrameEqual
 from feedback.config import AppConfig, IngestConfig, ValidationConfig, replace_section
 from feedback.pipeline import run_pipeline
 from feedback.schema import LakePaths
-
-
-def event(event_id: str, ts: str, user_id: str = "u1") -> str:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "schema_version": 1,
-            "ts": ts,
-            "user_id": user_id,
-            "device_id": "d1",
-            "utterance": "play some jazz",
-            "status": "success",
-        }
-    )
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = "".join(line + "\n" for line in lines).encode("utf-8")
-    path.write_bytes(gzip.compress(body) if path.name.endswith(".gz") else body)
-    return path
+from landing_data import event, write_lines
 
 
 def bronze_ids(spark: SparkSession, lake: Path) -> list[str]:

@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = commands.add_parser("backfill", help="recompute silver and gold for whole days from bronze")
     backfill.add_argument("--lake", type=Path, required=True)
-    backfill.add_argument("--from", dest="first_day", type=_date, required=True, help="first event date, YYYY-MM-DD")
-    backfill.add_argument("--to", dest="last_day", type=_date, required=True, help="last event date, YYYY-MM-DD")
+    days = backfill.add_mutually_exclusive_group(required=True)
+    days.add_argument("--late", action="store_true", help="exactly the event dates with events the stream dropped as late")
+    days.add_argument("--from", dest="first_day", type=_date, help="first event date, YYYY-MM-DD (with --to)")
+    backfill.add_argument("--to", dest="last_day", type=_date, default=None, help="last event date, YYYY-MM-DD")
     _add_conf(backfill)
 
     evaluate = commands.add_parser("evaluate", help="score silver/turns against a simulator ground-truth file")
@@ -113,7 +115,10 @@ def _simulation_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "backfill" and (args.first_day is None) != (args.last_day is None):
+        parser.error("backfill: --from and --to go together (or use --late)")
     _configure_logging(args.verbose)
     config: AppConfig = load_config(args.conf, _simulation_overrides(args))
 
@@ -136,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from feedback.pipeline import run_stream
 
             print(run_stream(spark, config, args.events, args.lake).render())
+        elif args.command == "backfill" and args.late:
+            from feedback.late_events import backfill_late
+            from feedback.schema import LakePaths
+
+            print(backfill_late(spark, config, LakePaths.at(args.lake)).render())
         elif args.command == "backfill":
             from feedback.schema import LakePaths
             from feedback.silver import backfill

@@ -20,6 +20,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from feedback.config import AppConfig
 from feedback.ingest import format_summary, start_bronze_stream, summarize_ingest
+from feedback.late_events import record_silver_progress
 from feedback.schema import LakePaths
 from feedback.silver import start_silver_stream, summarize_silver
 
@@ -113,8 +114,10 @@ def summarize(spark: SparkSession, lake: str | Path) -> PipelineSummary:
 
 def run_pipeline(spark: SparkSession, config: AppConfig, events_dir: str | Path, lake: str | Path) -> PipelineSummary:
     """Process everything now in ``events_dir`` through every stage (Trigger.AvailableNow), then return."""
-    for query in start_queries(spark, config, events_dir, lake, available_now=True):
+    queries = start_queries(spark, config, events_dir, lake, available_now=True)
+    for query in queries:
         _await(query)
+    record_silver_progress(spark, LakePaths.at(lake), queries[-1], config.sessionize)
     return summarize(spark, lake)
 
 
@@ -136,15 +139,22 @@ def run_stream(
         signal.signal(signal.SIGINT, _request_stop)
         signal.signal(signal.SIGTERM, _request_stop)
     queries = start_queries(spark, config, events_dir, lake, available_now=False)
+    paths, silver = LakePaths.at(lake), queries[-1]
+    recorded_batch = -1
     try:
         while not stop.wait(1.0):
             failed = [q for q in queries if not q.isActive and q.exception() is not None]
             if failed:
                 raise RuntimeError(f"query {failed[0].name} failed: {failed[0].exception()}")
+            progress = silver.lastProgress
+            if progress is not None and progress.batchId != recorded_batch:
+                record_silver_progress(spark, paths, silver, config.sessionize)
+                recorded_batch = progress.batchId
     finally:
         for query in queries:
             if query.isActive:
                 query.stop()
+        record_silver_progress(spark, paths, silver, config.sessionize)
     return summarize(spark, lake)
 
 

@@ -328,6 +328,10 @@ class LakePaths:
         return self._join("_ops", "silver_batches")
 
     @property
+    def silver_progress(self) -> str:
+        return self._join("_ops", "silver_progress")
+
+    @property
     def rewrites(self) -> str:
         return self._join("gold", "rewrites")
 

@@ -316,12 +316,15 @@ def start_silver_stream(
     return stream.start()
 
 
-def backfill(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day: dt.date, last_day: dt.date) -> int:
+def backfill(
+    spark: SparkSession, config: AppConfig, lake: LakePaths, first_day: dt.date, last_day: dt.date, rebuild: bool = True
+) -> int:
     """Recompute silver for event dates ``first_day``..``last_day`` from bronze, then rebuild gold.
 
     Sessions are rebuilt from bronze events of one extra day on each side, so a session that
     crosses midnight is whole; only turns dated inside the range are replaced (atomically,
-    with ``replaceWhere``). Returns the number of turns written.
+    with ``replaceWhere``). ``rebuild=False`` leaves gold to the caller (several ranges, one
+    rebuild). Returns the number of turns written.
     """
     if last_day < first_day:
         raise ValueError(f"last_day {last_day} is before first_day {first_day}")
@@ -343,8 +346,9 @@ def backfill(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day:
             .option("replaceWhere", f"event_date >= '{first_day.isoformat()}' AND event_date <= '{last_day.isoformat()}'")
             .save(lake.silver_turns)
         )
-    rebuild_gold(spark, lake)
-    LOG.info("backfill %s..%s: %d turns rewritten, gold rebuilt", first_day, last_day, written)
+    if rebuild:
+        rebuild_gold(spark, lake)
+    LOG.info("backfill %s..%s: %d turns rewritten%s", first_day, last_day, written, ", gold rebuilt" if rebuild else "")
     return written
 
 
