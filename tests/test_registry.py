@@ -67,6 +67,7 @@ def test_alias_moves_only_to_a_better_version(client: MlflowClient) -> None:
         "eval_link_f1": "0.850000",
         "compared_with_version": "1",
         "compared_with_link_f1": "0.900000",
+        "champion_refused": "link_f1=0.850000 does not beat champion v1 (0.900000)",
     }
 
     with mlflow.start_run() as run:
@@ -93,3 +94,26 @@ def test_first_version_must_beat_the_baseline_when_asked(client: MlflowClient) -
     strong = apply_champion_rule(client, MODEL, "2", "link_f1", 0.95, None, allow_equal=False, baseline=("heuristic-v1", 0.90))
     assert strong.promoted
     assert str(client.get_model_version_by_alias(MODEL, CHAMPION_ALIAS).version) == "2"
+
+
+def test_no_version_takes_the_alias_without_beating_the_floor(client: MlflowClient) -> None:
+    identity = ("identity", 0.0)
+    with mlflow.start_run() as run:
+        level = apply_champion_rule(client, MODEL, "1", "net", 0.0, None, allow_equal=True, floor=identity)
+    assert (level.promoted, level.refused) == (False, "net=0.000000 does not beat identity (0.000000)")
+    assert client.get_registered_model(MODEL).aliases == {}
+    assert client.get_model_version(MODEL, "1").tags["champion_refused"] == level.refused
+    assert client.get_run(run.info.run_id).data.tags["champion_refused"] == level.refused
+    assert client.get_run(run.info.run_id).data.metrics == {"candidate_net": 0.0, "floor_net": 0.0, "promoted": 0.0}
+    assert level.describe().endswith(f"kept as challenger, champion refused: {level.refused}")
+
+    assert apply_champion_rule(client, MODEL, "2", "net", 0.1, None, allow_equal=True, floor=identity).promoted
+    assert client.get_registered_model(MODEL).aliases == {CHAMPION_ALIAS: 2}
+    # On a new evaluation set the champion scores -0.2 too: no worse than it is not enough.
+    tie = apply_champion_rule(client, MODEL, "3", "net", -0.2, -0.2, allow_equal=True, floor=identity)
+    assert (tie.promoted, tie.champion_version) == (False, "2")
+    assert client.get_registered_model(MODEL).aliases == {CHAMPION_ALIAS: 2}
+    below = apply_champion_rule(client, MODEL, "4", "net", 0.05, 0.1, allow_equal=True, floor=identity)
+    assert below.refused == "net=0.050000 is below champion v2 (0.100000)"
+    with pytest.raises(TypeError, match="floor"):
+        apply_champion_rule(client, MODEL, "4", "net", 0.5, 0.1, allow_equal=True, floor=0.0)  # type: ignore[arg-type]

@@ -215,17 +215,69 @@ def test_champion_moves_only_when_no_worse(spark: SparkSession, registered: tupl
     metrics = {m.key: m.value for m in logged.metrics}
     assert (metrics["wins"], metrics["losses"], metrics["net_fixed_share"]) == (2.0, 1.0, pytest.approx(1 / 6))
 
-    # An emptied table fixes nothing: version 2 is worse and stays a challenger.
+    # An emptied table fixes nothing: version 2 does no better than the identity and stays a challenger.
     DeltaTable.forPath(spark, lake.rewrites).delete()
     emptied = int(DeltaTable.forPath(spark, lake.rewrites).history(1).first()["version"])
     assert "kept as challenger" in register_version(spark, lake, emptied)
     assert champion_number() == "1"
-    assert client.get_model_version(QUERY_REWRITER, "2").tags["champion_decision"] == "rejected"
+    tags = client.get_model_version(QUERY_REWRITER, "2").tags
+    assert (tags["champion_decision"], tags["champion_refused"]) == (
+        "rejected",
+        "net_fixed_share=0.000000 does not beat the identity rewriter (0.000000)",
+    )
 
     # The first table again: no worse than the champion (equal), so version 3 takes the alias.
     assert "promoted" in register_version(spark, lake, first.table_version)
     assert champion_number() == "3"
     assert client.get_model_version(QUERY_REWRITER, "3").tags["compared_with_version"] == "1"
+
+
+def identity_truth(path: Path, a_means: tuple[str, dict[str, str]]) -> Path:
+    """Ground truth in which ``a`` (defective twice) means ``a_means`` and ``b`` is served as Paris."""
+    records = [
+        truth_record("a1", "a", *a_means, defective=True),
+        truth_record("a2", "a", *a_means, defective=True),
+        truth_record("b1", "b", *PARIS, defective=False),
+        truth_record("b2", "b", *PARIS, defective=False),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_only_a_version_that_beats_the_identity_becomes_champion(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    lake = LakePaths.at(tmp_path / "lake")
+    silver_frame(spark, HAND_CHAINS).write.format("delta").partitionBy(*SILVER_PARTITION_COLUMNS).save(lake.silver_turns)
+    config = replace_section(AppConfig(), mining=dataclasses.replace(MiningConfig(), register=True))
+    # The mined a -> b (Paris) on traffic where a means London: 0 wins, 2 losses, net_fixed_share -1.
+    losing = identity_truth(tmp_path / "losing.jsonl", LONDON)
+    winning = identity_truth(tmp_path / "winning.jsonl", PARIS)
+
+    first = mine(spark, config, lake.root, losing)
+    configure_mlflow(lake.root)
+    client = MlflowClient()
+    assert client.get_registered_model(QUERY_REWRITER).aliases == {}
+    refused = "net_fixed_share=-1.000000 does not beat the identity rewriter (0.000000)"
+    assert client.get_model_version(QUERY_REWRITER, "1").tags["champion_refused"] == refused
+    assert client.get_run(first.run_id).data.tags["champion_refused"] == refused
+    assert f"kept as challenger, champion refused: {refused}" in first.render()
+
+    # The same table where a means Paris: 2 wins, net_fixed_share 1 -> champion.
+    second = mine(spark, config, lake.root, winning)
+    configure_mlflow(lake.root)
+    assert "promoted to champion" in str(second.registration)
+    assert client.get_registered_model(QUERY_REWRITER).aliases == {CHAMPION_ALIAS: 2}
+    assert "champion_refused" not in client.get_model_version(QUERY_REWRITER, "2").tags
+
+    # Back on the losing traffic, version 3 ties the champion (the same table, -1 each): no worse
+    # than the champion, yet no better than rewriting nothing, so the alias stays.
+    third = mine(spark, config, lake.root, losing)
+    configure_mlflow(lake.root)
+    assert "kept as challenger" in str(third.registration)
+    assert client.get_registered_model(QUERY_REWRITER).aliases == {CHAMPION_ALIAS: 2}
+    assert client.get_model_version(QUERY_REWRITER, "3").tags["champion_refused"] == refused
 
 
 def free_port() -> int:

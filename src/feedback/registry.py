@@ -2,8 +2,10 @@
 
 Both models of this project (``rephrase-detector``, ``query-rewriter``) are registered with
 aliases, never stages. A new version becomes ``champion`` only when its score on the
-evaluation set clears the current champion's; the decision and both scores are logged to the
-run and tagged on the version, so the registry itself explains why an alias moved or not.
+evaluation set clears the current champion's and, where the caller names one, a floor that no
+champion may sit at or below (for the rewriter: the identity, which rewrites nothing); the
+decision and the scores are logged to the run and tagged on the version (``champion_refused``
+says why a version was passed over), so the registry itself explains why an alias moved or not.
 """
 
 from __future__ import annotations
@@ -116,16 +118,33 @@ class ChampionDecision:
     promoted: bool
     baseline: str | None = None
     baseline_score: float | None = None
+    floor: str | None = None
+    floor_score: float | None = None
+    refused: str | None = None
+    """Why the version was not promoted (None when it was): what is tagged as ``champion_refused``."""
 
     def describe(self) -> str:
+        """One line for logs and run summaries: the scores compared and the verdict, with the reason when refused."""
         if self.champion_version is not None and self.champion_score is not None:
             previous = f"champion v{self.champion_version} {self.metric}={self.champion_score:.4f}"
         elif self.baseline is not None and self.baseline_score is not None:
             previous = f"no champion yet, baseline {self.baseline} {self.metric}={self.baseline_score:.4f}"
         else:
             previous = "no champion yet"
-        verdict = "promoted to champion" if self.promoted else "kept as challenger"
+        verdict = "promoted to champion" if self.promoted else f"kept as challenger, champion refused: {self.refused}"
         return f"{self.model_name} v{self.candidate_version} {self.metric}={self.candidate_score:.4f} vs {previous}: {verdict}"
+
+
+def _refusal(
+    metric: str,
+    candidate_score: float,
+    versus: str,
+    versus_score: float,
+    allow_equal: bool,
+) -> str:
+    """The ``champion_refused`` reason: the candidate's score against what it failed to beat."""
+    relation = "is below" if allow_equal else "does not beat"
+    return f"{metric}={candidate_score:.6f} {relation} {versus} ({versus_score:.6f})"
 
 
 def apply_champion_rule(
@@ -138,22 +157,36 @@ def apply_champion_rule(
     *,
     allow_equal: bool,
     baseline: tuple[str, float] | None = None,
+    floor: tuple[str, float] | None = None,
 ) -> ChampionDecision:
     """Move ``champion`` to ``candidate_version`` when it beats the current champion's score.
 
     ``champion_score`` must be the current champion measured on the same evaluation set as the
     candidate (None when there is no champion). ``baseline``: (name, score) of what runs when
-    there is no champion (the heuristic detector); the first version must beat it too. The
-    decision is tagged on the new version and, when a run is active, logged to it (metrics and
+    there is no champion (the heuristic detector); the first version must beat it too.
+    ``floor``: (name, score) that every version, the first and any later one, must beat strictly,
+    whatever ``allow_equal`` says: "no worse than the champion" must not let a version that does
+    no better than the floor serve (the champion may score at or below it on a new evaluation
+    set). The decision is tagged on the new version (with ``champion_refused``, the reason, when
+    it is not promoted) and, when a run is active, logged to it (metrics and
     ``champion_decision.json``).
     """
+    if floor is not None and (
+        not isinstance(floor, tuple) or len(floor) != 2 or not isinstance(floor[1], (int, float))
+    ):
+        raise TypeError(f"floor must be a (name, score) tuple, got {floor!r}")
     current = champion_version(client, model_name)
     if current is not None and champion_score is None:
         raise ValueError(f"champion_score is required: {model_name} already has champion v{current.version}")
-    if current is not None:
-        promoted = beats_champion(candidate_score, champion_score, allow_equal=allow_equal)
-    else:
-        promoted = beats_champion(candidate_score, None if baseline is None else baseline[1], allow_equal=allow_equal)
+    refused: str | None = None
+    if floor is not None and not beats_champion(candidate_score, floor[1], allow_equal=False):
+        refused = _refusal(metric, candidate_score, floor[0], floor[1], allow_equal=False)
+    elif current is not None and champion_score is not None:
+        if not beats_champion(candidate_score, champion_score, allow_equal=allow_equal):
+            refused = _refusal(metric, candidate_score, f"champion v{current.version}", champion_score, allow_equal)
+    elif baseline is not None and not beats_champion(candidate_score, baseline[1], allow_equal=allow_equal):
+        refused = _refusal(metric, candidate_score, f"baseline {baseline[0]}", baseline[1], allow_equal)
+    promoted = refused is None
     decision = ChampionDecision(
         model_name=model_name,
         metric=metric,
@@ -164,6 +197,9 @@ def apply_champion_rule(
         promoted=promoted,
         baseline=None if current is not None or baseline is None else baseline[0],
         baseline_score=None if current is not None or baseline is None else float(baseline[1]),
+        floor=None if floor is None else str(floor[0]),
+        floor_score=None if floor is None else float(floor[1]),
+        refused=refused,
     )
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(candidate_version))
@@ -177,6 +213,8 @@ def apply_champion_rule(
             else "none" if decision.baseline_score is None else f"{decision.baseline_score:.6f}"
         ),
     }
+    if refused is not None:
+        tags["champion_refused"] = refused
     for key, value in tags.items():
         client.set_model_version_tag(model_name, str(candidate_version), key, value)
     if mlflow.active_run() is not None:
@@ -185,7 +223,11 @@ def apply_champion_rule(
             metrics[f"champion_{metric}"] = decision.champion_score
         if decision.baseline_score is not None:
             metrics[f"baseline_{metric}"] = decision.baseline_score
+        if decision.floor_score is not None:
+            metrics[f"floor_{metric}"] = decision.floor_score
         mlflow.log_metrics(metrics)
         mlflow.log_dict(asdict(decision), "champion_decision.json")
-    LOG.info("%s", decision.describe())
+        if refused is not None:
+            mlflow.set_tag("champion_refused", refused)
+    LOG.log(logging.WARNING if refused is not None else logging.INFO, "%s", decision.describe())
     return decision

@@ -8,8 +8,10 @@ plain Python because the model must not need Spark at serving time.
 
 Registration logs the rewrite table's Delta version as the run's input dataset, the mining
 thresholds as parameters and the offline evaluation as metrics of the logged model; the alias
-``champion`` moves to the new version only when it is no worse than the current champion on the
-same evaluation (``feedback.registry.apply_champion_rule`` with ``allow_equal=True``).
+``champion`` moves to the new version only when it beats the identity rewriter (no rewrite at
+all: ``net_fixed_share`` 0) and is no worse than the current champion on the same evaluation
+(``feedback.registry.apply_champion_rule`` with ``allow_equal=True`` and the identity as floor).
+A version refused the alias stays registered, tagged ``champion_refused`` with the reason.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ MODEL_CODE = str(Path(__file__).with_name("rewriter_model.py"))
 """The model-from-code file MLflow logs and runs at load time (it builds a ``QueryRewriter``)."""
 CHAMPION_METRIC = "net_fixed_share"
 """(wins - losses) / defective requests, by traffic: what rewriting would change, net, per defect seen."""
+IDENTITY_REWRITER = "the identity rewriter"
+IDENTITY_SCORE = 0.0
+"""``net_fixed_share`` of rewriting nothing (no wins, no losses): a rewriter must score above it to serve."""
 
 _NOT_WORD = re.compile(r"[^\w']|_")
 _SPACES = re.compile(r" +")
@@ -188,8 +193,9 @@ def register_rewriter(
 
     Call inside an active run (``start_mining_run``). Both the new version and the current
     champion are scored on the same evaluation: the simulator's ground truth when
-    ``truth_path`` is given, else the implicit evaluation from ``silver/turns``. Returns the
-    decision in words.
+    ``truth_path`` is given, else the implicit evaluation from ``silver/turns``. Every version,
+    the first included, must beat the identity rewriter, because a table that breaks as much as
+    it fixes should not be served even when nothing else is. Returns the decision in words.
     """
     from feedback import rewrite_eval
 
@@ -228,7 +234,14 @@ def register_rewriter(
         champion = rewrite_eval.evaluate_rewrites(rewrite_eval.rewrites_frame(spark, champion_table), traffic)
         champion_score = champion.metrics()[CHAMPION_METRIC]
     decision = apply_champion_rule(
-        client, QUERY_REWRITER, version, CHAMPION_METRIC, candidate.metrics()[CHAMPION_METRIC], champion_score, allow_equal=True
+        client,
+        QUERY_REWRITER,
+        version,
+        CHAMPION_METRIC,
+        candidate.net_fixed_share,
+        champion_score,
+        allow_equal=True,
+        floor=(IDENTITY_REWRITER, IDENTITY_SCORE),
     )
     return decision.describe()
 
