@@ -16,16 +16,19 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.config import AppConfig, MiningConfig, replace_section
+from feedback.config import AppConfig, ConfigError, MiningConfig, replace_section
 from feedback.mine import (
     CANDIDATE_SCHEMA,
     MiningOutcome,
+    MiningRefused,
     absorption_probabilities,
     add_veto,
     best_targets,
     build_chain,
     chain_support,
+    check_deletions,
     connected_components,
+    ensure_rewrite_tables,
     mine_rewrites,
     run,
     select_rewrites,
@@ -61,7 +64,7 @@ HAND_B = [
 HAND_F = [Fraction(3, 7), Fraction(3, 28), Fraction(1, 2)]
 LOOSE = MiningConfig(
     min_probability=0.0,
-    min_support_users=1,
+    min_support_users=2,  # the least the configuration allows; a -> b has two users
     min_support_chains=1,
     min_target_success_rate=0.0,
     max_source_success_rate=1.0,
@@ -390,3 +393,61 @@ def test_run_merges_by_source_and_keeps_the_history(spark: SparkSession, app_con
     assert sorted(r["source_utterance"] for r in before.collect()) == ["a", "d"]
     stored = spark.read.format("delta").load(lake.rewrite_vetoes).collect()
     assert [(r["source_utterance"], r["rewrite_utterance"], r["reason"]) for r in stored] == [("d", "e", "sounds wrong")]
+
+
+# Four independent rephrase pairs, each taken by two users who then succeeded: four rewrites.
+FOUR_PAIRS = [("k", "kk"), ("l", "ll"), ("m", "mm"), ("n", "nn")]
+FOUR_CHAINS = [Chain(f"p{source}{i}", (source, target), True) for source, target in FOUR_PAIRS for i in range(2)]
+
+
+def live_rewrites(spark: SparkSession, lake: LakePaths) -> DataFrame:
+    """The live table without ``mined_at`` (wall-clock time of the run that wrote it)."""
+    return spark.read.format("delta").load(lake.rewrites).drop("mined_at")
+
+
+def test_a_run_that_would_empty_the_table_is_refused(spark: SparkSession, app_config: AppConfig, tmp_path: Path) -> None:
+    lake = LakePaths.at(tmp_path / "lake")
+    config = replace_section(app_config, mining=dataclasses.replace(MiningConfig(), register=False))
+    write_silver(spark, lake, FOUR_CHAINS)
+    first = run(spark, config, lake.root)
+    expected = spark.createDataFrame(
+        [(source, target, 1.0, 2, 2, 0.0, 1.0, first.run_id) for source, target in FOUR_PAIRS],
+        "source_utterance string, rewrite_utterance string, probability double, support_users long, "
+        "support_chains long, source_success_rate double, target_success_rate double, run_id string",
+    )
+    assertDataFrameEqual(live_rewrites(spark, lake), expected)
+    history = DeltaTable.forPath(spark, lake.rewrites)
+
+    # An empty silver mines no chains: deleting 4 of 4 live rewrites is above the default 0.5.
+    write_silver(spark, lake, [])
+    with pytest.raises(MiningRefused, match=r"delete 4 of the 4 live rewrites .*max_delete_share=0\.5") as refused:
+        run(spark, config, lake.root)
+    assert (refused.value.deleted, refused.value.live) == (4, 4)
+    assertDataFrameEqual(live_rewrites(spark, lake), expected)
+    assert history.history(1).first()["version"] == first.table_version
+
+    # One pair left: 3 of 4 (0.75) is still too many.
+    write_silver(spark, lake, [c for c in FOUR_CHAINS if c.utterances[0] == "k"])
+    with pytest.raises(MiningRefused, match="delete 3 of the 4"):
+        run(spark, config, lake.root)
+    assertDataFrameEqual(live_rewrites(spark, lake), expected)
+
+    # Allowed to delete everything, the same empty run goes through.
+    write_silver(spark, lake, [])
+    emptied = run(spark, replace_section(config, mining=dataclasses.replace(config.mining, max_delete_share=1.0)), lake.root)
+    assert (emptied.rewrites, emptied.table_version) == (0, first.table_version + 1)
+    assert spark.read.format("delta").load(lake.rewrites).count() == 0
+    metrics = history.history(1).first()["operationMetrics"]
+    assert metrics["numTargetRowsDeleted"] == "4"
+
+
+def test_check_deletions_validates_the_share(spark: SparkSession, tmp_path: Path) -> None:
+    lake = LakePaths.at(tmp_path / "lake")
+    ensure_rewrite_tables(spark, lake)
+    nothing = spark.read.format("delta").load(lake.rewrites)
+    assert check_deletions(spark, lake.rewrites, nothing, 0.0) == (0, 0)  # an empty table refuses nothing
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(ValueError, match="max_delete_share"):
+            check_deletions(spark, lake.rewrites, nothing, bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="mining.max_delete_share"):
+        MiningConfig(max_delete_share=1.5)

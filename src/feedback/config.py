@@ -442,7 +442,9 @@ class MiningConfig:
     target's own success rate keeps out targets that only worked for the chains we saw; the
     source's ceiling keeps requests that mostly work untouched. ``beat_own_success`` adds the
     strictest reading (``B[u, S(v)] > B[u, S(u)]``). Defaults tuned on simulation seeds 21 and 33
-    (``benchmarks/tune_rewrites.py``, docs/quality.md).
+    (``benchmarks/tune_rewrites.py``, docs/quality.md). ``max_delete_share``: the MERGE deletes
+    every live rewrite the run no longer mines, so an empty or broken silver would empty
+    ``gold/rewrites``; a run that would delete more than this share of the live rows is refused.
     """
 
     min_probability: float = 0.02
@@ -458,9 +460,10 @@ class MiningConfig:
     max_label_iterations: int = 40
     register: bool = True
     experiment: str = "query-rewriter"
+    max_delete_share: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("min_probability", "min_target_share", "min_target_success_rate", "max_source_success_rate"):
+        for name in ("min_probability", "min_target_share", "min_target_success_rate", "max_source_success_rate", "max_delete_share"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"mining.{name}", "must be in [0, 1]", value)
         _require(

@@ -684,12 +684,62 @@ REWRITE_VALUE_COLUMNS = (
 )
 
 
-def merge_rewrites(spark: SparkSession, path: str, rewrites: DataFrame) -> int:
+class MiningRefused(RuntimeError):
+    """A mining run would delete too much of ``gold/rewrites``; nothing was written.
+
+    A RuntimeError so the scheduled job fails visibly instead of serving an emptied table.
+    """
+
+    def __init__(self, message: str, *, deleted: int, live: int, max_delete_share: float) -> None:
+        super().__init__(message)
+        self.deleted = deleted
+        self.live = live
+        self.max_delete_share = max_delete_share
+
+
+def check_deletions(spark: SparkSession, path: str, rewrites: DataFrame, max_delete_share: float) -> tuple[int, int]:
+    """Refuse a MERGE that would delete more than ``max_delete_share`` of the live rows; returns (deleted, live).
+
+    The MERGE deletes every live source the run no longer mines, so an empty or broken silver
+    (no chains) would empty the table the assistant serves from. Call with ``rewrites``
+    materialised: it is read once here and again by the MERGE.
+
+    Raises:
+        MiningRefused: ``deleted / live > max_delete_share`` (with at least one live row).
+        ValueError: ``max_delete_share`` is not in [0, 1].
+    """
+    if isinstance(max_delete_share, bool) or not isinstance(max_delete_share, (int, float)) or not 0.0 <= max_delete_share <= 1.0:
+        raise ValueError(f"max_delete_share must be a number in [0, 1], got {max_delete_share!r}")
+    live_rows = DeltaTable.forPath(spark, path).toDF().select("source_utterance")
+    counts = (
+        live_rows.join(rewrites.select("source_utterance").distinct().withColumn("_kept", F.lit(True)), "source_utterance", "left")
+        .agg(F.count(F.lit(1)).alias("live"), F.count_if(F.col("_kept").isNull()).alias("deleted"))
+        .first()
+    )
+    live, deleted = (int(counts["live"]), int(counts["deleted"])) if counts else (0, 0)
+    if live and deleted / live > max_delete_share:
+        message = (
+            f"mining refused: the run would delete {deleted} of the {live} live rewrites in {path} "
+            f"(share {deleted / live:.3f} > mining.max_delete_share={max_delete_share}); nothing was written. "
+            "Check silver/turns (an empty or broken run mines no chains), or raise mining.max_delete_share "
+            "to accept the deletions."
+        )
+        LOG.error("%s", message)
+        raise MiningRefused(message, deleted=deleted, live=live, max_delete_share=float(max_delete_share))
+    if deleted:
+        LOG.info("the MERGE deletes %d of the %d live rewrites", deleted, live)
+    return deleted, live
+
+
+def merge_rewrites(spark: SparkSession, path: str, rewrites: DataFrame, max_delete_share: float = MiningConfig.max_delete_share) -> int:
     """MERGE the mined rows into ``gold/rewrites`` by source; returns the table's new Delta version.
 
     Changed rows are updated, new sources inserted, sources no longer mined deleted; a row that
     did not change keeps its ``mined_at``/``run_id``, so the Delta history shows what changed.
+    ``check_deletions`` runs first: a run that would delete more than ``max_delete_share`` of
+    the live rows raises ``MiningRefused`` and writes nothing.
     """
+    check_deletions(spark, path, rewrites, max_delete_share)
     changed = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in REWRITE_VALUE_COLUMNS)
     columns = REWRITES_SCHEMA.fieldNames()
     (
@@ -769,6 +819,10 @@ def run(
         truth_path: a simulator ground truth; when given, the champion rule compares versions on
             it (``feedback.rewrite_eval``), otherwise on the implicit evaluation from silver.
         register: overrides ``mining.register``.
+
+    Raises:
+        MiningRefused: the MERGE would delete more than ``mining.max_delete_share`` of the live
+            rewrites (``check_deletions``); ``gold/rewrites`` is left as it was.
     """
     started = time.perf_counter()
     paths = LakePaths.at(lake)
@@ -806,7 +860,7 @@ def _mine_and_merge(
     try:
         count = rows.count()
         LOG.info("%d rewrites from %d states in %d components; merging", count, outcome.states, outcome.components)
-        version = merge_rewrites(spark, paths.rewrites, rows)
+        version = merge_rewrites(spark, paths.rewrites, rows, config.mining.max_delete_share)
     finally:
         release(rows)
         release(outcome.candidates)
