@@ -98,15 +98,15 @@ def test_top_defective_utterances_with_their_top_rephrases(spark: SparkSession) 
     )
     pairs = spark.createDataFrame(
         [
-            ("play the beetles", "play the beatles", 5, 0.8),
-            ("play the beetles", "play beatles", 2, 0.5),
-            ("play the beetles", "play the beetles please", 2, 0.0),
-            ("play the beetles", "play the bugs", 1, 0.0),
-            ("weather paris", "forecast paris", 1, 1.0),
+            ("play the beetles", "play the beatles", 5, 0.8, 4),
+            ("play the beetles", "play beatles", 2, 0.5, 2),
+            ("play the beetles", "play the beetles please", 2, 0.0, 2),
+            ("play the beetles", "play the bugs", 1, 0.0, 1),
+            ("weather paris", "forecast paris", 1, 1.0, 2),
         ],
-        "utterance string, rephrase string, chains long, success_share double",
+        "utterance string, rephrase string, chains long, success_share double, users long",
     )
-    result = top_defective_utterances(utterances, pairs, n=3, rephrases_per_utterance=2, min_traffic=2).collect()
+    result = top_defective_utterances(utterances, pairs, n=3, rephrases_per_utterance=2, min_traffic=2, min_users=2).collect()
     assert [(r["normalized_utterance"], r["defects"], [tuple(x) for x in r["rephrases"]]) for r in result] == [
         ("play the beetles", 8, [("play the beatles", 5, 0.8), ("play beatles", 2, 0.5)]),
         ("weather paris", 4, [("forecast paris", 1, 1.0)]),  # same defects as "wether london", higher rate
@@ -194,6 +194,7 @@ def test_chains_behind_a_rewrite_are_those_mining_counts(spark: SparkSession) ->
         ],
         TURNS,
     )
+    assert "user_id" not in chains_behind(turns, "a", "b").columns
     shown = [(r["chain_id"], r["turn_index"], r["normalized_utterance"]) for r in chains_behind(turns, "a", "b").collect()]
     assert shown == [("e1", 0, "a"), ("e1", 2, "b"), ("e4", 0, "x"), ("e4", 1, "a"), ("e4", 2, "b")]
     assert [r["chain_id"] for r in chains_behind(turns, "a", "b", max_chains=1).collect()] == ["e1", "e1"]

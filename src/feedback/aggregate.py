@@ -2,7 +2,9 @@
 
 Each micro-batch of complete sessions becomes an *increment* per gold table (pure functions
 below), which is MERGEd into the table by adding counts, taking min/max of first/last seen
-and unioning HyperLogLog sketches of users. The MERGEs run with Delta's idempotent-write
+and unioning HyperLogLog sketches of users. The sketches hold keyed user ids
+(``feedback.privacy.keyed_user_id``), never raw ones, so a sketch cannot be probed for a known
+user id; the analyst reads suppress rows of few users (``feedback.privacy.published``). The MERGEs run with Delta's idempotent-write
 session confs (``txnAppId``/``txnVersion``), so a replayed batch changes nothing.
 ``rebuild_gold`` applies the same increment functions to the whole silver table, so a
 backfill and the stream agree by construction.
@@ -17,6 +19,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from feedback.privacy import keyed_user_id, user_key as resolve_user_key
 from feedback.tables import idempotent_writes
 from feedback.schema import (
     DEFECT_METRICS_SCHEMA,
@@ -51,15 +54,18 @@ def defect_metrics_increment(turns: DataFrame) -> DataFrame:
     )
 
 
-def utterance_defects_increment(turns: DataFrame) -> DataFrame:
-    """Traffic and defects per normalized utterance (requests only; system commands excluded)."""
+def utterance_defects_increment(turns: DataFrame, user_key: bytes) -> DataFrame:
+    """Traffic and defects per normalized utterance (requests only; system commands excluded).
+
+    ``users_sketch`` sketches the user ids keyed with ``user_key`` (a raw id cannot probe it).
+    """
     return (
         turns.filter(~F.col("is_system_command"))
         .groupBy("normalized_utterance")
         .agg(
             F.count(F.lit(1)).alias("traffic"),
             F.sum(F.col("defect").cast("long")).alias("defects"),
-            F.hll_sketch_agg("user_id").alias("users_sketch"),
+            F.hll_sketch_agg(keyed_user_id(F.col("user_id"), user_key)).alias("users_sketch"),
             F.min("ts").alias("first_seen"),
             F.max("ts").alias("last_seen"),
         )
@@ -68,11 +74,12 @@ def utterance_defects_increment(turns: DataFrame) -> DataFrame:
     )
 
 
-def rephrase_pairs_increment(turns: DataFrame) -> DataFrame:
+def rephrase_pairs_increment(turns: DataFrame, user_key: bytes) -> DataFrame:
     """(utterance, rephrase) links with counts, users and how their chains ended.
 
     ``chains`` counts links; ``successful_chains`` those whose chain's last turn was not a
-    defect; ``target_successes`` those whose rephrase itself was not a defect.
+    defect; ``target_successes`` those whose rephrase itself was not a defect; ``users_sketch``
+    sketches the user ids keyed with ``user_key``.
     """
     sources = turns.select(F.col("event_id").alias("_source_id"), F.col("normalized_utterance").alias("_source_text"))
     links = (
@@ -86,7 +93,7 @@ def rephrase_pairs_increment(turns: DataFrame) -> DataFrame:
             F.count(F.lit(1)).alias("chains"),
             F.sum(F.col("chain_success").cast("long")).alias("successful_chains"),
             F.sum((~F.col("defect")).cast("long")).alias("target_successes"),
-            F.hll_sketch_agg("user_id").alias("users_sketch"),
+            F.hll_sketch_agg(keyed_user_id(F.col("user_id"), user_key)).alias("users_sketch"),
             F.min("ts").alias("first_seen"),
             F.max("ts").alias("last_seen"),
         )
@@ -182,18 +189,24 @@ def refresh_top_rephrases(spark: SparkSession, lake: LakePaths, utterances: Data
     )
 
 
-def fold_into_gold(spark: SparkSession, lake: LakePaths, turns: DataFrame, app_id: str, batch_id: int) -> None:
-    """Apply one batch of complete turns to every gold table, each MERGE idempotent for (app_id, batch_id)."""
+def fold_into_gold(
+    spark: SparkSession, lake: LakePaths, turns: DataFrame, app_id: str, batch_id: int, user_key: bytes | None = None
+) -> None:
+    """Apply one batch of complete turns to every gold table, each MERGE idempotent for (app_id, batch_id).
+
+    ``user_key``: the key of the sketched user ids; None reads the lake's (``feedback.privacy.user_key``).
+    """
+    key = user_key if user_key is not None else resolve_user_key(lake, quiet=True)
     metric_columns = DEFECT_METRICS_SCHEMA.fieldNames()
     utterance_columns = [c for c in UTTERANCE_DEFECTS_SCHEMA.fieldNames() if not c.startswith("top_rephrase")]
     pair_columns = REPHRASE_PAIRS_SCHEMA.fieldNames()
-    pairs = rephrase_pairs_increment(turns).persist()
+    pairs = rephrase_pairs_increment(turns, key).persist()
     try:
         with idempotent_writes(spark, f"{app_id}/defect_metrics", batch_id):
             merge_increment(spark, lake.defect_metrics, defect_metrics_increment(turns), DEFECT_METRICS_MERGE, metric_columns)
         with idempotent_writes(spark, f"{app_id}/utterance_defects", batch_id):
             merge_increment(
-                spark, lake.utterance_defects, utterance_defects_increment(turns), UTTERANCE_DEFECTS_MERGE, utterance_columns
+                spark, lake.utterance_defects, utterance_defects_increment(turns, key), UTTERANCE_DEFECTS_MERGE, utterance_columns
             )
         with idempotent_writes(spark, f"{app_id}/rephrase_pairs", batch_id):
             merge_increment(spark, lake.rephrase_pairs, pairs, REPHRASE_PAIRS_MERGE, pair_columns)
@@ -203,11 +216,15 @@ def fold_into_gold(spark: SparkSession, lake: LakePaths, turns: DataFrame, app_i
         pairs.unpersist()
 
 
-def rebuild_gold(spark: SparkSession, lake: LakePaths) -> None:
-    """Recompute every gold table from the whole of ``silver/turns`` (after a backfill)."""
+def rebuild_gold(spark: SparkSession, lake: LakePaths, user_key: bytes | None = None) -> None:
+    """Recompute every gold table from the whole of ``silver/turns`` (after a backfill or a key change).
+
+    ``user_key``: the key of the sketched user ids; None reads the lake's (``feedback.privacy.user_key``).
+    """
+    key = user_key if user_key is not None else resolve_user_key(lake)
     silver = spark.read.format("delta").load(lake.silver_turns)
-    pairs = rephrase_pairs_increment(silver)
-    utterances = utterance_defects_increment(silver).withColumn("top_rephrase", F.lit(None).cast("string")).withColumn(
+    pairs = rephrase_pairs_increment(silver, key)
+    utterances = utterance_defects_increment(silver, key).withColumn("top_rephrase", F.lit(None).cast("string")).withColumn(
         "top_rephrase_count", F.lit(None).cast("long")
     )
     for path, frame, schema in (

@@ -481,6 +481,28 @@ class MiningConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """What the analyst-facing reads of gold may show (``feedback.privacy``).
+
+    ``min_users``: a gold row seen from fewer distinct users is not shown, because a row of one
+    or two users tells about those users. The tables keep such rows: their user sketches are
+    unioned into counts over several rows, which would be wrong without them. The HMAC key of
+    the sketched user ids is not configured here: it comes from the environment
+    (``FEEDBACK_USER_KEY``).
+    """
+
+    min_users: int = 5
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.min_users, int) and not isinstance(self.min_users, bool) and self.min_users >= 2,
+            "privacy.min_users",
+            "must be an integer >= 2",
+            self.min_users,
+        )
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """The whole configuration of one run."""
 
@@ -491,6 +513,7 @@ class AppConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     rephrase_model: RephraseModelConfig = field(default_factory=RephraseModelConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         _require(

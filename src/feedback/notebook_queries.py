@@ -5,6 +5,12 @@ return; keeping the logic here (pure DataFrame -> DataFrame functions, plus two 
 the registry) means it is unit-tested on hand-made frames and the notebooks stay a few lines per
 cell. Rates are always recomputed from summed counts, never averaged over rows, so an hour with
 three turns does not weigh as much as one with three thousand.
+
+What they show about users is counts, never user ids. Gold rows seen from fewer than
+``privacy.min_users`` distinct users are left out here (``feedback.privacy.published``): the
+gold tables keep them, because their user sketches are unioned into counts over several rows,
+so this read is where they are suppressed. ``gold/defect_metrics`` has no per-user column and
+is shown whole.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from feedback.mine import REWRITE_VALUE_COLUMNS
+from feedback.privacy import DEFAULT_MIN_USERS, check_min_users, published
 from feedback.registry import CHAMPION_ALIAS, QUERY_REWRITER, REPHRASE_DETECTOR
 
 if TYPE_CHECKING:
@@ -112,15 +119,18 @@ def top_defective_utterances(
     n: int = 10,
     rephrases_per_utterance: int = 3,
     min_traffic: int = 1,
+    min_users: int = DEFAULT_MIN_USERS,
 ) -> DataFrame:
     """The requests that fail most often, each with the wordings users most often switched to.
 
     Args:
         utterances: ``gold/utterance_defects``.
-        pairs: ``gold/rephrase_pairs`` (``utterance`` -> ``rephrase``, with ``chains``).
+        pairs: ``gold/rephrase_pairs`` (``utterance`` -> ``rephrase``, with ``chains`` and ``users``).
         n: how many utterances (most defects first; ties: higher rate, then the text).
         rephrases_per_utterance: rephrases kept per utterance, most chains first (ties: the text).
         min_traffic: ignore utterances heard fewer times than this.
+        min_users: ``privacy.min_users``: utterances and rephrases said by fewer distinct users
+            are not shown (the rows are left out before ranking).
 
     Returns:
         ``normalized_utterance``, ``traffic``, ``defects``, ``defect_rate``, ``users`` and
@@ -130,6 +140,9 @@ def top_defective_utterances(
     _check_positive("n", n)
     _check_positive("rephrases_per_utterance", rephrases_per_utterance)
     _check_positive("min_traffic", min_traffic)
+    check_min_users(min_users)
+    utterances = published(utterances, min_users)
+    pairs = published(pairs, min_users)
     worst = (
         utterances.filter((F.col("traffic") >= min_traffic) & (F.col("defects") > 0))
         .orderBy(F.desc("defects"), F.desc("defect_rate"), F.asc("normalized_utterance"))
@@ -262,8 +275,9 @@ def chains_behind(turns: DataFrame, source: str, rewrite: str, max_chains: int =
         max_chains: the earliest chains kept.
 
     Returns:
-        ``chain_id``, ``user_id``, ``turn_index``, ``ts``, ``utterance``, ``normalized_utterance``,
-        ``status``, ``defect``, ``rephrase_score``, ``rephrase_detector``; ordered by chain start, turn.
+        ``chain_id``, ``turn_index``, ``ts``, ``utterance``, ``normalized_utterance``, ``status``,
+        ``defect``, ``rephrase_score``, ``rephrase_detector``; ordered by chain start, turn. No
+        ``user_id``: a reviewer needs the wordings, not who said them (``support_users`` counts them).
     """
     for name, value in (("source", source), ("rewrite", rewrite)):
         if not isinstance(value, str) or not value:
@@ -289,7 +303,6 @@ def chains_behind(turns: DataFrame, source: str, rewrite: str, max_chains: int =
         requests.join(supporting, "chain_id")
         .select(
             "chain_id",
-            "user_id",
             "turn_index",
             "ts",
             "utterance",

@@ -21,6 +21,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from feedback.config import AppConfig
 from feedback.ingest import format_summary, start_bronze_stream, summarize_ingest
 from feedback.late_events import record_silver_progress
+from feedback.privacy import user_key
 from feedback.schema import LakePaths
 from feedback.silver import start_silver_stream, summarize_silver
 
@@ -77,6 +78,7 @@ def start_queries(
 ) -> list[StreamingQuery]:
     """Start every stage's streaming query, upstream first."""
     events, paths = _check_dirs(events_dir, lake)
+    user_key(paths)  # fail before any query starts when the lake has no usable key for gold's user sketches
     _attach_progress_logger(spark)
     bronze = start_bronze_stream(spark, config, events, paths, available_now=available_now)
     if available_now:
