@@ -1,26 +1,24 @@
-"""Silver turns -> gold defect signals, incrementally and replay-safe.
+"""Silver turns -> gold defect signals: the same pure functions for a micro-batch and a rebuild.
 
-Each micro-batch of complete sessions becomes an *increment* per gold table (pure functions
-below), which is MERGEd into the table by adding counts, taking min/max of first/last seen
-and unioning HyperLogLog sketches of users. The sketches hold keyed user ids
-(``feedback.privacy.keyed_user_id``), never raw ones, so a sketch cannot be probed for a known
-user id; the analyst reads suppress rows of few users (``feedback.privacy.published``). The MERGEs run with Delta's idempotent-write
-session confs (``txnAppId``/``txnVersion``), so a replayed batch changes nothing.
-``rebuild_gold`` applies the same increment functions to the whole silver table, so a
-backfill and the stream agree by construction.
+Each gold table is an aggregate of ``silver/turns`` (pure functions below). A micro-batch does
+not add its counts to gold: it recomputes, from silver, the gold rows whose keys its turns
+touch and MERGEs them in (``fold_into_gold``), so gold equals ``rebuild_gold`` after any mix of
+stream, backfill, replay and reset checkpoints, and a replayed batch changes nothing.
+The sketches hold keyed user ids (``feedback.privacy.keyed_user_id``), never raw ones, so a
+sketch cannot be probed for a known user id; the analyst reads suppress rows of few users
+(``feedback.privacy.published``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from feedback.privacy import keyed_user_id, user_key as resolve_user_key
-from feedback.tables import idempotent_writes
+from feedback.checkpoints import checkpointed
 from feedback.schema import (
     DEFECT_METRICS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
@@ -116,104 +114,108 @@ def top_rephrases(pairs: DataFrame) -> DataFrame:
     )
 
 
-@dataclass(frozen=True)
-class MergeSpec:
-    """How an increment folds into its table."""
+def replace_in_scope(
+    spark: SparkSession, path: str, recomputed: DataFrame, scope: DataFrame, keys: Sequence[str], columns: Sequence[str]
+) -> None:
+    """Make the rows of the Delta table at ``path`` that fall in ``scope`` equal ``recomputed``, in one MERGE.
 
-    keys: tuple[str, ...]
-    sums: tuple[str, ...] = ()
-    mins: tuple[str, ...] = ()
-    maxs: tuple[str, ...] = ()
-    sketches: tuple[tuple[str, str], ...] = ()  # (sketch column, estimate column)
-    ratios: tuple[tuple[str, str, str], ...] = ()  # (ratio column, numerator, denominator)
-
-    def update_set(self) -> dict[str, str]:
-        updates = {c: f"t.{c} + s.{c}" for c in self.sums}
-        updates |= {c: f"least(t.{c}, s.{c})" for c in self.mins}
-        updates |= {c: f"greatest(t.{c}, s.{c})" for c in self.maxs}
-        for sketch, estimate in self.sketches:
-            updates[sketch] = f"hll_union(t.{sketch}, s.{sketch})"
-            updates[estimate] = f"hll_sketch_estimate(hll_union(t.{sketch}, s.{sketch}))"
-        for ratio, numerator, denominator in self.ratios:
-            updates[ratio] = f"(t.{numerator} + s.{numerator}) / (t.{denominator} + s.{denominator})"
-        return updates
-
-
-DEFECT_METRICS_MERGE = MergeSpec(
-    keys=("hour", "domain", "intent", "device_type"),
-    sums=("turns", "defects", "barge_ins", "rephrases", "terminations"),
-    ratios=(("defect_rate", "defects", "turns"),),
-)
-UTTERANCE_DEFECTS_MERGE = MergeSpec(
-    keys=("normalized_utterance",),
-    sums=("traffic", "defects"),
-    mins=("first_seen",),
-    maxs=("last_seen",),
-    sketches=(("users_sketch", "users"),),
-    ratios=(("defect_rate", "defects", "traffic"),),
-)
-REPHRASE_PAIRS_MERGE = MergeSpec(
-    keys=("utterance", "rephrase"),
-    sums=("chains", "successful_chains", "target_successes"),
-    mins=("first_seen",),
-    maxs=("last_seen",),
-    sketches=(("users_sketch", "users"),),
-    ratios=(("success_share", "successful_chains", "chains"),),
-)
-
-
-def merge_increment(spark: SparkSession, path: str, increment: DataFrame, spec: MergeSpec, columns: Sequence[str]) -> None:
-    """Fold ``increment`` into the Delta table at ``path`` (insert new keys, combine existing ones)."""
-    condition = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+    ``scope`` holds values of some of ``keys``: every target row matching it is updated from
+    ``recomputed``, or deleted when ``recomputed`` no longer has its key; new keys are inserted.
+    Columns outside ``columns`` (such as ``top_rephrase``) are left as they are.
+    """
+    existing = spark.read.format("delta").load(path).join(F.broadcast(scope), list(scope.columns), "left_semi")
+    gone = existing.select(*keys).join(recomputed.select(*keys), list(keys), "left_anti")
+    source = recomputed.select(*columns, F.lit(False).alias("_gone")).unionByName(
+        gone.select(*keys, F.lit(True).alias("_gone")), allowMissingColumns=True
+    )
     (
         DeltaTable.forPath(spark, path)
         .alias("t")
-        .merge(increment.select(*columns).alias("s"), condition)
-        .whenMatchedUpdate(set=spec.update_set())
-        .whenNotMatchedInsert(values={c: f"s.{c}" for c in columns})
+        .merge(source.alias("s"), " AND ".join(f"t.{k} <=> s.{k}" for k in keys))
+        .whenMatchedDelete(condition="s._gone")
+        .whenMatchedUpdate(set={c: f"s.{c}" for c in columns})
+        .whenNotMatchedInsert(condition="NOT s._gone", values={c: f"s.{c}" for c in columns})
         .execute()
     )
 
 
+DEFECT_METRICS_KEYS = ("hour", "domain", "intent", "device_type")
+UTTERANCE_DEFECTS_KEYS = ("normalized_utterance",)
+REPHRASE_PAIRS_KEYS = ("utterance", "rephrase")
+_PAIR_INPUTS = ("event_id", "rephrase_of", "normalized_utterance", "chain_success", "defect", "user_id", "ts")
+
+
 def refresh_top_rephrases(spark: SparkSession, lake: LakePaths, utterances: DataFrame | None) -> None:
-    """Recompute ``top_rephrase`` of ``utterances`` (all when None) from ``gold/rephrase_pairs``."""
+    """Recompute ``top_rephrase`` of ``utterances`` (an ``utterance`` column; all when None) from ``gold/rephrase_pairs``.
+
+    An utterance of ``utterances`` left without any pair gets nulls, as a rebuild gives it.
+    """
     pairs = spark.read.format("delta").load(lake.rephrase_pairs)
-    if utterances is not None:
-        pairs = pairs.join(utterances.select(F.col("utterance")).distinct(), "utterance", "left_semi")
+    if utterances is None:
+        source = top_rephrases(pairs)
+    else:
+        affected = utterances.select(F.col("utterance").alias("normalized_utterance")).distinct()
+        best = top_rephrases(pairs.join(F.broadcast(utterances.select("utterance").distinct()), "utterance", "left_semi"))
+        source = affected.join(best, "normalized_utterance", "left")
     (
         DeltaTable.forPath(spark, lake.utterance_defects)
         .alias("t")
-        .merge(top_rephrases(pairs).alias("s"), "t.normalized_utterance = s.normalized_utterance")
+        .merge(source.alias("s"), "t.normalized_utterance = s.normalized_utterance")
         .whenMatchedUpdate(set={"top_rephrase": "s.top_rephrase", "top_rephrase_count": "s.top_rephrase_count"})
         .execute()
     )
 
 
-def fold_into_gold(
-    spark: SparkSession, lake: LakePaths, turns: DataFrame, app_id: str, batch_id: int, user_key: bytes | None = None
-) -> None:
-    """Apply one batch of complete turns to every gold table, each MERGE idempotent for (app_id, batch_id).
+def fold_into_gold(spark: SparkSession, lake: LakePaths, turns: DataFrame, user_key: bytes | None = None) -> None:
+    """Bring every gold row a batch of turns touches back to what ``rebuild_gold`` would give it.
 
-    ``user_key``: the key of the sketched user ids; None reads the lake's (``feedback.privacy.user_key``).
+    Why not add the batch's counts: the same turn can reach silver more than once (a backfill
+    writes sessions the stream still holds open and emits later; a reset checkpoint emits every
+    session again). Silver is upserted by event id, so it holds each turn once; gold rows are
+    recomputed from silver for the keys the batch touches: the hours of its turns, the
+    utterances it holds, and the pairs whose rephrase is one of them (a pair's link lives on its
+    rephrase turn). Running it again gives the same tables, so a replay needs no guard.
+    ``turns`` must already be in silver. ``user_key``: the key of the sketched user ids; None
+    reads the lake's (``feedback.privacy.user_key``).
     """
     key = user_key if user_key is not None else resolve_user_key(lake, quiet=True)
-    metric_columns = DEFECT_METRICS_SCHEMA.fieldNames()
-    utterance_columns = [c for c in UTTERANCE_DEFECTS_SCHEMA.fieldNames() if not c.startswith("top_rephrase")]
-    pair_columns = REPHRASE_PAIRS_SCHEMA.fieldNames()
-    pairs = rephrase_pairs_increment(turns, key).persist()
-    try:
-        with idempotent_writes(spark, f"{app_id}/defect_metrics", batch_id):
-            merge_increment(spark, lake.defect_metrics, defect_metrics_increment(turns), DEFECT_METRICS_MERGE, metric_columns)
-        with idempotent_writes(spark, f"{app_id}/utterance_defects", batch_id):
-            merge_increment(
-                spark, lake.utterance_defects, utterance_defects_increment(turns, key), UTTERANCE_DEFECTS_MERGE, utterance_columns
+    silver = spark.read.format("delta").load(lake.silver_turns)
+    hour = F.date_trunc("hour", "ts").alias("hour")
+    with checkpointed(turns.select(hour, "event_date").distinct()) as hours, checkpointed(
+        turns.select("normalized_utterance").distinct()
+    ) as utterances:
+        dates = [r["event_date"] for r in hours.select("event_date").distinct().collect()]
+        touched_hours = hours.select("hour").distinct()
+        in_hours = silver.filter(F.col("event_date").isin(dates)).join(
+            F.broadcast(touched_hours), F.date_trunc("hour", "ts") == touched_hours["hour"], "left_semi"
+        )
+        replace_in_scope(
+            spark, lake.defect_metrics, defect_metrics_increment(in_hours), touched_hours,
+            DEFECT_METRICS_KEYS, DEFECT_METRICS_SCHEMA.fieldNames(),
+        )
+        of_utterances = silver.join(F.broadcast(utterances), "normalized_utterance", "left_semi")
+        utterance_columns = [c for c in UTTERANCE_DEFECTS_SCHEMA.fieldNames() if not c.startswith("top_rephrase")]
+        replace_in_scope(
+            spark, lake.utterance_defects, utterance_defects_increment(of_utterances, key), utterances,
+            UTTERANCE_DEFECTS_KEYS, utterance_columns,
+        )
+        with checkpointed(of_utterances.filter(F.col("rephrase_of").isNotNull()).select(*_PAIR_INPUTS)) as links:
+            source_ids = links.select(F.col("rephrase_of").alias("event_id")).distinct()
+            sources = silver.join(F.broadcast(source_ids), "event_id", "left_semi").select(*_PAIR_INPUTS)
+            pair_turns = links.unionByName(sources).dropDuplicates(["event_id"])
+            before = spark.read.format("delta").load(lake.rephrase_pairs).join(
+                F.broadcast(utterances.select(F.col("normalized_utterance").alias("rephrase"))), "rephrase", "left_semi"
             )
-        with idempotent_writes(spark, f"{app_id}/rephrase_pairs", batch_id):
-            merge_increment(spark, lake.rephrase_pairs, pairs, REPHRASE_PAIRS_MERGE, pair_columns)
-        # A recompute from rephrase_pairs, so running it again on replay gives the same result.
-        refresh_top_rephrases(spark, lake, pairs)
-    finally:
-        pairs.unpersist()
+            with checkpointed(before.select("utterance")) as touched_sources:
+                replace_in_scope(
+                    spark, lake.rephrase_pairs, rephrase_pairs_increment(pair_turns, key),
+                    utterances.select(F.col("normalized_utterance").alias("rephrase")),
+                    REPHRASE_PAIRS_KEYS, REPHRASE_PAIRS_SCHEMA.fieldNames(),
+                )
+                after = spark.read.format("delta").load(lake.rephrase_pairs).join(
+                    F.broadcast(utterances.select(F.col("normalized_utterance").alias("rephrase"))), "rephrase", "left_semi"
+                )
+                refresh_top_rephrases(spark, lake, touched_sources.unionByName(after.select("utterance")))
 
 
 def rebuild_gold(spark: SparkSession, lake: LakePaths, user_key: bytes | None = None) -> None:

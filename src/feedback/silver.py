@@ -3,8 +3,8 @@
 The stream reads bronze as a Delta streaming source, closes gap-based sessions under a
 watermark (RocksDB state, bounded by the watermark), and hands each micro-batch of complete
 sessions to ``SilverBatchWriter``: turns are built by the pure ``build_turns`` and upserted
-into silver by ``event_id``; gold is folded in incrementally (``feedback.aggregate``). Every
-write is idempotent for (app id, batch id), so a replayed batch changes nothing.
+into silver by ``event_id``; the gold rows they touch are recomputed from silver
+(``feedback.aggregate``), so a replayed batch changes nothing.
 
 Events older than the watermark when they reach the stream are not sessionized by it (they
 are safe in bronze); ``backfill`` recomputes silver for whole days from bronze and rebuilds
@@ -241,7 +241,7 @@ class SilverBatchWriter:
                 dates = [r["event_date"] for r in turns.select("event_date").distinct().collect()]
                 with idempotent_writes(spark, f"{self.app_id}/silver", batch_id):
                     upsert_turns(spark, self.lake, turns, dates)
-                fold_into_gold(spark, self.lake, turns, self.app_id, batch_id)
+                fold_into_gold(spark, self.lake, turns)
         if failed:
             LOG.warning(
                 "silver batch %d: the rephrase detector failed on %d request groups, scored by the heuristic instead "
