@@ -21,4 +21,4 @@ def run(spark: SparkSession, config: AppConfig, workdir: Path) -> str:
             shutil.rmtree(stale)
     simulation = simulate(config.simulation, traffic)
     summary = run_pipeline(spark, config, traffic / "events", lake)
-    return "\n\n".join([f"simulated: {simulation}", summary.render(), describe_lake(spark, lake)])
+    return "\n\n".join([f"simulated: {simulation}", summary.render(), describe_lake(spark, lake, config.privacy.min_users)])

@@ -21,7 +21,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from feedback.config import AppConfig
 from feedback.ingest import format_summary, start_bronze_stream, summarize_ingest
 from feedback.late_events import record_silver_progress
-from feedback.privacy import user_key
+from feedback.privacy import DEFAULT_MIN_USERS, published, user_key
 from feedback.schema import LakePaths
 from feedback.silver import start_silver_stream, summarize_silver
 
@@ -160,8 +160,11 @@ def run_stream(
     return summarize(spark, lake)
 
 
-def describe_lake(spark: SparkSession, lake: str | Path) -> str:
-    """One paragraph per Delta table of the lake: version, rows and a breakdown an analyst checks first."""
+def describe_lake(spark: SparkSession, lake: str | Path, min_users: int = DEFAULT_MIN_USERS) -> str:
+    """One paragraph per Delta table of the lake: version, rows and a breakdown an analyst checks first.
+
+    Gold rows of fewer than ``min_users`` users (``privacy.min_users``) are not shown.
+    """
     paths = LakePaths.at(lake)
     lines: list[str] = []
 
@@ -207,7 +210,7 @@ def describe_lake(spark: SparkSession, lake: str | Path) -> str:
         lines.append(f"  {row['domain']}: {row['turns']} turns, defect rate {row['rate']}")
     header("gold/utterance_defects", paths.utterance_defects)
     for row in (
-        spark.read.format("delta").load(paths.utterance_defects).filter("traffic >= 5")
+        published(spark.read.format("delta").load(paths.utterance_defects), min_users).filter("traffic >= 5")
         .orderBy(F.desc("defect_rate"), F.desc("traffic")).limit(5).collect()
     ):
         lines.append(
@@ -216,7 +219,8 @@ def describe_lake(spark: SparkSession, lake: str | Path) -> str:
         )
     header("gold/rephrase_pairs", paths.rephrase_pairs)
     for row in (
-        spark.read.format("delta").load(paths.rephrase_pairs).orderBy(F.desc("chains"), "utterance").limit(5).collect()
+        published(spark.read.format("delta").load(paths.rephrase_pairs), min_users)
+        .orderBy(F.desc("chains"), "utterance").limit(5).collect()
     ):
         lines.append(
             f"  '{row['utterance']}' -> '{row['rephrase']}': {row['chains']} chains, {row['users']} users, "
