@@ -475,6 +475,21 @@ def in_event_time_order(rows: DataFrame, target_files: int = 1) -> DataFrame:
     return ranged.sortWithinPartitions("event_date", "ts", "event_id")
 
 
+def quarantine_rows(lines: DataFrame, ingest_time: Column, batch_tag: str) -> DataFrame:
+    """``parse_events`` lines (with their ``reasons``) as rows of ``quarantine/interactions``."""
+    return lines.select(
+        "raw",
+        "reasons",
+        "event_id",
+        "source_file",
+        ingest_time.alias("ingest_time"),
+        F.to_date(ingest_time).alias("ingest_date"),
+        F.lit(batch_tag).alias("ingest_batch"),
+        "raw_base64",
+        "line_bytes",
+    )
+
+
 class BatchRejected(RuntimeError):
     """A bronze batch failed the Great Expectations gate and ``on_failure`` is ``stop``: nothing was written."""
 
@@ -601,17 +616,8 @@ class BronzeBatchWriter:
     ) -> BatchCounts:
         """A batch that failed the gate: every line to quarantine, a valid one with the failed expectations as reasons."""
         failed = F.array(*[F.lit(f"{REASON_FAILED_EXPECTATION}:{name}") for name in outcome.failed_expectations])
-        rows = parsed.select(
-            "raw",
-            F.when(F.size("reasons") > 0, F.col("reasons")).otherwise(failed).alias("reasons"),
-            "event_id",
-            "source_file",
-            ingest_time.alias("ingest_time"),
-            F.to_date(ingest_time).alias("ingest_date"),
-            F.lit(batch_tag).alias("ingest_batch"),
-            "raw_base64",
-            "line_bytes",
-        )
+        reasons = F.when(F.size("reasons") > 0, F.col("reasons")).otherwise(failed)
+        rows = quarantine_rows(parsed.withColumn("reasons", reasons), ingest_time, batch_tag)
         totals = parsed.agg(F.count(F.lit(1)).alias("lines"), F.count_distinct("source_file").alias("files")).first()
         lines = int(totals["lines"]) if totals else 0
         append_once(
@@ -704,20 +710,10 @@ class BronzeBatchWriter:
             with checkpointed(deduplicate_batch(valid, repeated), eager=False) as unique:
                 actions: list[Callable[[], None]] = []
                 if quarantined:
-                    quarantine_rows = rejected.select(
-                        "raw",
-                        "reasons",
-                        "event_id",
-                        "source_file",
-                        ingest_time.alias("ingest_time"),
-                        F.to_date(ingest_time).alias("ingest_date"),
-                        F.lit(batch_tag).alias("ingest_batch"),
-                        "raw_base64",
-                        "line_bytes",
-                    )
+                    rejected_rows = quarantine_rows(rejected, ingest_time, batch_tag)
                     actions.append(
                         lambda: append_once(
-                            quarantine_rows,
+                            rejected_rows,
                             self.lake.quarantine,
                             f"{self.app_id}/quarantine",
                             batch_id,
