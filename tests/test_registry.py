@@ -15,6 +15,7 @@ from feedback.registry import (
     beats_champion,
     champion_version,
     configure_mlflow,
+    ensure_experiment,
     tracking_uri_for,
 )
 
@@ -27,7 +28,8 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     uri = configure_mlflow(tmp_path / "lake")
     assert uri == f"sqlite:///{tmp_path / 'lake' / 'mlflow' / 'mlflow.db'}"
     assert "MLFLOW_TRACKING_URI" not in os.environ  # a later lake in this process must not inherit this store
-    mlflow.set_experiment("registry-test")  # the active experiment of an earlier test lives in another store
+    # The active experiment of an earlier test lives in another store; artifacts stay under the lake, not the cwd.
+    mlflow.set_experiment(experiment_id=ensure_experiment(tmp_path / "lake", "registry-test"))
     registry = MlflowClient()
     registry.create_registered_model(MODEL)
     source = tmp_path / "model"
