@@ -114,12 +114,16 @@ def record_silver_progress(spark: SparkSession, lake: LakePaths, query: Streamin
         for r in spark.read.format("delta").load(lake.silver_progress).filter(F.col("app_id") == app_id).select("batch_id").collect()
     }
     rows: list[tuple[object, ...]] = []
+    found: list[dt.date] | None = None
     for progress in query.recentProgress:
         batch_id = int(progress.batchId)
         if batch_id in recorded:
             continue
         dropped = sum(int(op.numRowsDroppedByWatermark) for op in progress.stateOperators)
-        late = [d.event_date for d in late_dates(spark, lake, sessionize)] if dropped else []
+        if dropped and found is None:
+            # One reconciliation serves every batch recorded now: they all see today's silver.
+            found = [d.event_date for d in late_dates(spark, lake, sessionize)]
+        late = found if dropped and found is not None else []
         if dropped:
             LOG.warning(
                 "silver batch %d dropped %d events behind the watermark; late event dates: %s (feedback backfill --late)",
