@@ -22,6 +22,7 @@ from feedback.rephrase_model import (
     base_model_dir,
     cap_tokens,
     score_isolating_failures,
+    word_counts,
 )
 from feedback.rephrase_spark import DetectorHandle, DetectorScorer, cascade_passes, score_pairs_with_detector
 from feedback.schema import LakePaths
@@ -149,6 +150,57 @@ def test_cascade_settles_an_unrelated_pair_and_passes_a_rephrase(spark: SparkSes
         cascade_passes(F.col("rephrase_score"), 1.5)
 
 
+def test_the_request_scope_passes_a_requests_candidates_together(spark: SparkSession) -> None:
+    """At 0.21, request x has one candidate above (0.3) and one below (0.1): with the request scope
+    both go to the model, with the pair scope only the first. Request y has none above: settled."""
+    scores = spark.createDataFrame(
+        [("x", "x1", 0.3), ("x", "x2", 0.1), ("y", "y1", 0.2), ("y", "y2", 0.0)],
+        "source_event_id string, target_event_id string, score double",
+    )
+    decided = scores.select(
+        "target_event_id",
+        cascade_passes(F.col("score"), 0.21, "pair").alias("pair"),
+        cascade_passes(F.col("score"), 0.21, "request").alias("request"),
+    )
+    expected = spark.createDataFrame(
+        [("x1", True, True), ("x2", False, True), ("y1", False, False), ("y2", False, False)],
+        "target_event_id string, pair boolean, request boolean",
+    )
+    assertDataFrameEqual(decided, expected)
+    with pytest.raises(ValueError, match="scope"):
+        cascade_passes(F.col("score"), 0.21, "session")
+
+
+def test_the_request_scope_shows_the_model_the_whole_request(spark: SparkSession, working_dir: Path) -> None:
+    """b1's candidates score 0.69286 and 0.3 by hand (see above): at 0.35 the pair scope settles the
+    second, the request scope sends both, in one sequence, to the model."""
+    pairs = spark.createDataFrame(
+        [
+            _pair("b1", "b2", "play jazz", "play some jazz", "unhandled"),
+            _pair("b1", "b3", "play jazz", "news", "unhandled", 2),
+            _pair("a1", "a2", "jazz", "news", "success"),
+        ],
+        PAIR_COLUMNS,
+    )
+    handle = DetectorHandle(
+        path=str(working_dir), label="rephrase-detector/3", batch_size=4, threads=1, cascade_min_score=0.35, cascade_scope="request"
+    )
+    scored = score_pairs_with_detector(pairs, handle)
+    detector = SpanRephraseDetector.load(working_dir)
+    query = RephraseQuery(
+        "b1", "play jazz", "unhandled", "sorry", False, False, None, None,
+        (Candidate("b2", "play some jazz", 5.0, False), Candidate("b3", "news", 5.0, False)),
+    )
+    both = [float(p) for p in detector.score([query], traffic_counts=word_counts(["play jazz", "play some jazz", "news", "jazz"]))[0]]
+    expected = spark.createDataFrame(
+        [("a1", "a2", 0.0, "cascade"), ("b1", "b2", both[0], "model"), ("b1", "b3", both[1], "model")],
+        "source_event_id string, target_event_id string, rephrase_score double, scoring string",
+    )
+    assertDataFrameEqual(scored.select("source_event_id", "target_event_id", "rephrase_score", "scoring"), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="cascade_scope"):
+        DetectorHandle(path=str(working_dir), label="x", cascade_scope="everything")
+
+
 def test_the_model_scores_only_what_the_cascade_passes_on(spark: SparkSession, working_dir: Path) -> None:
     pairs = spark.createDataFrame(
         [_pair("a1", "a2", "jazz", "news", "success"), _pair("b1", "b2", "play jazz", "play some jazz", "unhandled")],
@@ -245,6 +297,22 @@ def test_with_cascade_keeps_the_candidates_the_model_is_served_and_follows_the_l
     assert with_cascade(data, 0.0) is data
     with pytest.raises(ValueError, match="min_score"):
         with_cascade(data, -0.1)
+
+
+def test_with_cascade_in_request_scope_keeps_a_passing_request_whole() -> None:
+    data = _labelled(
+        [
+            ("g1", [("t1", 0.1), ("t2", 0.6)], 1),  # t2 passes: t1 stays beside it, the label stays 1
+            ("g2", [("t3", 0.05)], NO_REPHRASE),  # nothing passes: dropped
+            ("g3", [("t4", 0.21), ("t5", 0.2)], 1),  # t4 passes: the rephrase t5 is kept, so the label is 1
+        ]
+    )
+    cascaded = with_cascade(data, 0.21, "request")
+    assert list(cascaded.groups["source_event_id"]) == ["g1", "g3"]
+    assert [[c["target_event_id"] for c in cands] for cands in cascaded.groups["candidates"]] == [["t1", "t2"], ["t4", "t5"]]
+    assert list(cascaded.groups["label"]) == [1, 1]
+    with pytest.raises(ValueError, match="scope"):
+        with_cascade(data, 0.21, "group")
 
 
 def test_a_student_keeps_evenly_spaced_teacher_layers(working_dir: Path) -> None:

@@ -367,6 +367,7 @@ class RephraseModelConfig:
     gpu_batch_size: int = 256
     device: str = "cpu"
     cascade_min_score: float = 0.21
+    cascade_scope: str = "pair"
     student_layers: int = 0
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5
@@ -407,6 +408,9 @@ class RephraseModelConfig:
         _require(0.0 <= self.distill_alpha <= 1.0, "rephrase_model.distill_alpha", "must be in [0, 1]", self.distill_alpha)
         _require(
             0.0 <= self.cascade_min_score <= 1.0, "rephrase_model.cascade_min_score", "must be in [0, 1]", self.cascade_min_score
+        )
+        _require(
+            self.cascade_scope in ("pair", "request"), "rephrase_model.cascade_scope", "must be pair or request", self.cascade_scope
         )
         _require(
             not (self.quantize and self.device == "cuda"), "rephrase_model.quantize", "runs on the CPU only (device cuda)", self.quantize

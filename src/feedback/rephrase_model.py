@@ -55,6 +55,8 @@ CANDIDATE_FIELDS = ("target_event_id", "target_text", "gap_s", "stop_between")
 SCORE_COLUMNS = ("source_event_id", "target_event_id", "rephrase_score")
 SAFE_SCORE_COLUMNS = (*SCORE_COLUMNS, "model_error")
 DEVICES = ("cpu", "cuda")
+CASCADE_SCOPES = ("pair", "request")
+"""What the cascade's first stage settles: single candidate pairs, or whole requests (all their candidates)."""
 MAX_ERROR_CHARS = 300
 
 

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from feedback.config import AppConfig, DetectConfig, RephraseModelConfig
 from feedback.detect import HEURISTIC_DETECTOR, score_pairs_heuristic
 from feedback.rephrase_model import (
+    CASCADE_SCOPES,
     GROUP_COLUMNS,
     SpanRephraseDetector,
     queries_from_pandas,
@@ -77,6 +79,7 @@ class DetectorHandle:
     device: str = "cpu"
     gpu_batch_size: int = 256
     cascade_min_score: float = 0.0
+    cascade_scope: str = "pair"
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -93,6 +96,8 @@ class DetectorHandle:
             raise ValueError("quantize runs on the CPU only; device must be cpu or auto")
         if not 0.0 <= self.cascade_min_score <= 1.0:
             raise ValueError(f"cascade_min_score must be in [0, 1], got {self.cascade_min_score}")
+        if self.cascade_scope not in CASCADE_SCOPES:
+            raise ValueError(f"cascade_scope must be one of {CASCADE_SCOPES}, got {self.cascade_scope!r}")
 
 
 def load_detector(handle: DetectorHandle) -> SpanRephraseDetector:
@@ -167,17 +172,23 @@ def _partition_scorer(handle: DetectorHandle, traffic_counts: dict[str, int]):  
     return score_batches
 
 
-def cascade_passes(heuristic_score: Column, min_score: float) -> Column:
+def cascade_passes(heuristic_score: Column, min_score: float, scope: str = "pair") -> Column:
     """True for the pairs the model must score: the first stage's (the heuristic's) score reaches
     ``min_score``. Below it a pair is settled as no rephrase (score 0) without the model; 0 passes all.
+    With ``scope`` ``request`` a request's candidates pass together, when any of them reaches it
+    (a window over ``source_event_id``: use it in a column, then filter).
 
     Why: most candidate pairs are a request and an unrelated next request; the heuristic tells those
     apart for a fraction of the model's cost (``docs/quality.md`` reports the share it settles and
-    what that costs in link F1).
+    what that costs in link F1). Passing whole requests shows the model the groups it was trained on.
     """
     if not 0.0 <= min_score <= 1.0:
         raise ValueError(f"min_score must be in [0, 1], got {min_score}")
-    return heuristic_score >= F.lit(min_score)
+    if scope not in CASCADE_SCOPES:
+        raise ValueError(f"scope must be one of {CASCADE_SCOPES}, got {scope!r}")
+    if scope == "pair":
+        return heuristic_score >= F.lit(min_score)
+    return F.max(heuristic_score).over(Window.partitionBy("source_event_id")) >= F.lit(min_score)
 
 
 def score_pairs_with_detector(pairs: DataFrame, handle: DetectorHandle, detect: DetectConfig | None = None) -> DataFrame:
@@ -199,7 +210,8 @@ def score_pairs_with_detector(pairs: DataFrame, handle: DetectorHandle, detect: 
     with_heuristic = score_pairs_heuristic(pairs, rules).withColumnRenamed("rephrase_score", "_heuristic_score").drop(
         "rephrase_detector"
     )
-    to_model = with_heuristic.filter(cascade_passes(F.col("_heuristic_score"), handle.cascade_min_score))
+    passes = cascade_passes(F.col("_heuristic_score"), handle.cascade_min_score, handle.cascade_scope)
+    to_model = with_heuristic.withColumn("_passes", passes).filter("_passes")
     groups = request_groups(to_model.select(*pairs.columns)).repartition(max(1, cores))
     scores = groups.mapInPandas(_partition_scorer(handle, traffic_word_counts(pairs)), SCORES_SCHEMA)
     joined = with_heuristic.join(scores, on=["source_event_id", "target_event_id"], how="left")
@@ -238,6 +250,7 @@ def handle_for(path: str | Path, label: str, config: RephraseModelConfig) -> Det
         device=config.device,
         gpu_batch_size=config.gpu_batch_size,
         cascade_min_score=config.cascade_min_score,
+        cascade_scope=config.cascade_scope,
     )
 
 
@@ -311,9 +324,10 @@ def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths):  # 
         spark.sparkContext.addArchive(str(archive))
         path = archive.name  # resolved with SparkFiles on the executors
     LOG.info(
-        "scoring rephrases with %s v%s (pairs below heuristic score %s settled by the cascade)",
+        "scoring rephrases with %s v%s (%ss below heuristic score %s settled by the cascade)",
         REPHRASE_DETECTOR,
         version,
+        config.rephrase_model.cascade_scope,
         config.rephrase_model.cascade_min_score,
     )
     return DetectorScorer(handle_for(path, f"{REPHRASE_DETECTOR}/{version}", config.rephrase_model))

@@ -34,6 +34,7 @@ from feedback.config import AppConfig, RephraseModelConfig, replace_section
 from feedback.detect import rephrase_candidates, score_pairs_heuristic
 from feedback.evaluate import Score
 from feedback.rephrase_model import (
+    CASCADE_SCOPES,
     DetectorSettings,
     EncodedQuery,
     RephraseQuery,
@@ -190,13 +191,16 @@ def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path:
     return LabelledSet(groups, pairs, truth_links, version, traffic)
 
 
-def with_cascade(data: LabelledSet, min_score: float) -> LabelledSet:
-    """``data`` as the stage's model sees it: each group keeps the candidates whose heuristic score
-    reaches ``min_score`` (labels follow them; a removed rephrase becomes ``NO_REPHRASE``), and groups
-    left without candidates are dropped. Pairs, truth and traffic counts stay whole: a settled pair
-    scores 0 in ``score_set``."""
+def with_cascade(data: LabelledSet, min_score: float, scope: str = "pair") -> LabelledSet:
+    """``data`` as the stage's model sees it, ``scope`` as in ``cascade_passes``: with ``pair``
+    each group keeps the candidates whose heuristic score reaches ``min_score`` (labels follow them;
+    a removed rephrase becomes ``NO_REPHRASE``); with ``request`` a group with any such candidate
+    keeps all of them. Groups left without candidates are dropped. Pairs, truth and traffic counts
+    stay whole: a settled pair scores 0 in ``score_set``."""
     if not 0.0 <= min_score <= 1.0:
         raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+    if scope not in CASCADE_SCOPES:
+        raise ValueError(f"scope must be one of {CASCADE_SCOPES}, got {scope!r}")
     if min_score == 0.0:
         return data
     heuristic = {
@@ -206,7 +210,10 @@ def with_cascade(data: LabelledSet, min_score: float) -> LabelledSet:
     kept_candidates: list[list[Any]] = []
     labels: list[int] = []
     for row in data.groups.itertuples(index=False):
-        kept = [c for c in row.candidates if heuristic[(row.source_event_id, c["target_event_id"])] >= min_score]
+        passing = [heuristic[(row.source_event_id, c["target_event_id"])] >= min_score for c in row.candidates]
+        if scope == "request":
+            passing = [any(passing)] * len(passing)
+        kept = [c for c, passes in zip(row.candidates, passing, strict=True) if passes]
         rephrase = row.candidates[row.label]["target_event_id"] if row.label != NO_REPHRASE else None
         kept_candidates.append(kept)
         labels.append(next((i for i, c in enumerate(kept) if c["target_event_id"] == rephrase), NO_REPHRASE))
@@ -373,14 +380,18 @@ def fine_tune(
 
 
 def score_set(
-    detector: SpanRephraseDetector, data: LabelledSet, batch_size: int, cascade_min_score: float = 0.0
+    detector: SpanRephraseDetector,
+    data: LabelledSet,
+    batch_size: int,
+    cascade_min_score: float = 0.0,
+    cascade_scope: str = "pair",
 ) -> tuple[pd.DataFrame, float]:
     """``data.pairs`` with the detector's ``model_score``, and the sequences per second it took.
 
     The detector sees the groups as the stage serves them (``with_cascade`` at
     ``cascade_min_score``); a pair the cascade settles scores 0.
     """
-    data = with_cascade(data, cascade_min_score)
+    data = with_cascade(data, cascade_min_score, cascade_scope)
     queries = data.queries
     started = time.perf_counter()
     probabilities = detector.score(queries, batch_size, data.traffic or None)
@@ -478,7 +489,7 @@ def run(
         detector = student_of(teacher, settings.student_layers, detector_settings)
     else:
         detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed, counts=counts)
-    examples, targets = training_examples(detector, with_cascade(training, settings.cascade_min_score), settings)
+    examples, targets = training_examples(detector, with_cascade(training, settings.cascade_min_score, settings.cascade_scope), settings)
     teacher_logits = teacher.logits(examples, settings.batch_size) if teacher is not None else None
     threshold = config.detect.rephrase_threshold
 
@@ -506,10 +517,10 @@ def run(
             mlflow.log_metric("train_loss", loss, step=epoch)
 
         cascade = settings.cascade_min_score  # evaluated as the stage serves it, champion included
-        scored, fp32_rate = score_set(detector, evaluation, settings.batch_size, cascade)
+        scored, fp32_rate = score_set(detector, evaluation, settings.batch_size, cascade, settings.cascade_scope)
         quantized_detector = copy.deepcopy(detector)
         quantized_detector.quantize()
-        scored_int8, int8_rate = score_set(quantized_detector, evaluation, settings.batch_size, cascade)
+        scored_int8, int8_rate = score_set(quantized_detector, evaluation, settings.batch_size, cascade, settings.cascade_scope)
         model_score = link_score(scored, "model_score", evaluation.truth_links, threshold)
         int8_score = link_score(scored_int8, "model_score", evaluation.truth_links, threshold)
         heuristic_score = link_score(scored, "heuristic_score", evaluation.truth_links, threshold)
@@ -540,7 +551,7 @@ def run(
             if found is None:
                 raise RuntimeError(f"{REPHRASE_DETECTOR}@champion v{current.version} exists but could not be downloaded")
             champion = SpanRephraseDetector.load(found[1])
-            champion_scored, _ = score_set(champion, evaluation, settings.batch_size, cascade)
+            champion_scored, _ = score_set(champion, evaluation, settings.batch_size, cascade, settings.cascade_scope)
             champion_f1 = link_score(champion_scored, "model_score", evaluation.truth_links, threshold).f1
         baseline = ("heuristic-v1", heuristic_score.f1) if settings.must_beat_heuristic else None
         decision = apply_champion_rule(
