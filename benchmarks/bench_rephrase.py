@@ -7,7 +7,8 @@
    - the baseline (``--baseline-version``, the first fine-tuned model) scoring every pair: it
      takes minutes per thousand requests on two cores, so it runs on ``--baseline-share`` of the
      requests (all their candidates; the rate is per pair);
-   - the baseline behind the cascade (``--cascade``, default ``rephrase_model.cascade_min_score``);
+   - the baseline behind the cascade (``--cascade``, default ``rephrase_model.cascade_min_score``),
+     in fp32 and in int8 (``rephrase_model.fp32_ffn_output_layers`` kept in fp32);
    - any ``--compare`` versions (``N`` or ``N:int8``: a distilled student, say) behind the same cascade.
    Every figure is input pairs per second of the whole stage, the cascade's first stage included.
 
@@ -117,6 +118,7 @@ def main() -> None:
     variants = [
         (f"v{args.baseline_version}, every pair", sample, baseline_dir, args.baseline_version, 0.0, False),
         (f"v{args.baseline_version} + cascade {cascade}", pairs, baseline_dir, args.baseline_version, cascade, False),
+        (f"v{args.baseline_version} int8 + cascade {cascade}", pairs, baseline_dir, args.baseline_version, cascade, True),
     ]
     for spec in args.compare:
         number, _, suffix = spec.partition(":")
@@ -128,6 +130,7 @@ def main() -> None:
             str(folder),
             f"rephrase-detector/{model_version}",
             quantize=quantize,
+            fp32_ffn_output_layers=config.rephrase_model.fp32_ffn_output_layers,
             batch_size=config.rephrase_model.batch_size,
             cascade_min_score=threshold,
         )

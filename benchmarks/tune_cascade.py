@@ -36,7 +36,7 @@ from feedback.rephrase_model import SpanRephraseDetector
 from feedback.rephrase_spark import champion_detector_dir
 from feedback.schema import LakePaths
 from feedback.spark import build_spark
-from feedback.train_rephrase import LabelledSet, labelled_set, link_score, score_set, with_cascade
+from feedback.train_rephrase import LabelledSet, link_score, score_set, simulated_sets, with_cascade
 
 
 def threshold_table(pairs: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
@@ -94,13 +94,8 @@ def main() -> None:
         raise SystemExit(f"no rephrase-detector@champion in {args.model_lake}/mlflow: run `make train-rephrase` first")
     version, detector_dir = found
     config = replace_section(AppConfig(), spark=SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}))
-    settings = config.rephrase_model
     spark = build_spark(config.spark)
-    training_dir = Path(LakePaths.at(args.model_lake).training)
-    sets = {}
-    for name, folder in (("training", f"train-{settings.train_seed}"), ("evaluation", f"eval-{settings.eval_seed}")):
-        base = training_dir / folder
-        sets[name] = labelled_set(spark, config, base / "lake", base / "traffic" / "ground_truth.jsonl")
+    sets = simulated_sets(spark, config, args.model_lake)
     spark.stop()
 
     thresholds = np.round(np.arange(0.0, 0.61, 0.01), 2)

@@ -16,6 +16,7 @@ from feedback.rephrase_model import (
     DetectorSettings,
     RephraseQuery,
     SpanRephraseDetector,
+    int8_linear_names,
     length_sorted_batches,
     pace_words,
     pair_evidence,
@@ -242,6 +243,36 @@ def test_length_sorted_batches() -> None:
     assert length_sorted_batches([3, 5, 1, 5, 2], 2) == [[1, 3], [0, 4], [2]]
     with pytest.raises(ValueError, match="batch_size"):
         length_sorted_batches([1], 0)
+
+
+ENCODER_LINEARS = [
+    f"bert.encoder.layer.{layer}.{name}"
+    for layer in (0, 1)
+    for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")
+]
+
+
+def test_int8_keeps_the_span_head_and_the_chosen_ffn_outputs_in_fp32(detector_dir: Path) -> None:
+    """The tiny BERT has 2 layers of 6 linear layers each, and the span head ``qa_outputs``."""
+    import torch
+
+    model = SpanRephraseDetector.load(detector_dir).model
+    assert int8_linear_names(model, 0) == ENCODER_LINEARS
+    assert int8_linear_names(model, 1) == [n for n in ENCODER_LINEARS if n != "bert.encoder.layer.0.output.dense"]
+    assert int8_linear_names(model, 2) == [n for n in ENCODER_LINEARS if not n.endswith(".output.dense") or "attention" in n]
+    assert int8_linear_names(model, 9) == int8_linear_names(model, 2)
+    with pytest.raises(ValueError, match="fp32_ffn_output_layers"):
+        int8_linear_names(model, -1)
+
+    quantized = SpanRephraseDetector.load(detector_dir, quantize=True, fp32_ffn_output_layers=1)
+    int8 = torch.ao.nn.quantized.dynamic.Linear
+    kinds = {
+        name: "int8" if isinstance(module, int8) else "fp32"
+        for name, module in quantized.model.named_modules()
+        if name in {*ENCODER_LINEARS, "qa_outputs"}
+    }
+    assert kinds == {name: "int8" for name in ENCODER_LINEARS} | {"bert.encoder.layer.0.output.dense": "fp32", "qa_outputs": "fp32"}
+    assert quantized.quantized
 
 
 def test_scores_do_not_depend_on_batching(detector: SpanRephraseDetector) -> None:

@@ -372,6 +372,7 @@ class RephraseModelConfig:
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5
     quantize: bool = False
+    fp32_ffn_output_layers: int = 3
     use_champion: bool = True
     must_beat_heuristic: bool = True
     torch_threads: int = 0
@@ -413,7 +414,7 @@ class RephraseModelConfig:
             self.cascade_scope in ("pair", "request"), "rephrase_model.cascade_scope", "must be pair or request", self.cascade_scope
         )
         _require(
-            not (self.quantize and self.device == "cuda"), "rephrase_model.quantize", "runs on the CPU only (device cuda)", self.quantize
+            self.fp32_ffn_output_layers >= 0, "rephrase_model.fp32_ffn_output_layers", "must be >= 0", self.fp32_ffn_output_layers
         )
         _require(self.evidence_version in (1, 2), "rephrase_model.evidence_version", "must be 1 or 2", self.evidence_version)
         _require(self.torch_threads >= 0, "rephrase_model.torch_threads", "must be >= 0 (0: the task's cores)", self.torch_threads)

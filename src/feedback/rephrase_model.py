@@ -58,6 +58,8 @@ DEVICES = ("cpu", "cuda")
 CASCADE_SCOPES = ("pair", "request")
 """What the cascade's first stage settles: single candidate pairs, or whole requests (all their candidates)."""
 MAX_ERROR_CHARS = 300
+_FFN_OUTPUT = re.compile(r"\.layer\.(\d+)\.output\.dense$")
+"""A BERT encoder layer's feed-forward output projection (not ``attention.output.dense``)."""
 
 
 def resolve_device(requested: str) -> str:
@@ -381,6 +383,30 @@ def pad_batch(items: Sequence[EncodedQuery], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
 
 
+def int8_linear_names(model: Any, fp32_ffn_output_layers: int = 0) -> list[str]:
+    """The linear layers int8 quantization replaces: every one of the encoder but the feed-forward
+    output projections of its first ``fp32_ffn_output_layers`` layers; the span head stays fp32.
+
+    Why: the inputs of those projections have a few large outlier dimensions, which one int8 scale
+    per row cannot hold; in early layers the error then runs through the whole encoder
+    (``docs/quality.md`` measures what each choice costs in link F1).
+    """
+    import torch
+
+    if fp32_ffn_output_layers < 0:
+        raise ValueError(f"fp32_ffn_output_layers must be >= 0, got {fp32_ffn_output_layers}")
+    head = {name for name, _ in model.named_children() if name != model.base_model_prefix}
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name.split(".")[0] in head:
+            continue
+        ffn_output = _FFN_OUTPUT.search(name)
+        if ffn_output is not None and int(ffn_output.group(1)) < fp32_ffn_output_layers:
+            continue
+        names.append(name)
+    return names
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), so padding stays small."""
     if batch_size < 1:
@@ -429,9 +455,11 @@ class SpanRephraseDetector:
         return cls(model, tokenizer, settings, counts)
 
     @classmethod
-    def load(cls, directory: str | Path, quantize: bool = False, device: str = "cpu") -> SpanRephraseDetector:
+    def load(
+        cls, directory: str | Path, quantize: bool = False, device: str = "cpu", fp32_ffn_output_layers: int = 0
+    ) -> SpanRephraseDetector:
         """Load a saved detector onto ``device`` (``resolve_device``'s answer); ``quantize``: int8
-        dynamic quantization of its linear layers (CPU only)."""
+        dynamic quantization of its linear layers (CPU only; see ``quantize``)."""
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         if device not in DEVICES:
@@ -447,7 +475,7 @@ class SpanRephraseDetector:
         counts = json.loads(counts_file.read_text(encoding="utf-8")) if counts_file.is_file() else None
         detector = cls(model.to(device), tokenizer, settings, counts)
         if quantize:
-            detector.quantize()
+            detector.quantize(fp32_ffn_output_layers)
         return detector
 
     @property
@@ -455,11 +483,19 @@ class SpanRephraseDetector:
         """Where the weights are: ``cpu`` or ``cuda``."""
         return next(self.model.parameters()).device.type if not self.quantized else "cpu"
 
-    def quantize(self) -> None:
-        """Replace the linear layers by int8 dynamically quantized ones (CPU inference only)."""
-        import torch
+    def quantize(self, fp32_ffn_output_layers: int = 0) -> None:
+        """Replace the encoder's linear layers (``int8_linear_names``) by int8 ones, weights
+        quantized per output channel, activations per batch (CPU inference only)."""
+        import warnings
 
-        self.model = torch.ao.quantization.quantize_dynamic(self.model.to("cpu"), {torch.nn.Linear}, dtype=torch.qint8)
+        import torch
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        model = self.model.to("cpu")
+        spec = {name: per_channel_dynamic_qconfig for name in int8_linear_names(model, fp32_ffn_output_layers)}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(deprecated|torchao).*")
+            self.model = quantize_dynamic(model, spec, dtype=torch.qint8)
         self.quantized = True
 
     def save(self, directory: str | Path) -> Path:

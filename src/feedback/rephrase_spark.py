@@ -58,8 +58,8 @@ SCORING_KINDS = (SCORING_MODEL, SCORING_CASCADE, SCORING_FALLBACK)
 """``scoring`` of a pair: scored by the model, settled by the cascade's first stage, or scored by
 the heuristic because the model failed on its request group."""
 
-_DETECTORS: dict[tuple[str, bool, str], SpanRephraseDetector] = {}
-"""Per Python worker: detectors already loaded, by (folder, quantized, device)."""
+_DETECTORS: dict[tuple[str, bool, int, str], SpanRephraseDetector] = {}
+"""Per Python worker: detectors already loaded, by (folder, quantized, fp32 FFN output layers, device)."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,15 @@ class DetectorHandle:
 
     ``device`` is resolved on the worker (``auto``: CUDA when that worker's torch sees it), and
     the batch size and threads follow it: ``gpu_batch_size`` sequences and one CPU thread on a
-    GPU, ``batch_size`` and ``threads`` (0: the task's cores) on the CPU.
+    GPU, ``batch_size`` and ``threads`` (0: the task's cores) on the CPU. ``quantize`` (int8,
+    ``fp32_ffn_output_layers`` as in ``SpanRephraseDetector.quantize``) applies where it runs on
+    the CPU; a GPU runs the float model.
     """
 
     path: str
     label: str
     quantize: bool = False
+    fp32_ffn_output_layers: int = 0
     batch_size: int = 64
     threads: int = 0
     device: str = "cpu"
@@ -88,12 +91,12 @@ class DetectorHandle:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.gpu_batch_size < 1:
             raise ValueError(f"gpu_batch_size must be >= 1, got {self.gpu_batch_size}")
+        if self.fp32_ffn_output_layers < 0:
+            raise ValueError(f"fp32_ffn_output_layers must be >= 0, got {self.fp32_ffn_output_layers}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.quantize and self.device == "cuda":
-            raise ValueError("quantize runs on the CPU only; device must be cpu or auto")
         if not 0.0 <= self.cascade_min_score <= 1.0:
             raise ValueError(f"cascade_min_score must be in [0, 1], got {self.cascade_min_score}")
         if self.cascade_scope not in CASCADE_SCOPES:
@@ -104,14 +107,16 @@ def load_detector(handle: DetectorHandle) -> SpanRephraseDetector:
     """The detector of ``handle``, loaded once per process (int8 only where it runs on the CPU)."""
     device = resolve_device(handle.device)
     quantize = handle.quantize and device == "cpu"
-    key = (handle.path, quantize, device)
+    key = (handle.path, quantize, handle.fp32_ffn_output_layers if quantize else 0, device)
     if key not in _DETECTORS:
         path = handle.path
         if not os.path.isabs(path):
             from pyspark import SparkFiles
 
             path = SparkFiles.get(path)  # shipped with SparkContext.addArchive on a cluster, unpacked there
-        _DETECTORS[key] = SpanRephraseDetector.load(path, quantize=quantize, device=device)
+        _DETECTORS[key] = SpanRephraseDetector.load(
+            path, quantize=quantize, device=device, fp32_ffn_output_layers=handle.fp32_ffn_output_layers
+        )
     return _DETECTORS[key]
 
 
@@ -243,8 +248,9 @@ def handle_for(path: str | Path, label: str, config: RephraseModelConfig) -> Det
     """How the stage runs a detector: device, batching, quantization and the cascade from ``config``."""
     return DetectorHandle(
         path=str(path),
-        label=label + ("+int8" if config.quantize else ""),
+        label=label + ("+int8" if config.quantize and config.device != "cuda" else ""),
         quantize=config.quantize,
+        fp32_ffn_output_layers=config.fp32_ffn_output_layers,
         batch_size=config.batch_size,
         threads=config.torch_threads,
         device=config.device,

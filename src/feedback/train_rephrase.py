@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -131,8 +132,11 @@ def prepare_simulation(
     base = root / name
     sim_config = replace(config.simulation, users=users, days=days, seed=seed, vocabulary=vocabulary)
     manifest_path = base / "traffic" / "manifest.json"
-    if not manifest_path.is_file() or json.loads(manifest_path.read_text())["vocabulary"] != vocabulary:
+    wanted = {"vocabulary": vocabulary, "users": users, "days": days, "seed": seed}
+    if not manifest_path.is_file() or any(json.loads(manifest_path.read_text()).get(k) != v for k, v in wanted.items()):
         LOG.info("simulating %s: %d households x %d days, seed %d, vocabulary %s", name, users, days, seed, vocabulary)
+        if base.exists():
+            shutil.rmtree(base)  # another simulation under this name: its files and lake would mix with the new ones
         simulate(sim_config, base / "traffic")
     lake = base / "lake"
     pipeline_once(spark, config, base / "traffic" / "events", lake)
@@ -189,6 +193,21 @@ def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path:
     truth_links = set(zip(links["target_event_id"], links["true_source"], strict=True))
     traffic = word_counts(query_texts(queries_from_pandas(groups)))
     return LabelledSet(groups, pairs, truth_links, version, traffic)
+
+
+def simulated_sets(spark: SparkSession, config: AppConfig, lake: str | Path) -> dict[str, LabelledSet]:
+    """The training and evaluation simulations ``run`` left under ``LAKE/_training`` (for the
+    ``rephrase_model`` seeds of ``config``), labelled: keys ``training`` and ``evaluation``."""
+    settings = config.rephrase_model
+    root = Path(LakePaths.at(lake).training)
+    folders = {"training": f"train-{settings.train_seed}", "evaluation": f"eval-{settings.eval_seed}"}
+    missing = [name for name in folders.values() if not (root / name / "lake" / "_SUCCESS_feedback").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{root}: no simulation {', '.join(missing)}; run `feedback train-rephrase --lake {lake}` first")
+    return {
+        name: labelled_set(spark, config, root / folder / "lake", root / folder / "traffic" / "ground_truth.jsonl")
+        for name, folder in folders.items()
+    }
 
 
 def with_cascade(data: LabelledSet, min_score: float, scope: str = "pair") -> LabelledSet:
@@ -519,7 +538,7 @@ def run(
         cascade = settings.cascade_min_score  # evaluated as the stage serves it, champion included
         scored, fp32_rate = score_set(detector, evaluation, settings.batch_size, cascade, settings.cascade_scope)
         quantized_detector = copy.deepcopy(detector)
-        quantized_detector.quantize()
+        quantized_detector.quantize(settings.fp32_ffn_output_layers)
         scored_int8, int8_rate = score_set(quantized_detector, evaluation, settings.batch_size, cascade, settings.cascade_scope)
         model_score = link_score(scored, "model_score", evaluation.truth_links, threshold)
         int8_score = link_score(scored_int8, "model_score", evaluation.truth_links, threshold)

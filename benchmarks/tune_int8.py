@@ -1,0 +1,135 @@
+"""Choose which layers int8 quantization keeps in fp32 on the training simulation; report its cost on the held-out evaluation.
+
+Int8 dynamic quantization (weights per output channel) of every linear layer of the encoder cost
+the detector link F1, mostly in precision. The feed-forward output projections are the suspects:
+their inputs carry a few large outlier dimensions. For each ``k`` from 0 to the number of layers,
+the projections of the first ``k`` layers stay fp32 (``rephrase_model.fp32_ffn_output_layers``):
+
+1. Training simulation (training vocabulary), groups as the stage serves them (the cascade): the share
+   of the pairs the model scores whose decision (score >= ``detect.rephrase_threshold``) differs from
+   the fp32 model's. Chosen: the smallest ``k`` whose share is at most ``--max-flips`` (0.2%: one
+   changed decision moves link F1 by about 1 / (2 x true links), and with about one true link per
+   two scored pairs, 0.2% of the pairs stays near half of a 0.005 F1 budget). The evaluation set
+   plays no part in the choice; ``--conf`` can name a larger training-vocabulary simulation
+   (``rephrase_model.train_seed``/``train_users``) than the one the model was trained on.
+2. Evaluation simulation (held-out intents and slot values): link precision, recall and F1 of each
+   ``k`` and of fp32, and the seconds each took on ``--threads`` threads in this process.
+
+    .venv/bin/python benchmarks/tune_int8.py --model-lake train --json bench/int8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feedback.config import AppConfig, SparkConfig, load_config, replace_section
+from feedback.rephrase_model import SpanRephraseDetector
+from feedback.rephrase_spark import champion_detector_dir
+from feedback.schema import LakePaths
+from feedback.spark import build_spark
+from feedback.train_rephrase import LabelledSet, link_score, score_set, simulated_sets, with_cascade
+
+
+def decisions(detector: SpanRephraseDetector, data: LabelledSet, config: AppConfig, batch_size: int) -> tuple[np.ndarray, float]:
+    """Each pair's model decision on ``data`` as the stage serves it, and the seconds scoring took."""
+    settings = config.rephrase_model
+    started = time.perf_counter()
+    scored, _ = score_set(detector, data, batch_size, settings.cascade_min_score, settings.cascade_scope)
+    seconds = time.perf_counter() - started
+    ordered = scored.sort_values(["source_event_id", "target_event_id"], kind="stable")
+    return (ordered["model_score"] >= config.detect.rephrase_threshold).to_numpy(), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-lake", type=Path, required=True, help="lake where `feedback train-rephrase` ran")
+    parser.add_argument(
+        "--conf", type=Path, default=None, help="YAML whose rephrase_model.train_* name the training simulation to choose on (default: conf/default.yaml)"
+    )
+    parser.add_argument("--max-flips", type=float, default=0.002, help="share of model-scored training pairs int8 may decide otherwise")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    found = champion_detector_dir(LakePaths.at(args.model_lake))
+    if found is None:
+        raise SystemExit(f"no rephrase-detector@champion in {args.model_lake}/mlflow: run `make train-rephrase` first")
+    version, detector_dir = found
+    config = replace_section(load_config(args.conf), spark=SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}))
+    spark = build_spark(config.spark)
+    sets = simulated_sets(spark, config, args.model_lake)
+    spark.stop()
+    training, evaluation = sets["training"], sets["evaluation"]
+    settings = config.rephrase_model
+
+    fp32 = SpanRephraseDetector.load(detector_dir)
+    layers = int(fp32.model.config.num_hidden_layers)
+    decisions(fp32, evaluation, config, args.batch_size)  # warm-up
+    reference, _ = decisions(fp32, training, config, args.batch_size)
+    served = with_cascade(training, settings.cascade_min_score, settings.cascade_scope)
+    model_pairs = int(served.groups["candidates"].map(len).sum())
+    rows: list[dict[str, Any]] = []
+    for k in [None, *range(layers + 1)]:
+        detector = fp32
+        if k is not None:
+            detector = copy.deepcopy(fp32)
+            detector.quantize(k)
+        train_decisions, _ = decisions(detector, training, config, args.batch_size)
+        started = time.perf_counter()
+        scored, _ = score_set(detector, evaluation, args.batch_size, settings.cascade_min_score, settings.cascade_scope)
+        seconds = time.perf_counter() - started
+        score = link_score(scored, "model_score", evaluation.truth_links, config.detect.rephrase_threshold)
+        row = {
+            "variant": "fp32" if k is None else f"int8, fp32 FFN outputs in layers < {k}",
+            "fp32_ffn_output_layers": k,
+            "training_flips": int((train_decisions != reference).sum()),
+            "training_flip_share": float((train_decisions != reference).sum() / max(model_pairs, 1)),
+            "evaluation_seconds": seconds,
+            "evaluation_pairs_per_s": len(evaluation.pairs) / seconds,
+            "precision": score.precision,
+            "recall": score.recall,
+            "f1": score.f1,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    eligible = [r["fp32_ffn_output_layers"] for r in rows if r["fp32_ffn_output_layers"] is not None and r["training_flip_share"] <= args.max_flips]
+    result = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {args.threads}",
+        "model": f"rephrase-detector v{version}",
+        "cascade": f"{settings.cascade_scope} >= {settings.cascade_min_score}",
+        "training_model_pairs": model_pairs,
+        "evaluation_pairs": len(evaluation.pairs),
+        "max_flips": args.max_flips,
+        "chosen_fp32_ffn_output_layers": min(eligible) if eligible else None,
+        "rows": rows,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
+    print("| variant | training decisions changed | evaluation precision | recall | F1 | evaluation pairs/s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['variant']} | {r['training_flips']} ({r['training_flip_share']:.2%}) | {r['precision']:.4f} | {r['recall']:.4f} | "
+            f"{r['f1']:.4f} | {r['evaluation_pairs_per_s']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
