@@ -9,7 +9,7 @@ CLUSTER_DIR ?= .cluster
 CLUSTER_PORT ?= 7077
 CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-chaos test-fast demo train-rephrase bench-ingest bench-pipeline bench-pipeline-model bench-pipeline-drop bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down
+.PHONY: setup test test-chaos test-fast demo train-rephrase bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -54,13 +54,9 @@ bench-pipeline:
 bench-rephrase:
 	$(PY) benchmarks/bench_rephrase.py --model-lake $(LAKE) --users 1000 --days 7 --workdir bench/rephrase
 
-## bench-pipeline-model: one drop of ~245k events through `feedback pipeline` in a cold process, heuristic vs champion detector (needs `make train-rephrase`)
+## bench-pipeline-model: one drop of ~500k events through `feedback pipeline` in a cold process, heuristic vs champion detector (needs `make train-rephrase`; about 40 minutes)
 bench-pipeline-model:
-	$(PY) benchmarks/bench_pipeline.py --model-lake $(LAKE) --users 3100 --days 7 --workdir bench/pipeline-model
-
-## bench-pipeline-drop: the champion detector alone on one drop of ~500k events through `feedback pipeline` (needs `make train-rephrase`)
-bench-pipeline-drop:
-	$(PY) benchmarks/bench_pipeline.py --model-lake $(LAKE) --users 6400 --days 7 --variants model --workdir bench/pipeline-drop
+	$(PY) benchmarks/bench_pipeline.py --model-lake $(LAKE) --users 6400 --days 7 --workdir bench/pipeline-drop
 
 ## bench-rewrites: rewrite mining (components, sparse absorbing-chain solves, thresholds, MERGE) on synthetic rephrase graphs of 10k, 100k and 1M states on local[2]
 bench-rewrites:

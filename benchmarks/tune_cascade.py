@@ -9,7 +9,8 @@ Reads the training and evaluation simulations that ``feedback train-rephrase`` l
    the share of true rephrase pairs passed on. Chosen: the highest threshold that passes at least
    ``--keep`` of the true pairs. No model is involved, so nothing is tuned on the evaluation set.
 2. Evaluation simulation (held-out intents and slot values): the champion's link F1 without and with
-   the cascade at that threshold, the pairs and sequences the model scores, and the time it takes,
+   the cascade at that threshold (pair scope, and request scope: ``rephrase_model.cascade_scope``), the
+   pairs and sequences the model scores, and the time it takes,
    one after the other in this process on ``--threads`` threads (fp32, then bf16 autocast).
 
     .venv/bin/python benchmarks/tune_cascade.py --model-lake train --json bench/cascade.json
@@ -53,16 +54,18 @@ def threshold_table(pairs: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame
     )
 
 
-def scored_run(detector: SpanRephraseDetector, data: LabelledSet, threshold: float, bf16: bool, batch_size: int) -> dict[str, Any]:
+def scored_run(
+    detector: SpanRephraseDetector, data: LabelledSet, threshold: float, bf16: bool, batch_size: int, scope: str = "pair"
+) -> dict[str, Any]:
     """Link score of ``data`` scored by ``detector`` behind the cascade at ``threshold`` (``score_set``:
     settled pairs score 0, words ranked by the whole set), what the model saw and the time it took."""
     import torch
 
-    served = with_cascade(data, threshold)
+    served = with_cascade(data, threshold, scope)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     started = time.perf_counter()
     with context:
-        scored, _ = score_set(detector, data, batch_size, threshold)
+        scored, _ = score_set(detector, data, batch_size, threshold, scope)
     seconds = time.perf_counter() - started
     score = link_score(scored, "model_score", data.truth_links, AppConfig().detect.rephrase_threshold)
     return {
@@ -108,8 +111,14 @@ def main() -> None:
     detector = SpanRephraseDetector.load(detector_dir)
     runs = {}
     scored_run(detector, replace(evaluation, groups=evaluation.groups.head(64)), 0.0, False, args.batch_size)  # warm-up
-    for name, threshold, bf16 in (("fp32", 0.0, False), ("fp32+cascade", chosen, False), ("bf16", 0.0, True), ("bf16+cascade", chosen, True)):
-        runs[name] = scored_run(detector, evaluation, threshold, bf16, args.batch_size)
+    for name, threshold, bf16, scope in (
+        ("fp32", 0.0, False, "pair"),
+        ("fp32+cascade", chosen, False, "pair"),
+        ("fp32+cascade, request scope", chosen, False, "request"),
+        ("bf16", 0.0, True, "pair"),
+        ("bf16+cascade", chosen, True, "pair"),
+    ):
+        runs[name] = scored_run(detector, evaluation, threshold, bf16, args.batch_size, scope)
         print(name, json.dumps(runs[name]))
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {args.threads}",

@@ -146,5 +146,5 @@ def test_pipeline_on_a_standalone_cluster_equals_a_local_run(
     # Both runs scored rephrases with the registry's champion (on the cluster: unpacked from its archive).
     for lake in (cluster_lake, local_lake):
         scored = spark.read.format("delta").load(lake.silver_turns).filter("rephrase_score IS NOT NULL")
-        assert {r["rephrase_detector"] for r in scored.select("rephrase_detector").distinct().collect()} == {f"{REPHRASE_DETECTOR}/1"}
+        assert {r["rephrase_detector"] for r in scored.select("rephrase_detector").distinct().collect()} == {f"{REPHRASE_DETECTOR}/1+int8"}
         assert (Path(lake.root) / "_models" / REPHRASE_DETECTOR / "1").is_dir()

@@ -371,7 +371,7 @@ class RephraseModelConfig:
     student_layers: int = 0
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5
-    quantize: bool = False
+    quantize: bool = True
     fp32_ffn_output_layers: int = 3
     use_champion: bool = True
     must_beat_heuristic: bool = True

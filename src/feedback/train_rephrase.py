@@ -44,6 +44,7 @@ from feedback.rephrase_model import (
     pad_batch,
     queries_from_pandas,
     query_texts,
+    resolve_device,
     scores_frame,
     word_counts,
 )
@@ -96,6 +97,7 @@ class TrainingResult:
     model: Score
     heuristic: Score
     quantized: Score
+    served: str
     champion_f1: float | None
     train_groups: int
     eval_groups: int
@@ -117,7 +119,8 @@ class TrainingResult:
                 line("model (fp32)", self.model),
                 line("model (int8)", self.quantized),
                 line("heuristic", self.heuristic),
-                f"champion before this run: {'none' if self.champion_f1 is None else f'F1 {self.champion_f1:.4f}'}",
+                f"champion rule on the {self.served} model's F1; champion before this run: "
+                f"{'none' if self.champion_f1 is None else f'F1 {self.champion_f1:.4f}'}",
                 f"inference: {self.fp32_sequences_per_s:.1f} sequences/s fp32, {self.int8_sequences_per_s:.1f} int8",
             ]
         )
@@ -564,17 +567,19 @@ def run(
         version = str(info.registered_model_version)
 
         champion_f1: float | None = None
+        serves_int8 = settings.quantize and resolve_device(settings.device) == "cpu"  # compared as the pipeline serves them
         current = champion_version(client, REPHRASE_DETECTOR)
         if current is not None:
             found = champion_detector_dir(paths)
             if found is None:
                 raise RuntimeError(f"{REPHRASE_DETECTOR}@champion v{current.version} exists but could not be downloaded")
-            champion = SpanRephraseDetector.load(found[1])
+            champion = SpanRephraseDetector.load(found[1], quantize=serves_int8, fp32_ffn_output_layers=settings.fp32_ffn_output_layers)
             champion_scored, _ = score_set(champion, evaluation, settings.batch_size, cascade, settings.cascade_scope)
             champion_f1 = link_score(champion_scored, "model_score", evaluation.truth_links, threshold).f1
         baseline = ("heuristic-v1", heuristic_score.f1) if settings.must_beat_heuristic else None
+        served = int8_score if serves_int8 else model_score
         decision = apply_champion_rule(
-            client, REPHRASE_DETECTOR, version, "link_f1", model_score.f1, champion_f1, allow_equal=False, baseline=baseline
+            client, REPHRASE_DETECTOR, version, "link_f1", served.f1, champion_f1, allow_equal=False, baseline=baseline
         )
         client.set_model_version_tag(REPHRASE_DETECTOR, version, "heuristic_link_f1", f"{heuristic_score.f1:.6f}")
         client.set_model_version_tag(REPHRASE_DETECTOR, version, "int8_link_f1", f"{int8_score.f1:.6f}")
@@ -585,6 +590,7 @@ def run(
             model=model_score,
             heuristic=heuristic_score,
             quantized=int8_score,
+            served="int8" if serves_int8 else "fp32",
             champion_f1=champion_f1,
             train_groups=len(examples),
             eval_groups=len(evaluation.groups),
