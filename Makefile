@@ -35,7 +35,7 @@ test-fast:
 demo:
 	$(VENV)/bin/feedback demo --workdir demo
 
-## train-rephrase: fine-tune the BERT rephrase detector on a fresh simulation, register it in LAKE/mlflow (about 25 minutes on a quiet 2-core machine: two simulations and pipeline runs, 3 epochs of about 6 minutes)
+## train-rephrase: fine-tune the BERT rephrase detector on a fresh simulation, register it in LAKE/mlflow (12 minutes on a quiet 2-core machine: two simulations and pipeline runs, 3 epochs of about 2 minutes)
 train-rephrase:
 	$(VENV)/bin/feedback train-rephrase --lake $(LAKE)
 

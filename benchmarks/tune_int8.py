@@ -41,14 +41,12 @@ from feedback.spark import build_spark
 from feedback.train_rephrase import LabelledSet, link_score, prepare_simulation, score_set, simulated_sets, with_cascade
 
 
-def decisions(detector: SpanRephraseDetector, data: LabelledSet, config: AppConfig, batch_size: int) -> tuple[np.ndarray, float]:
-    """Each pair's model decision on ``data`` as the stage serves it, and the seconds scoring took."""
+def decisions(detector: SpanRephraseDetector, data: LabelledSet, config: AppConfig, batch_size: int) -> np.ndarray:
+    """Each pair's model decision on ``data`` as the stage serves it (pairs in a fixed order)."""
     settings = config.rephrase_model
-    started = time.perf_counter()
     scored, _ = score_set(detector, data, batch_size, settings.cascade_min_score, settings.cascade_scope)
-    seconds = time.perf_counter() - started
     ordered = scored.sort_values(["source_event_id", "target_event_id"], kind="stable")
-    return (ordered["model_score"] >= config.detect.rephrase_threshold).to_numpy(), seconds
+    return (ordered["model_score"] >= config.detect.rephrase_threshold).to_numpy()
 
 
 def main() -> None:
@@ -85,7 +83,7 @@ def main() -> None:
     fp32 = SpanRephraseDetector.load(detector_dir)
     layers = int(fp32.model.config.num_hidden_layers)
     decisions(fp32, evaluation, config, args.batch_size)  # warm-up
-    reference, _ = decisions(fp32, training, config, args.batch_size)
+    reference = decisions(fp32, training, config, args.batch_size)
     served = with_cascade(training, settings.cascade_min_score, settings.cascade_scope)
     model_pairs = int(served.groups["candidates"].map(len).sum())
     rows: list[dict[str, Any]] = []
@@ -94,7 +92,7 @@ def main() -> None:
         if k is not None:
             detector = copy.deepcopy(fp32)
             detector.quantize(k)
-        train_decisions = reference if k is None else decisions(detector, training, config, args.batch_size)[0]
+        train_decisions = reference if k is None else decisions(detector, training, config, args.batch_size)
         started = time.perf_counter()
         scored, _ = score_set(detector, evaluation, args.batch_size, settings.cascade_min_score, settings.cascade_scope)
         seconds = time.perf_counter() - started

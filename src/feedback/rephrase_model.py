@@ -387,8 +387,8 @@ def int8_linear_names(model: Any, fp32_ffn_output_layers: int = 0) -> list[str]:
     """The linear layers int8 quantization replaces: every one of the encoder but the feed-forward
     output projections of its first ``fp32_ffn_output_layers`` layers; the span head stays fp32.
 
-    Why: the inputs of those projections have a few large outlier dimensions, which one int8 scale
-    per row cannot hold; in early layers the error then runs through the whole encoder
+    Why: the inputs of those projections have a few large outlier dimensions, which the one int8
+    scale of a batch's activations cannot hold; in early layers the error then runs through the whole encoder
     (``docs/quality.md`` measures what each choice costs in link F1).
     """
     import torch

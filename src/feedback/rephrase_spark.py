@@ -185,7 +185,7 @@ def cascade_passes(heuristic_score: Column, min_score: float, scope: str = "pair
 
     Why: most candidate pairs are a request and an unrelated next request; the heuristic tells those
     apart for a fraction of the model's cost (``docs/quality.md`` reports the share it settles and
-    what that costs in link F1). Passing whole requests shows the model the groups it was trained on.
+    what that costs in link F1). Passing whole requests suits a model trained on whole requests.
     """
     if not 0.0 <= min_score <= 1.0:
         raise ValueError(f"min_score must be in [0, 1], got {min_score}")
