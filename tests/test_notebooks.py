@@ -271,7 +271,7 @@ def test_model_monitoring(spark: SparkSession, notebook_lake: NotebookLake) -> N
         row["rephrase_detector"]
         for row in spark.read.format("delta").load(paths.silver_turns).select("rephrase_detector").distinct().collect()
     }
-    assert detectors == {None, "heuristic-v1", f"{REPHRASE_DETECTOR}/1"}
+    assert detectors == {None, "heuristic-v1", f"{REPHRASE_DETECTOR}/1+int8"}
 
 
 @pytest.mark.slow
