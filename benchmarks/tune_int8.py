@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from feedback.config import AppConfig, SparkConfig, load_config, replace_section
+from feedback.config import AppConfig, load_config, replace_section
 from feedback.rephrase_model import SpanRephraseDetector
-from feedback.rephrase_spark import champion_detector_dir
 from feedback.schema import LakePaths
 from feedback.spark import build_spark
+from model_lake import LOCAL_SPARK, champion_or_exit
 from feedback.train_rephrase import LabelledSet, link_score, prepare_simulation, score_set, simulated_sets, with_cascade
 
 
@@ -61,15 +61,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    found = champion_detector_dir(LakePaths.at(args.model_lake))
-    if found is None:
-        raise SystemExit(f"no rephrase-detector@champion in {args.model_lake}/mlflow: run `make train-rephrase` first")
-    version, detector_dir = found
-    config = replace_section(load_config(args.conf), spark=SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}))
+    version, detector_dir = champion_or_exit(args.model_lake, args.threads)
+    config = replace_section(load_config(args.conf), spark=LOCAL_SPARK)
     spark = build_spark(config.spark)
     settings = config.rephrase_model
     prepare_simulation(  # the choice's simulation: made (once) when --conf names one train-rephrase did not
