@@ -39,6 +39,7 @@ def test_file_overrides_only_the_keys_it_names(tmp_path: Path) -> None:
         ({"spark": {"log_level": "LOUD"}}, "spark.log_level: must be one of"),
         ({"spark": {"driver_memory": "4 GB"}}, "spark.driver_memory: must be a JVM size such as 4g or 512m, got '4 GB'"),
         ({"rephrase_model": {"evidence_version": 3}}, "rephrase_model.evidence_version: must be 1 or 2, got 3"),
+        ({"rephrase_model": {"text_version": 0}}, "rephrase_model.text_version: must be 1 or 2, got 0"),
         ({"rephrase_model": {"cascade_scope": "session"}}, "rephrase_model.cascade_scope: must be pair or request, got 'session'"),
         ({"rephrase_model": {"fp32_ffn_output_layers": -1}}, "rephrase_model.fp32_ffn_output_layers: must be >= 0, got -1"),
         ({"simulation": {"duplicate_rate": 1.5}}, "simulation.duplicate_rate: must be in [0, 1], got 1.5"),

@@ -22,6 +22,7 @@ from feedback.rephrase_model import (
     pair_evidence,
     passage_text,
     merged_counts,
+    query_text,
     queries_from_pandas,
     query_texts,
     rarest_kept,
@@ -85,6 +86,49 @@ def test_passage_with_evidence_introduces_each_candidate() -> None:
         "31 seconds later (within a minute), 0 of 12 words shared, changed words sound different, spelled differently: what's the weather"
     )
     assert [text[a:b] for a, b in spans] == ["play fix you by coldplay on spotify", "what's the weather"]
+
+
+def test_compact_text_keeps_the_pair_and_leaves_out_the_context() -> None:
+    query = RephraseQuery(
+        source_event_id="e1",
+        source_text="play fix you by coldplay on spot if i",
+        status="unhandled",
+        response_text="sorry, i can't find spot if i in your library right now.",
+        barge_in=True,
+        terminated=False,
+        previous_text="what's the weather",
+        previous_gap_s=42.0,
+        candidates=QUERY.candidates,
+    )
+    assert query_text(query) == (
+        "play fix you by coldplay on spot if i | assistant did not understand, interrupted: "
+        "sorry, i can't find spot if i in your library right now. | before, 42 seconds earlier: what's the weather"
+    )
+    assert query_text(query, text_version=2) == (
+        "play fix you by coldplay on spot if i | did not understand, interrupted: sorry, i can't find spot if i in your li"
+    )
+    text, spans = passage_text(query, evidence=True, text_version=2)
+    assert text == (
+        "right away after a stop, 6 of 10 words shared, changed words sound alike, spelled alike: "
+        "play fix you by coldplay on spotify ; "
+        "within a minute, 0 of 12 words shared, changed words sound different, spelled differently: what's the weather"
+    )
+    assert [text[a:b] for a, b in spans] == ["play fix you by coldplay on spotify", "what's the weather"]
+    assert passage_text(query, text_version=2)[0] == "right away after a stop: play fix you by coldplay on spotify ; within a minute: what's the weather"
+
+
+def test_text_version_is_saved_with_the_detector_and_validated(detector: SpanRephraseDetector, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="text_version must be one of \\(1, 2\\), got 3"):
+        DetectorSettings(text_version=3)
+    (full,) = detector.encode([QUERY])
+    compact_settings = DetectorSettings(**{**detector.settings.__dict__, "text_version": 2})
+    compact = SpanRephraseDetector(detector.model, detector.tokenizer, compact_settings, detector.counts)
+    loaded = SpanRephraseDetector.load(compact.save(tmp_path / "compact"))
+    assert loaded.settings.text_version == 2
+    (short,) = loaded.encode([QUERY])
+    decoded = detector.tokenizer.decode(short.input_ids)
+    assert decoded.startswith("[CLS] play fix you by coldplay on spot if i | did not understand, stopped : sorry, i can ' t find that. [SEP] right away after a stop")
+    assert len(short.input_ids) < len(full.input_ids)
 
 
 @pytest.mark.parametrize(

@@ -363,6 +363,7 @@ class RephraseModelConfig:
     null_score_margin: float = 0.0
     pair_evidence: bool = True
     evidence_version: int = 2
+    text_version: int = 1
     batch_size: int = 64
     gpu_batch_size: int = 256
     device: str = "cpu"
@@ -417,6 +418,7 @@ class RephraseModelConfig:
             self.fp32_ffn_output_layers >= 0, "rephrase_model.fp32_ffn_output_layers", "must be >= 0", self.fp32_ffn_output_layers
         )
         _require(self.evidence_version in (1, 2), "rephrase_model.evidence_version", "must be 1 or 2", self.evidence_version)
+        _require(self.text_version in (1, 2), "rephrase_model.text_version", "must be 1 or 2", self.text_version)
         _require(self.torch_threads >= 0, "rephrase_model.torch_threads", "must be >= 0 (0: the task's cores)", self.torch_threads)
         _require(self.epochs >= 1, "rephrase_model.epochs", "must be >= 1", self.epochs)
         _require(0 < self.learning_rate < 1, "rephrase_model.learning_rate", "must be in (0, 1)", self.learning_rate)

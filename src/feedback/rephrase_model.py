@@ -32,10 +32,13 @@ LOG = logging.getLogger(__name__)
 SETTINGS_FILE = "rephrase_detector.json"
 WORD_COUNTS_FILE = "word_counts.json"
 EVIDENCE_VERSIONS = (1, 2)
+TEXT_VERSIONS = (1, 2)
+"""How a group is written out: 1 in full; 2 compact (no earlier request, no seconds, a short response)."""
 FORMAT_VERSION = 1
 MIN_CANDIDATE_TOKENS = 16
 """Tokens a sequence keeps for its candidates however long the request is (special tokens included)."""
 MAX_RESPONSE_CHARS = 120
+COMPACT_RESPONSE_CHARS = 40
 SPELLED_ALIKE = 0.5
 STATUS_WORDS = {"success": "answered", "unhandled": "did not understand", "error": "failed"}
 
@@ -135,11 +138,19 @@ def _seconds(gap_s: float | None) -> str:
     return f"{max(0, round(gap_s))} seconds"
 
 
-def query_text(query: RephraseQuery) -> str:
-    """First segment: the request and its context, as text."""
+def query_text(query: RephraseQuery, text_version: int = 1) -> str:
+    """First segment: the request and its context, as text.
+
+    Version 2 (compact) keeps the outcome and the head of the response and leaves out the earlier
+    request: the encoder's cost grows faster than the tokens, and the pair's own words carry the
+    decision (docs/quality.md measures what the compact text costs).
+    """
     outcome = STATUS_WORDS.get(query.status, query.status)
     cut = ", interrupted" if query.barge_in else ""
     cut += ", stopped" if query.terminated else ""
+    if text_version == 2:
+        response = (query.response_text or "no response")[:COMPACT_RESPONSE_CHARS]
+        return f"{query.source_text} | {outcome}{cut}: {response}"
     response = (query.response_text or "no response")[:MAX_RESPONSE_CHARS]
     parts = [query.source_text, f"assistant {outcome}{cut}: {response}"]
     if query.previous_text:
@@ -245,21 +256,28 @@ def pair_evidence(source: str, target: str, counts: dict[str, int] | None = None
 
 
 def passage_text(
-    query: RephraseQuery, evidence: bool = False, counts: dict[str, int] | None = None
+    query: RephraseQuery, evidence: bool = False, counts: dict[str, int] | None = None, text_version: int = 1
 ) -> tuple[str, list[tuple[int, int]]]:
     """Second segment: the candidates, and each candidate utterance's character span [start, end).
 
     With ``evidence``, each candidate is introduced by ``pace_words`` of its delay and
-    ``pair_evidence`` against the request (version 2 when ``counts`` is given).
+    ``pair_evidence`` against the request (version 2 when ``counts`` is given). Text version 2
+    gives the delay in ``pace_words`` only.
     """
     text = ""
     spans: list[tuple[int, int]] = []
     for candidate in query.candidates:
         if text:
             text += " ; "
-        text += f"{_seconds(candidate.gap_s)} later{' after a stop' if candidate.stop_between else ''}"
-        if evidence:
-            text += f" ({pace_words(candidate.gap_s)}), {pair_evidence(query.source_text, candidate.text, counts)}"
+        stop = " after a stop" if candidate.stop_between else ""
+        if text_version == 2:
+            text += f"{pace_words(candidate.gap_s)}{stop}"
+            if evidence:
+                text += f", {pair_evidence(query.source_text, candidate.text, counts)}"
+        else:
+            text += f"{_seconds(candidate.gap_s)} later{stop}"
+            if evidence:
+                text += f" ({pace_words(candidate.gap_s)}), {pair_evidence(query.source_text, candidate.text, counts)}"
         text += ": "
         spans.append((len(text), len(text) + len(candidate.text)))
         text += candidate.text
@@ -277,11 +295,14 @@ class DetectorSettings:
     pair_evidence: bool = False
     evidence_version: int = 1
     max_request_tokens: int = 80
+    text_version: int = 1
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if self.evidence_version not in EVIDENCE_VERSIONS:
             raise ValueError(f"evidence_version must be one of {EVIDENCE_VERSIONS}, got {self.evidence_version}")
+        if self.text_version not in TEXT_VERSIONS:
+            raise ValueError(f"text_version must be one of {TEXT_VERSIONS}, got {self.text_version}")
         if not 1 <= self.max_request_tokens <= self.max_length - MIN_CANDIDATE_TOKENS:
             raise ValueError(
                 f"max_request_tokens must be in [1, max_length - {MIN_CANDIDATE_TOKENS}] = "
@@ -329,8 +350,10 @@ def encode_queries(
     evidence: bool = False,
     counts: dict[str, int] | None = None,
     max_request_tokens: int | None = None,
+    text_version: int = 1,
 ) -> list[EncodedQuery]:
-    """Tokenize (request + context, candidates) pairs and map candidate spans to tokens.
+    """Tokenize (request + context, candidates) pairs, written as ``text_version`` says, and map
+    candidate spans to tokens.
 
     The first segment is capped at ``max_request_tokens`` (default: all but
     ``MIN_CANDIDATE_TOKENS`` of ``max_length``); the candidates are truncated to what is left.
@@ -340,8 +363,10 @@ def encode_queries(
     budget = max_length - MIN_CANDIDATE_TOKENS if max_request_tokens is None else max_request_tokens
     if not 1 <= budget <= max_length - MIN_CANDIDATE_TOKENS:
         raise ValueError(f"max_request_tokens must be in [1, {max_length - MIN_CANDIDATE_TOKENS}], got {budget}")
-    firsts = cap_tokens(tokenizer, [query_text(q) for q in queries], budget)
-    seconds = [passage_text(q, evidence, counts) for q in queries]
+    if text_version not in TEXT_VERSIONS:
+        raise ValueError(f"text_version must be one of {TEXT_VERSIONS}, got {text_version}")
+    firsts = cap_tokens(tokenizer, [query_text(q, text_version) for q in queries], budget)
+    seconds = [passage_text(q, evidence, counts, text_version) for q in queries]
     batch = tokenizer(
         firsts,
         [text for text, _ in seconds],
@@ -522,7 +547,13 @@ class SpanRephraseDetector:
         counts = self.evidence_counts(queries, traffic_counts)
         settings = self.settings
         return encode_queries(
-            self.tokenizer, queries, settings.max_length, settings.pair_evidence, counts, settings.max_request_tokens
+            self.tokenizer,
+            queries,
+            settings.max_length,
+            settings.pair_evidence,
+            counts,
+            settings.max_request_tokens,
+            settings.text_version,
         )
 
     def logits(self, encoded: Sequence[EncodedQuery], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:

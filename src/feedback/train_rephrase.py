@@ -498,6 +498,7 @@ def run(
         pair_evidence=settings.pair_evidence,
         evidence_version=settings.evidence_version,
         max_request_tokens=settings.max_request_tokens,
+        text_version=settings.text_version,
     )
     counts = word_counts(query_texts(training.queries))
     teacher: SpanRephraseDetector | None = None
