@@ -17,7 +17,7 @@ setup:
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m feedback.jars
+	$(PY) -m feedback.core.jars
 
 ## test: the whole suite (real Spark, Delta, Great Expectations, a standalone cluster, the notebooks; about 35 minutes on 2 cores) except the chaos test
 test:
@@ -64,15 +64,15 @@ bench-rewrites:
 
 ## cluster-up: a Spark standalone master and two 1-core workers on 127.0.0.1 from the installed pyspark (state in .cluster/)
 cluster-up:
-	$(PY) -m feedback.cluster up --root $(CLUSTER_DIR) --port $(CLUSTER_PORT) --webui-port $(CLUSTER_WEBUI_PORT) --workers 2 --cores 1 --memory 1g
+	$(PY) -m feedback.ops.cluster up --root $(CLUSTER_DIR) --port $(CLUSTER_PORT) --webui-port $(CLUSTER_WEBUI_PORT) --workers 2 --cores 1 --memory 1g
 
 ## cluster-demo: spark-submit jobs/pipeline.py to that cluster over simulated traffic into LAKE (package as a wheel, Delta jars from .cache/jars, the champion detector from LAKE's MLflow registry)
 cluster-demo:
-	$(PY) -m feedback.cluster wheel --out dist
+	$(PY) -m feedback.ops.cluster wheel --out dist
 	test -f $(CLUSTER_DIR)/traffic/manifest.json || $(VENV)/bin/feedback simulate --out $(CLUSTER_DIR)/traffic --users 50 --days 2
-	$(PY) -m feedback.cluster submit --root $(CLUSTER_DIR) --py-files dist/feedback-*-py3-none-any.zip \
+	$(PY) -m feedback.ops.cluster submit --root $(CLUSTER_DIR) --py-files dist/feedback-*-py3-none-any.zip \
 	  jobs/pipeline.py --events $(CLUSTER_DIR)/traffic/events --lake $(LAKE) --conf conf/cluster.yaml
 
 ## cluster-down: stop the workers (and their executors), then the master
 cluster-down:
-	$(PY) -m feedback.cluster down --root $(CLUSTER_DIR)
+	$(PY) -m feedback.ops.cluster down --root $(CLUSTER_DIR)

@@ -32,17 +32,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from pyspark.sql import SparkSession
 
-import yaml
-
+from feedback.bronze.ingest import start_bronze_stream
 from feedback.config import AppConfig, IngestConfig, SessionizeConfig, SimulationConfig, SparkConfig, replace_section
-from feedback.ingest import start_bronze_stream
-from feedback.registry import tracking_uri_for
-from feedback.schema import LakePaths
-from feedback.silver import start_silver_stream, summarize_silver
+from feedback.core.registry import tracking_uri_for
+from feedback.core.schema import LakePaths
+from feedback.core.spark import build_spark
+from feedback.gold.aggregate import fold_into_gold
+from feedback.rephrase.spark import resolve_scorer
+from feedback.silver.stream import silver_writer, start_silver_stream, summarize_silver
 from feedback.simulate import run as simulate
-from feedback.spark import build_spark
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def run_size(spark: SparkSession, config: AppConfig, workdir: Path, users: int, 
     bronze_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    silver = start_silver_stream(spark, config, lake, available_now=True)
+    writer = silver_writer(lake, config, fold_into_gold, resolve_scorer(spark, config, lake))
+    silver = start_silver_stream(spark, config, lake, available_now=True, writer=writer)
     silver.awaitTermination()
     silver_seconds = time.perf_counter() - started
 

@@ -30,26 +30,26 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, SimulationConfig, SparkConfig, replace_section
-from feedback.detect import rephrase_candidates, score_pairs_heuristic
+from feedback.core.schema import LakePaths
+from feedback.core.spark import build_spark
 from feedback.pipeline import run_pipeline
-from feedback.rephrase_spark import (
+from feedback.rephrase.spark import (
     DetectorHandle,
     cascade_passes,
     champion_detector_dir,
     request_groups,
     score_pairs_with_detector,
 )
-from feedback.schema import LakePaths
+from feedback.silver.detect import rephrase_candidates, score_pairs_heuristic
 from feedback.simulate import run as simulate
-from feedback.spark import build_spark
 
 
 def version_dir(model_lake: Path, version: int, workdir: Path) -> Path:
     """The saved detector of ``rephrase-detector`` version ``version``, downloaded once under ``workdir``."""
     import mlflow
 
-    from feedback.registry import REPHRASE_DETECTOR, configure_mlflow
-    from feedback.rephrase_pyfunc import DETECTOR_ARTIFACT
+    from feedback.core.registry import REPHRASE_DETECTOR, configure_mlflow
+    from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT
 
     target = workdir / "models" / str(version)
     if not (target / "artifacts" / DETECTOR_ARTIFACT / "config.json").is_file():

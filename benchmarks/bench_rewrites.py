@@ -5,7 +5,7 @@ about N states: component sizes follow a power law (P(k) ~ k^-2.5, 2 <= k <= 500
 components are pairs and triples and a few have thousands of states), about 2.5 N chains of
 1-3 turns by N/2 users; in each component one wording mostly succeeds and the others mostly
 fail, and rephrases lean towards the good wording. The turns are written to Parquet first (not
-timed); then ``feedback.mine.mine_rewrites`` runs end to end (transitions, label-propagation
+timed); then ``feedback.rewrites.mine.mine_rewrites`` runs end to end (transitions, label-propagation
 components, the per-component sparse solves with ``applyInPandas``, thresholds) and the rows
 are MERGEd into a fresh ``gold/rewrites`` Delta table. Peak memory is the largest resident set
 of this process and all its children (the Spark JVM and its Python workers) sampled every 0.2 s.
@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from feedback.config import MiningConfig, SparkConfig
-from feedback.mine import ensure_rewrite_tables, merge_rewrites, mine_rewrites
-from feedback.schema import REWRITE_VETOES_SCHEMA, LakePaths
-from feedback.spark import build_spark
+from feedback.core.schema import REWRITE_VETOES_SCHEMA, LakePaths
+from feedback.core.spark import build_spark
+from feedback.rewrites.mine import ensure_rewrite_tables, merge_rewrites, mine_rewrites
 
 LOG = logging.getLogger("bench_rewrites")
 MAX_COMPONENT = 5000

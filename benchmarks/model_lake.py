@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from feedback.config import SparkConfig
-from feedback.rephrase_spark import champion_detector_dir
-from feedback.schema import LakePaths
+from feedback.core.schema import LakePaths
+from feedback.rephrase.spark import champion_detector_dir
 
 LOCAL_SPARK = SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"})
 

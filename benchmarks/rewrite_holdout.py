@@ -17,10 +17,10 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from feedback.config import SparkConfig, load_config
-from feedback.mine import mine_rewrites
-from feedback.rewrite_eval import evaluate_rewrites, read_truth, truth_traffic
-from feedback.schema import REWRITE_VETOES_SCHEMA, LakePaths
-from feedback.spark import build_spark
+from feedback.core.schema import REWRITE_VETOES_SCHEMA, LakePaths
+from feedback.core.spark import build_spark
+from feedback.rewrites.evaluate import evaluate_rewrites, read_truth, truth_traffic
+from feedback.rewrites.mine import mine_rewrites
 
 
 def main() -> None:

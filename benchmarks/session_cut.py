@@ -1,6 +1,6 @@
 """What cutting sessions at ``sessionize.max_session_duration`` costs, counted on the simulator's ground truth.
 
-Sessions are cut at UTC boundaries of that length (``feedback.sessionize``). A cut only loses
+Sessions are cut at UTC boundaries of that length (``feedback.silver.sessionize``). A cut only loses
 a signal when it falls between a request and the turn that judges it: its rephrase, the
 request that barged in, or the stop that terminated it. This counts the true sessions cut and
 the true signals whose two turns land in different spans.

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from model_lake import LOCAL_SPARK, champion_or_exit
 
 from feedback.config import AppConfig, replace_section
-from feedback.rephrase_model import SpanRephraseDetector
-from feedback.spark import build_spark
-from model_lake import LOCAL_SPARK, champion_or_exit
-from feedback.train_rephrase import LabelledSet, link_score, score_set, simulated_sets, with_cascade
+from feedback.core.spark import build_spark
+from feedback.rephrase.model import SpanRephraseDetector
+from feedback.rephrase.train import LabelledSet, link_score, score_set, simulated_sets, with_cascade
 
 
 def threshold_table(pairs: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:

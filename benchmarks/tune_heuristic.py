@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from feedback.bronze.ingest import parse_events, split_valid
 from feedback.config import AppConfig, SimulationConfig, SparkConfig
-from feedback.detect import heuristic_features, rephrase_candidates
-from feedback.ingest import parse_events, split_valid
-from feedback.sessionize import TURN_FIELDS, aggregate_sessions, explode_sessions, mark_turns
+from feedback.core.spark import build_spark
+from feedback.silver.detect import heuristic_features, rephrase_candidates
+from feedback.silver.sessionize import TURN_FIELDS, aggregate_sessions, explode_sessions, mark_turns
 from feedback.simulate import run as simulate
-from feedback.spark import build_spark
 
 
 def candidate_matrix(pairs: pd.DataFrame, max_back: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

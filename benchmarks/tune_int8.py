@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from model_lake import LOCAL_SPARK, champion_or_exit
 
 from feedback.config import AppConfig, load_config, replace_section
-from feedback.rephrase_model import SpanRephraseDetector
-from feedback.schema import LakePaths
-from feedback.spark import build_spark
-from model_lake import LOCAL_SPARK, champion_or_exit
-from feedback.train_rephrase import LabelledSet, link_score, prepare_simulation, score_set, simulated_sets, with_cascade
+from feedback.core.schema import LakePaths
+from feedback.core.spark import build_spark
+from feedback.rephrase.model import SpanRephraseDetector
+from feedback.rephrase.train import LabelledSet, link_score, prepare_simulation, score_set, simulated_sets, with_cascade
 
 
 def decisions(detector: SpanRephraseDetector, data: LabelledSet, config: AppConfig, batch_size: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Grid-search the rewrite-mining thresholds on one simulated lake (the tuning seed).
 
 Solves the absorbing chains once with every gate open, judges every candidate's traffic against
-the simulator's ground truth (``feedback.rewrite_eval``), then tries each threshold combination
+the simulator's ground truth (``feedback.rewrites.evaluate``), then tries each threshold combination
 in pandas. The figure in docs/quality.md is measured on another seed and user count with
 ``feedback mine-rewrites`` + ``feedback evaluate-rewrites``, never with this script.
 
@@ -24,10 +24,10 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from feedback.config import MiningConfig, SparkConfig
-from feedback.mine import mine_rewrites
-from feedback.rewrite_eval import judge_requests, read_truth, truth_traffic
-from feedback.schema import REWRITE_VETOES_SCHEMA, LakePaths
-from feedback.spark import build_spark
+from feedback.core.schema import REWRITE_VETOES_SCHEMA, LakePaths
+from feedback.core.spark import build_spark
+from feedback.rewrites.evaluate import judge_requests, read_truth, truth_traffic
+from feedback.rewrites.mine import mine_rewrites
 
 OPEN = MiningConfig(
     min_probability=0.0, min_support_users=2, min_support_chains=1, min_target_success_rate=0.0, max_source_success_rate=1.0,

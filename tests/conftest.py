@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from feedback.config import AppConfig, IngestConfig, SparkConfig, ValidationConfig, replace_section
-from feedback.spark import build_spark
+from feedback.core.spark import build_spark
 
 TEST_SPARK = SparkConfig(
     master="local[2]",

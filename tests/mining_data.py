@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 
-from feedback.schema import SILVER_TURNS_SCHEMA
+from feedback.core.schema import SILVER_TURNS_SCHEMA
 
 START = dt.datetime(2026, 11, 2, 10, 0, 0)
 

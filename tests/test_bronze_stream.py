@@ -11,11 +11,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.checkpoints import persistent_rdd_ids
+from feedback.bronze.ingest import BronzeBatchWriter, bronze_writer, start_bronze_stream
 from feedback.config import AppConfig, IngestConfig, ValidationConfig, replace_section
-from feedback.ingest import BronzeBatchWriter, bronze_writer, start_bronze_stream
+from feedback.core.checkpoints import persistent_rdd_ids
+from feedback.core.schema import LakePaths
 from feedback.pipeline import run_pipeline
-from feedback.schema import LakePaths
 
 
 def event(event_id: str, ts: str, utterance: str = "what's the weather", **extra: object) -> str:

@@ -28,13 +28,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.aggregate import rebuild_gold
 from feedback.config import AppConfig, SimulationConfig, load_config
-from feedback.late_events import backfill_late, closed_before, late_dates
-from feedback.mine import mine_rewrites
-from feedback.mine import run as mine
-from feedback.pipeline import run_pipeline
-from feedback.schema import LakePaths
+from feedback.core.schema import LakePaths
+from feedback.gold.aggregate import rebuild_gold
+from feedback.gold.late_events import closed_before, late_dates
+from feedback.pipeline import backfill_late_events, run_pipeline
+from feedback.rewrites.mine import mine_rewrites
+from feedback.rewrites.mine import run as mine
 from feedback.simulate import run as simulate
 
 # About 20 minutes on 2 cores (a dozen driver starts): `make test-chaos`, not part of `make test`.
@@ -127,7 +127,7 @@ def test_a_driver_killed_again_and_again_ends_with_the_clean_run_tables(spark: S
 
     clean = tmp_path / "clean"
     run_pipeline(spark, config, events, clean)
-    backfill_late(spark, config, LakePaths.at(clean))
+    backfill_late_events(spark, config, clean)
 
     chaotic = tmp_path / "chaotic"
     paths = LakePaths.at(chaotic)
@@ -142,7 +142,7 @@ def test_a_driver_killed_again_and_again_ends_with_the_clean_run_tables(spark: S
         outcomes.append({**asdict(point), "outcome": outcome})
     # Restart once more after the last kill, and let everything finish.
     run_pipeline(spark, config, events, chaotic)
-    backfill_late(spark, config, paths)
+    backfill_late_events(spark, config, chaotic)
     mine(spark, config, chaotic)
 
     killed = [o for o in outcomes if o["outcome"] == "killed"]

@@ -7,7 +7,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.checkpoints import checkpointed, persistent_rdd_ids, release
+from feedback.core.checkpoints import checkpointed, persistent_rdd_ids, release
 
 
 def test_checkpointed_holds_blocks_inside_the_block_only(spark: SparkSession) -> None:

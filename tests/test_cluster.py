@@ -1,8 +1,8 @@
 """A real multi-node run: the pipeline spark-submitted to a 2-worker standalone cluster writes the tables a local run writes.
 
-The cluster is started and stopped with ``python -m feedback.cluster`` (what ``make cluster-up`` /
+The cluster is started and stopped with ``python -m feedback.ops.cluster`` (what ``make cluster-up`` /
 ``cluster-down`` run) on free ports, one core per worker; the package goes to the executors as the
-archive ``python -m feedback.cluster wheel`` builds (``make cluster-demo``), the Delta jars come
+archive ``python -m feedback.ops.cluster wheel`` builds (``make cluster-demo``), the Delta jars come
 from the local cache, and the rephrase detector from a shared MLflow registry
 (``MLFLOW_TRACKING_URI``), so the champion's folder reaches the executors as an archive
 (``SparkContext.addArchive``). The same traffic then goes through the pipeline in this process
@@ -19,18 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import TEST_SPARK
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-
-from conftest import TEST_SPARK
-from feedback.cluster import ClusterSpec, down, free_port, master_state
-from feedback.config import SimulationConfig, load_config, replace_section
-from feedback.pipeline import run_pipeline
-from feedback.registry import REPHRASE_DETECTOR, tracking_uri_for
-from feedback.schema import LakePaths
-from feedback.simulate import run as simulate
 from tiny_detector import register_tiny_detector, tiny_detector
+
+from feedback.config import SimulationConfig, load_config, replace_section
+from feedback.core.registry import REPHRASE_DETECTOR, tracking_uri_for
+from feedback.core.schema import LakePaths
+from feedback.ops.cluster import ClusterSpec, down, free_port, master_state
+from feedback.pipeline import run_pipeline
+from feedback.simulate import run as simulate
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +52,11 @@ SKETCHES = ("users_sketch",)
 
 
 def cluster_cli(*args: str | Path, log: Path) -> None:
-    """``python -m feedback.cluster ARGS`` from the repository root, as the Makefile runs it."""
+    """``python -m feedback.ops.cluster ARGS`` from the repository root, as the Makefile runs it."""
     with log.open("a") as out:
-        done = subprocess.run([sys.executable, "-m", "feedback.cluster", *map(str, args)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run([sys.executable, "-m", "feedback.ops.cluster", *map(str, args)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"python -m feedback.cluster {' '.join(map(str, args))} exited {done.returncode}; see {log}")
+        raise RuntimeError(f"python -m feedback.ops.cluster {' '.join(map(str, args))} exited {done.returncode}; see {log}")
 
 
 @pytest.fixture(scope="module")

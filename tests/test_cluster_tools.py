@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from feedback.cluster import (
+from feedback.config import SparkConfig
+from feedback.core.jars import jar_paths
+from feedback.core.spark import spark_conf, submitted_driver
+from feedback.ops.cluster import (
     DAEMON_ENV,
     ClusterSpec,
     daemon_env,
@@ -20,10 +23,7 @@ from feedback.cluster import (
     submit_command,
     submit_env,
 )
-from feedback.config import SparkConfig
-from feedback.jars import jar_paths
-from feedback.rephrase_spark import detector_archive
-from feedback.spark import spark_conf, submitted_driver
+from feedback.rephrase.spark import detector_archive
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, SimulationConfig, load_config
+from feedback.core.schema import LakePaths
 from feedback.pipeline import run_pipeline
-from feedback.schema import LakePaths
 from feedback.simulate import run as simulate
 
 pytestmark = pytest.mark.slow

@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from landing_data import event, write_lines
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, SessionizeConfig
-from feedback.late_events import LateDate, backfill_late, date_ranges, late_dates, late_event_counts
-from feedback.pipeline import run_pipeline
-from feedback.schema import LakePaths
-from landing_data import event, write_lines
+from feedback.core.schema import LakePaths
+from feedback.gold.late_events import LateDate, date_ranges, late_dates, late_event_counts
+from feedback.pipeline import backfill_late_events, run_pipeline
 
 
 def timed(spark: SparkSession, rows: list[tuple[str, str]]) -> "DataFrame":  # noqa: F821
@@ -80,11 +80,11 @@ def test_dropped_events_are_recorded_and_backfill_late_rebuilds_their_dates(
     silver_ids = lambda: sorted(r["event_id"] for r in spark.read.format("delta").load(paths.silver_turns).collect())  # noqa: E731
     assert silver_ids() == ["a1", "a2"]
 
-    result = backfill_late(spark, app_config, paths)
+    result = backfill_late_events(spark, app_config, paths.root)
     assert (result.dates, result.turns) == ((LateDate(dt.date(2026, 11, 3), 2),), 2)
     assert silver_ids() == ["a1", "a2", "late1", "late2"]
     assert late_dates(spark, paths, app_config.sessionize) == []
-    assert backfill_late(spark, app_config, paths).render() == "backfill --late: no late events; nothing rebuilt"
+    assert backfill_late_events(spark, app_config, paths.root).render() == "backfill --late: no late events; nothing rebuilt"
     # Recording again adds no row for a batch already recorded.
     before = progress.count()
     run_pipeline(spark, app_config, landing, lake)

@@ -12,12 +12,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from delta.tables import DeltaTable
+from mining_data import HAND_CHAINS, Chain, silver_frame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, ConfigError, MiningConfig, replace_section
-from feedback.mine import (
+from feedback.core.schema import REWRITE_VETOES_SCHEMA, SILVER_PARTITION_COLUMNS, LakePaths
+from feedback.rewrites.mine import (
     CANDIDATE_SCHEMA,
     MiningOutcome,
     MiningRefused,
@@ -36,8 +38,6 @@ from feedback.mine import (
     state_transitions,
     utterance_stats,
 )
-from feedback.schema import REWRITE_VETOES_SCHEMA, SILVER_PARTITION_COLUMNS, LakePaths
-from mining_data import HAND_CHAINS, Chain, silver_frame
 
 MINED_AT = dt.datetime(2026, 11, 9, 12, 0, 0)
 RUN_ID = "run-1"

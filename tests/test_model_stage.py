@@ -14,7 +14,9 @@ from tiny_bert import tiny_bert_config
 from turn_data import Event, events_frame
 
 from feedback.config import AppConfig
-from feedback.rephrase_model import (
+from feedback.core.schema import LakePaths
+from feedback.gold.aggregate import fold_into_gold
+from feedback.rephrase.model import (
     Candidate,
     DetectorSettings,
     RephraseQuery,
@@ -24,11 +26,10 @@ from feedback.rephrase_model import (
     score_isolating_failures,
     word_counts,
 )
-from feedback.rephrase_spark import DetectorHandle, DetectorScorer, cascade_passes, score_pairs_with_detector
-from feedback.schema import LakePaths
-from feedback.sessionize import aggregate_sessions
-from feedback.silver import SilverBatchWriter, ensure_silver_tables
-from feedback.train_rephrase import NO_REPHRASE, LabelledSet, distillation_loss, student_of, with_cascade
+from feedback.rephrase.spark import DetectorHandle, DetectorScorer, cascade_passes, score_pairs_with_detector
+from feedback.rephrase.train import NO_REPHRASE, LabelledSet, distillation_loss, student_of, with_cascade
+from feedback.silver.sessionize import aggregate_sessions
+from feedback.silver.stream import SilverBatchWriter, ensure_silver_tables
 
 PAIR_COLUMNS = (
     "session_id string, user_id string, source_event_id string, target_event_id string, source_text string, "
@@ -123,7 +124,7 @@ def test_cascade_settles_an_unrelated_pair_and_passes_a_rephrase(spark: SparkSes
     - "jazz" -> "news" after "unhandled": the failure alone, 0.3: passed at 0.15, settled at 0.35.
     """
     from feedback.config import DetectConfig
-    from feedback.detect import score_pairs_heuristic
+    from feedback.silver.detect import score_pairs_heuristic
 
     pairs = spark.createDataFrame(
         [
@@ -246,7 +247,7 @@ def test_a_failing_group_falls_back_to_the_heuristic_and_is_counted(
     ]
     sessions = aggregate_sessions(events_frame(spark, events), app_config.sessionize)
     handle = DetectorHandle(path=str(faulty_dir), label="rephrase-detector/9", batch_size=4, threads=1)
-    SilverBatchWriter(paths, "test-app", app_config, scorer=DetectorScorer(handle))(sessions, 0)
+    SilverBatchWriter(paths, "test-app", app_config, fold_gold=fold_into_gold, scorer=DetectorScorer(handle))(sessions, 0)
 
     batch = spark.read.format("delta").load(paths.silver_batches).select(
         "batch_id", "turns", "candidate_pairs", "model_pairs", "cascade_pairs", "fallback_pairs", "fallback_groups"

@@ -1,4 +1,4 @@
-"""The notebooks' queries (``feedback.notebook_queries``) on hand-made frames with known answers."""
+"""The notebooks' queries (``feedback.ops.notebook_queries``) on hand-made frames with known answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.notebook_queries import (
+from feedback.ops.notebook_queries import (
     NO_CANDIDATE,
     chains_behind,
     current_rewrites,

@@ -25,15 +25,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import TEST_SPARK
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 from PIL import Image
 from pyspark.sql import SparkSession
+from tiny_detector import register_tiny_detector, tiny_detector
 
-from conftest import TEST_SPARK
 from feedback.config import AppConfig, IngestConfig, SimulationConfig, ValidationConfig, replace_section
-from feedback.mine import MiningResult, run as mine
-from feedback.notebook_queries import (
+from feedback.core.registry import QUERY_REWRITER, REPHRASE_DETECTOR, configure_mlflow, tracking_uri_for
+from feedback.core.schema import LakePaths
+from feedback.ops.notebook_queries import (
     current_rewrites,
     diff_rewrites,
     read_version,
@@ -42,12 +44,11 @@ from feedback.notebook_queries import (
     version_metrics,
 )
 from feedback.pipeline import run_pipeline
-from feedback.registry import QUERY_REWRITER, REPHRASE_DETECTOR, configure_mlflow, tracking_uri_for
-from feedback.rewrite_eval import RewriteEvaluation
-from feedback.schema import LakePaths
+from feedback.rephrase.train import labelled_set, link_score, score_set
+from feedback.rewrites.evaluate import RewriteEvaluation
+from feedback.rewrites.mine import MiningResult
+from feedback.rewrites.mine import run as mine
 from feedback.simulate import run as simulate
-from feedback.train_rephrase import labelled_set, link_score, score_set
-from tiny_detector import register_tiny_detector, tiny_detector
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"

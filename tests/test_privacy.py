@@ -12,11 +12,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from feedback.aggregate import rephrase_pairs_increment, utterance_defects_increment
 from feedback.config import AppConfig, ConfigError, PrivacyConfig, load_config
-from feedback.notebook_queries import chains_behind, top_defective_utterances
-from feedback.privacy import keyed_user_id, published, user_key
-from feedback.schema import LakePaths
+from feedback.core.privacy import keyed_user_id, published, user_key
+from feedback.core.schema import LakePaths
+from feedback.gold.aggregate import rephrase_pairs_increment, utterance_defects_increment
+from feedback.ops.notebook_queries import chains_behind, top_defective_utterances
 
 KEY_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 KEY = bytes.fromhex(KEY_HEX)

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from feedback.registry import (
+from feedback.core.registry import (
     CHAMPION_ALIAS,
     apply_champion_rule,
     beats_champion,

@@ -9,21 +9,21 @@ import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
+from tiny_detector import tiny_detector
 
-from feedback.evaluate import Score
-from feedback.rephrase_model import (
+from feedback.rephrase.model import (
     Candidate,
     DetectorSettings,
     RephraseQuery,
     SpanRephraseDetector,
     int8_linear_names,
     length_sorted_batches,
+    merged_counts,
     pace_words,
     pair_evidence,
     passage_text,
-    merged_counts,
-    query_text,
     queries_from_pandas,
+    query_text,
     query_texts,
     rarest_kept,
     scores_frame,
@@ -33,9 +33,9 @@ from feedback.rephrase_model import (
     word_counts,
     words_of,
 )
-from feedback.rephrase_spark import DetectorHandle, request_groups, score_pairs_with_detector
-from feedback.train_rephrase import link_score
-from tiny_detector import tiny_detector
+from feedback.rephrase.spark import DetectorHandle, request_groups, score_pairs_with_detector
+from feedback.rephrase.train import link_score
+from feedback.silver.evaluate import Score
 
 PAIR_COLUMNS = (
     "session_id string, user_id string, source_event_id string, target_event_id string, source_text string, "

@@ -20,18 +20,19 @@ import mlflow
 import pandas as pd
 import pytest
 from delta.tables import DeltaTable
+from mining_data import HAND_CHAINS, silver_frame
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, MiningConfig, replace_section
-from feedback.mine import MiningResult, run as mine
-from feedback.registry import CHAMPION_ALIAS, QUERY_REWRITER, champion_uri, configure_mlflow, tracking_uri_for
-from feedback.rewrite_eval import RewriteEvaluation, evaluate_rewrites, implicit_traffic, read_truth, truth_traffic
-from feedback.rewriter import QueryRewriter, model_signature, normalize_text, register_rewriter, rewrite_frame, start_mining_run
-from feedback.schema import SILVER_PARTITION_COLUMNS, LakePaths
-from feedback.sessionize import normalize_utterance
-from mining_data import HAND_CHAINS, silver_frame
+from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, champion_uri, configure_mlflow, tracking_uri_for
+from feedback.core.schema import SILVER_PARTITION_COLUMNS, LakePaths
+from feedback.rewrites.evaluate import RewriteEvaluation, evaluate_rewrites, implicit_traffic, read_truth, truth_traffic
+from feedback.rewrites.mine import MiningResult
+from feedback.rewrites.mine import run as mine
+from feedback.rewrites.register import QueryRewriter, model_signature, normalize_text, register_rewriter, rewrite_frame, start_mining_run
+from feedback.silver.sessionize import normalize_utterance
 
 TEXTS = [
     "  Play THE Beatles!! ",

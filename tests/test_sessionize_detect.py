@@ -9,9 +9,9 @@ from pyspark.testing import assertDataFrameEqual
 from turn_data import Event, events_frame, stop
 
 from feedback.config import AppConfig, ConfigError, SessionizeConfig
-from feedback.detect import HEURISTIC_DETECTOR, label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
-from feedback.sessionize import aggregate_sessions, explode_sessions, mark_turns, normalize_utterance
-from feedback.silver import build_turns, resolve_chains
+from feedback.silver.detect import HEURISTIC_DETECTOR, label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
+from feedback.silver.sessionize import aggregate_sessions, explode_sessions, mark_turns, normalize_utterance
+from feedback.silver.stream import build_turns, resolve_chains
 
 CONFIG = AppConfig()
 
@@ -172,7 +172,7 @@ def test_chains_resolve_to_their_first_request_and_final_outcome(spark: SparkSes
 
 
 def test_build_turns_writes_exactly_the_silver_columns(spark: SparkSession) -> None:
-    from feedback.schema import SILVER_TURNS_SCHEMA
+    from feedback.core.schema import SILVER_TURNS_SCHEMA
 
     sessions = aggregate_sessions(events_frame(spark, [Event("a", 0, "hello"), Event("b", 9, "hello there")]), CONFIG.sessionize)
     turns = build_turns(sessions, CONFIG.sessionize, CONFIG.detect)

@@ -11,12 +11,12 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 from turn_data import DAY, Event, events_frame, stop
 
-from feedback.aggregate import rebuild_gold
 from feedback.config import AppConfig
-from feedback.pipeline import run_pipeline
-from feedback.schema import LakePaths
-from feedback.sessionize import aggregate_sessions
-from feedback.silver import SilverBatchWriter, backfill, ensure_silver_tables
+from feedback.core.schema import LakePaths
+from feedback.gold.aggregate import fold_into_gold, rebuild_gold
+from feedback.pipeline import backfill_days, run_pipeline
+from feedback.silver.sessionize import aggregate_sessions
+from feedback.silver.stream import SilverBatchWriter, ensure_silver_tables
 
 
 def landing_line(event: Event) -> str:
@@ -62,7 +62,7 @@ def test_late_events_wait_for_backfill_and_gold_matches_a_rebuild(spark: SparkSe
 
     assert_gold_is_rebuilt_gold(spark, paths)
 
-    written = backfill(spark, app_config, paths, DAY.date(), DAY.date())
+    written = backfill_days(spark, app_config, paths.root, DAY.date(), DAY.date())
     assert written == 6  # the whole day from bronze, the late event and d1's open session included
     assert silver_ids(spark, lake) == ["a1", "a2", "a3", "c1", "d1", "late"]
     links = spark.read.format("delta").load(paths.silver_turns).filter("rephrase_of IS NOT NULL").select("event_id", "rephrase_of")
@@ -106,7 +106,7 @@ def test_gold_equals_a_rebuild_after_stream_backfill_and_checkpoint_reset(
     assert silver_ids(spark, lake) == ["a1", "a2", "b1", "b2"]
     assert_gold_is_rebuilt_gold(spark, paths)
 
-    backfill(spark, app_config, paths, DAY.date(), DAY.date())  # writes c1, c2 from bronze
+    backfill_days(spark, app_config, paths.root, DAY.date(), DAY.date())  # writes c1, c2 from bronze
     assert silver_ids(spark, lake) == ["a1", "a2", "b1", "b2", "c1", "c2"]
     land(landing, "events-2.jsonl", [Event("d1", 14400, "what's the time")])
     run_pipeline(spark, app_config, landing, lake)  # the stream now emits c1, c2 as well
@@ -153,7 +153,7 @@ def test_a_replayed_silver_batch_changes_nothing(spark: SparkSession, app_config
         Event("b1", 0, "play jazz", user_id="u2", device_id="d9", response_type="media", duration_ms=None, domain="music", intent="PlayMusic"),
     ]
     sessions = aggregate_sessions(events_frame(spark, events), app_config.sessionize)
-    writer = SilverBatchWriter(paths, "test-app", app_config)
+    writer = SilverBatchWriter(paths, "test-app", app_config, fold_gold=fold_into_gold)
     writer(sessions, 0)
     first = {name: gold_snapshot(spark, path).collect() for name, path in [*gold_tables(paths), ("silver", paths.silver_turns)]}
     writer(sessions, 0)  # Spark replays a batch with the same id after a crash

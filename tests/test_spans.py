@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from feedback.spans import Span, decode_rephrase, valid_spans
+from feedback.rephrase.spans import Span, decode_rephrase, valid_spans
 
 START = np.array([1, 0, 0, 0, 2, 0, 1, 0], dtype=np.float64)
 END = np.array([1, 0, 0, 0, 0, 3, 0.5, 0], dtype=np.float64)

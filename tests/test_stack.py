@@ -9,8 +9,8 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
+from feedback.bronze.validation import BatchValidator, batch_profile
 from feedback.config import ValidationConfig
-from feedback.validation import BatchValidator, batch_profile
 
 COLUMNS = (
     "event_id string, schema_version int, ts timestamp, event_date date, user_id string, device_id string, "

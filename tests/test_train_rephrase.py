@@ -15,16 +15,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from tiny_bert import tiny_bert_config
 
 from feedback.config import AppConfig, RephraseModelConfig, replace_section
-from feedback.detect import rephrase_candidates
+from feedback.core.registry import REPHRASE_DETECTOR, champion_uri
+from feedback.core.schema import LakePaths
 from feedback.pipeline import run_pipeline
-from feedback.registry import REPHRASE_DETECTOR, champion_uri
-from feedback.rephrase_model import SpanRephraseDetector, queries_from_pandas, scores_frame
-from feedback.rephrase_spark import champion_detector_dir, request_groups
-from feedback.schema import LakePaths
-from feedback.train_rephrase import run as train_rephrase
-from tiny_bert import tiny_bert_config
+from feedback.rephrase.model import SpanRephraseDetector, queries_from_pandas, scores_frame
+from feedback.rephrase.spark import champion_detector_dir, request_groups
+from feedback.rephrase.train import run as train_rephrase
+from feedback.silver.detect import rephrase_candidates
 
 
 def tiny_encoder(folder: Path) -> Path:
@@ -32,7 +32,7 @@ def tiny_encoder(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertModel
 
-    from feedback.rephrase_model import base_model_dir
+    from feedback.rephrase.model import base_model_dir
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir()))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
-from feedback.sessionize import TURN_FIELDS
+from feedback.silver.sessionize import TURN_FIELDS
 
 DAY = dt.datetime(2026, 11, 2)
 

@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary)
         return 0
 
-    from feedback.spark import build_spark
+    from feedback.core.spark import build_spark
 
     spark = build_spark(config.spark)
     try:
@@ -142,41 +142,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(run_stream(spark, config, args.events, args.lake).render())
         elif args.command == "backfill" and args.late:
-            from feedback.late_events import backfill_late
-            from feedback.schema import LakePaths
+            from feedback.pipeline import backfill_late_events
 
-            print(backfill_late(spark, config, LakePaths.at(args.lake)).render())
+            print(backfill_late_events(spark, config, args.lake).render())
         elif args.command == "backfill":
-            from feedback.schema import LakePaths
-            from feedback.silver import backfill
+            from feedback.pipeline import backfill_days
 
-            turns = backfill(spark, config, LakePaths.at(args.lake), args.first_day, args.last_day)
+            turns = backfill_days(spark, config, args.lake, args.first_day, args.last_day)
             print(f"backfill {args.first_day}..{args.last_day}: {turns} turns rewritten in silver/turns; gold rebuilt")
         elif args.command == "evaluate":
-            from feedback.evaluate import run as evaluate
+            from feedback.silver.evaluate import run as evaluate
 
             print(evaluate(spark, args.lake, args.truth, args.json).render())
         elif args.command == "train-rephrase":
-            from feedback.train_rephrase import run as train_rephrase
+            from feedback.rephrase.train import run as train_rephrase
 
             print(train_rephrase(spark, config, args.lake, args.events, args.truth).render())
         elif args.command == "mine-rewrites":
-            from feedback.mine import run as mine_rewrites
+            from feedback.rewrites.mine import run as mine_rewrites
 
             register = False if args.no_register else None
             print(mine_rewrites(spark, config, args.lake, args.truth, register=register).render())
         elif args.command == "evaluate-rewrites":
-            from feedback.rewrite_eval import run as evaluate_rewrites
+            from feedback.rewrites.evaluate import run as evaluate_rewrites
 
             print(evaluate_rewrites(spark, args.lake, args.truth, args.json, args.model).render())
         elif args.command == "veto-rewrite":
-            from feedback.mine import add_veto
-            from feedback.schema import LakePaths
+            from feedback.core.schema import LakePaths
+            from feedback.rewrites.mine import add_veto
 
             add_veto(spark, LakePaths.at(args.lake), args.source, args.rewrite, args.reason)
             print(f"vetoed {args.rewrite or 'every rewrite'!r} for {args.source!r}; the next mine-rewrites respects it")
         elif args.command == "demo":
-            from feedback.demo import run as run_demo
+            from feedback.ops.demo import run as run_demo
 
             print(run_demo(spark, config, args.workdir))
     finally:

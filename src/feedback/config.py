@@ -69,7 +69,7 @@ def _interval_ok(text: str, *, allow_zero: bool = False) -> bool:
 
 @dataclass(frozen=True)
 class SparkConfig:
-    """How the single SparkSession of a process is built (see ``feedback.spark``)."""
+    """How the single SparkSession of a process is built (see ``feedback.core.spark``)."""
 
     master: str = "local[*]"
     app_name: str = "feedback"
@@ -318,7 +318,7 @@ class SessionizeConfig:
 
 @dataclass(frozen=True)
 class HeuristicWeights:
-    """Weights of the transparent rephrase scorer (see ``feedback.detect.score_pairs_heuristic``)."""
+    """Weights of the transparent rephrase scorer (see ``feedback.silver.detect.score_pairs_heuristic``)."""
 
     lexical: float = 0.0
     phonetic: float = 0.3
@@ -489,7 +489,7 @@ class MiningConfig:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """What the analyst-facing reads of gold may show (``feedback.privacy``).
+    """What the analyst-facing reads of gold may show (``feedback.core.privacy``).
 
     ``min_users``: a gold row seen from fewer distinct users is not shown, because a row of one
     or two users tells about those users. The tables keep such rows: their user sketches are

@@ -1,11 +1,14 @@
-"""The main job: every stage that exists, as one batch run (availableNow) or a running stream.
+"""The main job, and the one place that wires the stages together.
 
-Stages so far: landing files -> bronze/quarantine. Later stages (sessionize, detect,
-aggregate) chain on bronze as Delta streaming sources and are started from here.
+Landing files -> bronze/quarantine (``feedback.bronze``) -> silver (``feedback.silver``: sessions,
+turns, rephrase links scored by the champion of ``feedback.rephrase`` or the heuristic) -> gold
+(``feedback.gold``), as one batch run (availableNow) or a running stream. The stages do not import
+each other forward: this module resolves the pair scorer and the gold fold and passes them in.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import threading
@@ -18,12 +21,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
+from feedback.bronze.ingest import format_summary, start_bronze_stream, summarize_ingest
 from feedback.config import AppConfig
-from feedback.ingest import format_summary, start_bronze_stream, summarize_ingest
-from feedback.late_events import record_silver_progress
-from feedback.privacy import DEFAULT_MIN_USERS, published, user_key
-from feedback.schema import LakePaths
-from feedback.silver import start_silver_stream, summarize_silver
+from feedback.core.privacy import DEFAULT_MIN_USERS, published, user_key
+from feedback.core.schema import LakePaths
+from feedback.gold.aggregate import fold_into_gold, rebuild_gold
+from feedback.gold.late_events import LateBackfill, backfill_late, record_silver_progress
+from feedback.rephrase.spark import resolve_scorer
+from feedback.silver.stream import backfill, silver_writer, start_silver_stream, summarize_silver
 
 LOG = logging.getLogger("feedback.pipeline")
 
@@ -84,7 +89,20 @@ def start_queries(
     if available_now:
         # The silver query reads bronze as a Delta source: let bronze finish first so one run sees it all.
         _await(bronze)
-    return [bronze, start_silver_stream(spark, config, paths, available_now=available_now)]
+    writer = silver_writer(paths, config, fold_into_gold, resolve_scorer(spark, config, paths))
+    return [bronze, start_silver_stream(spark, config, paths, available_now=available_now, writer=writer)]
+
+
+def backfill_days(spark: SparkSession, config: AppConfig, lake: str | Path, first_day: dt.date, last_day: dt.date) -> int:
+    """Recompute silver for ``first_day``..``last_day`` from bronze with this run's scorer, then rebuild gold."""
+    paths = LakePaths.at(lake)
+    return backfill(spark, config, paths, first_day, last_day, resolve_scorer(spark, config, paths), rebuild_gold)
+
+
+def backfill_late_events(spark: SparkSession, config: AppConfig, lake: str | Path) -> LateBackfill:
+    """Recompute silver for exactly the dates with late events, then gold once."""
+    paths = LakePaths.at(lake)
+    return backfill_late(spark, config, paths, resolve_scorer(spark, config, paths))
 
 
 def _await(query: StreamingQuery) -> None:

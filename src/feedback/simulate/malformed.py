@@ -76,7 +76,7 @@ def _choice(name: str, values: tuple[Any, ...]) -> Mutation:
 
 
 # field -> the mutations of that field and the reason each implies. Required fields (a missing or
-# null value is ``missing_field``) are those of ``feedback.schema.EVENT_FIELDS``: event_id,
+# null value is ``missing_field``) are those of ``feedback.core.schema.EVENT_FIELDS``: event_id,
 # schema_version, ts, user_id, device_id, utterance, status.
 FIELD_MUTATIONS: dict[str, tuple[tuple[str, Mutation], ...]] = {
     "event_id": (

@@ -4,9 +4,9 @@ Each gold table is an aggregate of ``silver/turns`` (pure functions below). A mi
 not add its counts to gold: it recomputes, from silver, the gold rows whose keys its turns
 touch and MERGEs them in (``fold_into_gold``), so gold equals ``rebuild_gold`` after any mix of
 stream, backfill, replay and reset checkpoints, and a replayed batch changes nothing.
-The sketches hold keyed user ids (``feedback.privacy.keyed_user_id``), never raw ones, so a
+The sketches hold keyed user ids (``feedback.core.privacy.keyed_user_id``), never raw ones, so a
 sketch cannot be probed for a known user id; the analyst reads suppress rows of few users
-(``feedback.privacy.published``).
+(``feedback.core.privacy.published``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from feedback.privacy import keyed_user_id, user_key as resolve_user_key
-from feedback.checkpoints import checkpointed
-from feedback.schema import (
+from feedback.core.checkpoints import checkpointed
+from feedback.core.privacy import keyed_user_id
+from feedback.core.privacy import user_key as resolve_user_key
+from feedback.core.schema import (
     DEFECT_METRICS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
     UTTERANCE_DEFECTS_SCHEMA,
@@ -176,7 +177,7 @@ def fold_into_gold(spark: SparkSession, lake: LakePaths, turns: DataFrame, user_
     utterances it holds, and the pairs whose rephrase is one of them (a pair's link lives on its
     rephrase turn). Running it again gives the same tables, so a replay needs no guard.
     ``turns`` must already be in silver. ``user_key``: the key of the sketched user ids; None
-    reads the lake's (``feedback.privacy.user_key``).
+    reads the lake's (``feedback.core.privacy.user_key``).
     """
     key = user_key if user_key is not None else resolve_user_key(lake, quiet=True)
     silver = spark.read.format("delta").load(lake.silver_turns)
@@ -221,7 +222,7 @@ def fold_into_gold(spark: SparkSession, lake: LakePaths, turns: DataFrame, user_
 def rebuild_gold(spark: SparkSession, lake: LakePaths, user_key: bytes | None = None) -> None:
     """Recompute every gold table from the whole of ``silver/turns`` (after a backfill or a key change).
 
-    ``user_key``: the key of the sketched user ids; None reads the lake's (``feedback.privacy.user_key``).
+    ``user_key``: the key of the sketched user ids; None reads the lake's (``feedback.core.privacy.user_key``).
     """
     key = user_key if user_key is not None else resolve_user_key(lake)
     silver = spark.read.format("delta").load(lake.silver_turns)

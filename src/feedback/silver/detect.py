@@ -1,6 +1,6 @@
 """Rephrase detection and defect labels on the turns of complete sessions.
 
-Three steps, each a pure DataFrame function so a model (``feedback.rephrase_spark``) can replace the
+Three steps, each a pure DataFrame function so a model (``feedback.rephrase.spark``) can replace the
 scorer alone:
 
 1. ``rephrase_candidates``: pairs (earlier request, later request) of one session, at most
@@ -15,6 +15,8 @@ scorer alone:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -22,9 +24,21 @@ from feedback.config import DetectConfig
 
 HEURISTIC_DETECTOR = "heuristic-v1"
 
+SCORING_MODEL = "model"
+SCORING_CASCADE = "cascade"
+SCORING_FALLBACK = "fallback"
+SCORING_KINDS = (SCORING_MODEL, SCORING_CASCADE, SCORING_FALLBACK)
+"""How a candidate pair was scored: by the model, settled by the cascade's first stage, or by the
+heuristic after the model failed on its request group (a scorer's ``scoring`` column)."""
+
 DEFECT_REASONS = ("barge_in", "terminated", "rephrased", "unhandled", "error", "negative_feedback", "abandoned")
 
 PAIR_KEY = ("session_id", "source_event_id", "target_event_id")
+
+PairScorer = Callable[[DataFrame, DetectConfig], DataFrame]
+"""Candidate pairs -> the same pairs with ``rephrase_score`` and ``rephrase_detector`` (and, for a
+model, ``scoring`` and ``model_error``): the heuristic below, or the model stage that
+``feedback.pipeline`` resolves and passes in."""
 
 
 def rephrase_candidates(turns: DataFrame, config: DetectConfig) -> DataFrame:

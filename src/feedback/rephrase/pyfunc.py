@@ -12,7 +12,7 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-from feedback.rephrase_model import SpanRephraseDetector, queries_from_pandas, scores_frame
+from feedback.rephrase.model import SpanRephraseDetector, queries_from_pandas, scores_frame
 
 DETECTOR_ARTIFACT = "detector"
 

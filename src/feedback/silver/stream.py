@@ -4,7 +4,7 @@ The stream reads bronze as a Delta streaming source, closes gap-based sessions u
 watermark (RocksDB state, bounded by the watermark), and hands each micro-batch of complete
 sessions to ``SilverBatchWriter``: turns are built by the pure ``build_turns`` and upserted
 into silver by ``event_id``; the gold rows they touch are recomputed from silver
-(``feedback.aggregate``), so a replayed batch changes nothing.
+(``feedback.gold.aggregate``), so a replayed batch changes nothing.
 
 Events older than the watermark when they reach the stream are not sessionized by it (they
 are safe in bronze); ``backfill`` recomputes silver for whole days from bronze and rebuilds
@@ -26,12 +26,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
-from feedback.aggregate import fold_into_gold, rebuild_gold
-from feedback.checkpoints import checkpointed
 from feedback.config import AppConfig, DetectConfig, SessionizeConfig
-from feedback.detect import label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
-from feedback.rephrase_spark import SCORING_CASCADE, SCORING_FALLBACK, SCORING_MODEL, resolve_scorer
-from feedback.schema import (
+from feedback.core.checkpoints import checkpointed
+from feedback.core.schema import (
     DEFECT_METRICS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
     SILVER_PARTITION_COLUMNS,
@@ -39,14 +36,28 @@ from feedback.schema import (
     UTTERANCE_DEFECTS_SCHEMA,
     LakePaths,
 )
-from feedback.sessionize import TURN_FIELDS, aggregate_sessions, explode_sessions, mark_turns
-from feedback.tables import app_id_for, append_once, ensure_table, idempotent_writes
+from feedback.core.tables import app_id_for, append_once, ensure_table, idempotent_writes
+from feedback.silver.detect import (
+    SCORING_CASCADE,
+    SCORING_FALLBACK,
+    SCORING_MODEL,
+    PairScorer,
+    label_defects,
+    link_rephrases,
+    rephrase_candidates,
+    score_pairs_heuristic,
+)
+from feedback.silver.sessionize import TURN_FIELDS, aggregate_sessions, explode_sessions, mark_turns
 
-LOG = logging.getLogger("feedback.silver")
+LOG = logging.getLogger("feedback.silver.stream")
 
 SILVER_QUERY_NAME = "silver_turns"
 
-PairScorer = Callable[[DataFrame, DetectConfig], DataFrame]
+GoldFold = Callable[[SparkSession, LakePaths, DataFrame], None]
+"""Folds a silver batch's turns into the gold tables (``feedback.gold.aggregate.fold_into_gold``),
+passed in by ``feedback.pipeline`` so silver does not depend on a later stage."""
+GoldRebuild = Callable[[SparkSession, LakePaths], None]
+"""Rebuilds the gold tables from silver (``feedback.gold.aggregate.rebuild_gold``)."""
 
 SILVER_BATCH_COUNTS = (
     "sessions",
@@ -136,7 +147,7 @@ def build_turns(
 
 @dataclass(frozen=True)
 class ScoringCounts:
-    """How a batch's candidate pairs were scored (``feedback.rephrase_spark.SCORING_KINDS``)."""
+    """How a batch's candidate pairs were scored (``feedback.rephrase.spark.SCORING_KINDS``)."""
 
     candidate_pairs: int = 0
     model_pairs: int = 0
@@ -212,14 +223,18 @@ def upsert_turns(spark: SparkSession, lake: LakePaths, turns: DataFrame, dates: 
 
 
 class SilverBatchWriter:
-    """The ``foreachBatch`` function of the silver query: turns into silver, increments into gold."""
+    """The ``foreachBatch`` function of the silver query: turns into silver, increments into gold
+    (``fold_gold``), both idempotent per batch id."""
 
-    def __init__(self, lake: LakePaths, app_id: str, config: AppConfig, scorer: PairScorer = score_pairs_heuristic) -> None:
+    def __init__(
+        self, lake: LakePaths, app_id: str, config: AppConfig, *, fold_gold: GoldFold, scorer: PairScorer = score_pairs_heuristic
+    ) -> None:
         if not app_id:
             raise ValueError("app_id must be non-empty")
         self.lake = lake
         self.app_id = app_id
         self.config = config
+        self.fold_gold = fold_gold
         self.scorer = scorer
 
     def __call__(self, sessions: DataFrame, batch_id: int) -> None:
@@ -241,7 +256,7 @@ class SilverBatchWriter:
                 dates = [r["event_date"] for r in turns.select("event_date").distinct().collect()]
                 with idempotent_writes(spark, f"{self.app_id}/silver", batch_id):
                     upsert_turns(spark, self.lake, turns, dates)
-                fold_into_gold(spark, self.lake, turns)
+                self.fold_gold(spark, self.lake, turns)
         if failed:
             LOG.warning(
                 "silver batch %d: the rephrase detector failed on %d request groups, scored by the heuristic instead "
@@ -296,17 +311,17 @@ def start_silver_stream(
     config: AppConfig,
     lake: LakePaths,
     available_now: bool,
-    writer: SilverBatchWriter | None = None,
+    writer: SilverBatchWriter,
 ) -> StreamingQuery:
-    """Start the bronze -> silver/gold query (append mode: a session is emitted once it is closed)."""
+    """Start the bronze -> silver/gold query (append mode: a session is emitted once it is closed);
+    ``writer`` (``silver_writer``) writes each micro-batch."""
     ensure_silver_tables(spark, lake)
     checkpoint = lake.checkpoint(SILVER_QUERY_NAME)
-    sink = writer or SilverBatchWriter(lake, app_id_for(checkpoint), config, scorer=resolve_scorer(spark, config, lake))
     stream = (
         aggregate_sessions(read_bronze_stream(spark, lake, bronze_files_per_batch(config)), config.sessionize)
         .writeStream.queryName(SILVER_QUERY_NAME)
         .outputMode("append")
-        .foreachBatch(sink)
+        .foreachBatch(writer)
         .option("checkpointLocation", checkpoint)
     )
     if available_now:
@@ -316,14 +331,25 @@ def start_silver_stream(
     return stream.start()
 
 
+def silver_writer(lake: LakePaths, config: AppConfig, fold_gold: GoldFold, scorer: PairScorer) -> SilverBatchWriter:
+    """The silver query's batch writer, its app id taken from the query's checkpoint."""
+    return SilverBatchWriter(lake, app_id_for(lake.checkpoint(SILVER_QUERY_NAME)), config, fold_gold=fold_gold, scorer=scorer)
+
+
 def backfill(
-    spark: SparkSession, config: AppConfig, lake: LakePaths, first_day: dt.date, last_day: dt.date, rebuild: bool = True
+    spark: SparkSession,
+    config: AppConfig,
+    lake: LakePaths,
+    first_day: dt.date,
+    last_day: dt.date,
+    scorer: PairScorer,
+    rebuild_gold: GoldRebuild | None = None,
 ) -> int:
-    """Recompute silver for event dates ``first_day``..``last_day`` from bronze, then rebuild gold.
+    """Recompute silver for event dates ``first_day``..``last_day`` from bronze, then ``rebuild_gold``.
 
     Sessions are rebuilt from bronze events of one extra day on each side, so a session that
     crosses midnight is whole; only turns dated inside the range are replaced (atomically,
-    with ``replaceWhere``). ``rebuild=False`` leaves gold to the caller (several ranges, one
+    with ``replaceWhere``). ``rebuild_gold=None`` leaves gold to the caller (several ranges, one
     rebuild). Returns the number of turns written.
     """
     if last_day < first_day:
@@ -336,7 +362,6 @@ def backfill(
         .filter(F.col("event_date").between(F.lit(first_day - margin), F.lit(last_day + margin)))
         .select("user_id", "device_id", *TURN_FIELDS)
     )
-    scorer = resolve_scorer(spark, config, lake)
     with staged_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect, scorer) as (turns, _):
         in_range = turns.filter(F.col("event_date").between(F.lit(first_day), F.lit(last_day)))
         written = in_range.count()
@@ -346,9 +371,9 @@ def backfill(
             .option("replaceWhere", f"event_date >= '{first_day.isoformat()}' AND event_date <= '{last_day.isoformat()}'")
             .save(lake.silver_turns)
         )
-    if rebuild:
+    if rebuild_gold is not None:
         rebuild_gold(spark, lake)
-    LOG.info("backfill %s..%s: %d turns rewritten%s", first_day, last_day, written, ", gold rebuilt" if rebuild else "")
+    LOG.info("backfill %s..%s: %d turns rewritten%s", first_day, last_day, written, ", gold rebuilt" if rebuild_gold else "")
     return written
 
 

@@ -4,8 +4,8 @@ One sequence per request that has candidates: the first segment is the request w
 (what the assistant did with it, whether the user cut it off, the request before it and how long
 before), written as text; the second segment lists the candidate follow-up requests with their
 delays. A ``BertForQuestionAnswering`` head predicts the span of the follow-up that rephrases the
-request, or [CLS] when none does; ``feedback.spans.decode_rephrase`` turns the logits into one
-probability per candidate pair. No Spark here: the stream (``feedback.rephrase_spark``), the
+request, or [CLS] when none does; ``feedback.rephrase.spans.decode_rephrase`` turns the logits into one
+probability per candidate pair. No Spark here: the stream (``feedback.rephrase.spark``), the
 trainer and the MLflow pyfunc all call ``SpanRephraseDetector``.
 """
 
@@ -25,7 +25,7 @@ import jellyfish
 import numpy as np
 import pandas as pd
 
-from feedback.spans import decode_rephrase
+from feedback.rephrase.spans import decode_rephrase
 
 LOG = logging.getLogger(__name__)
 
@@ -577,7 +577,7 @@ class SpanRephraseDetector:
     def score(
         self, queries: Sequence[RephraseQuery], batch_size: int = 64, traffic_counts: dict[str, int] | None = None
     ) -> list[np.ndarray]:
-        """One probability per candidate of each query (see ``feedback.spans.decode_rephrase``).
+        """One probability per candidate of each query (see ``feedback.rephrase.spans.decode_rephrase``).
 
         ``traffic_counts``: ``word_counts`` of the traffic these queries come from (the Spark
         scorer passes those of the whole micro-batch); None counts the queries' own texts.

@@ -23,13 +23,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import ArrayType, DateType, LongType, StringType, StructField, StructType, TimestampType
 
-from feedback.aggregate import rebuild_gold
 from feedback.config import AppConfig, SessionizeConfig, interval_seconds
-from feedback.schema import LakePaths
-from feedback.silver import SILVER_QUERY_NAME, backfill
-from feedback.tables import app_id_for, ensure_table
+from feedback.core.schema import LakePaths
+from feedback.core.tables import app_id_for, ensure_table
+from feedback.gold.aggregate import rebuild_gold
+from feedback.silver.detect import PairScorer
+from feedback.silver.stream import SILVER_QUERY_NAME, backfill
 
-LOG = logging.getLogger("feedback.late_events")
+LOG = logging.getLogger("feedback.gold.late_events")
 
 SILVER_PROGRESS_SCHEMA = StructType(
     [
@@ -185,13 +186,13 @@ class LateBackfill:
         return f"backfill --late: {self.turns} turns rewritten in silver/turns for {listed}; gold rebuilt"
 
 
-def backfill_late(spark: SparkSession, config: AppConfig, lake: LakePaths) -> LateBackfill:
-    """Rebuild silver for exactly the dates with late events, then gold once."""
+def backfill_late(spark: SparkSession, config: AppConfig, lake: LakePaths, scorer: PairScorer) -> LateBackfill:
+    """Rebuild silver for exactly the dates with late events (pairs scored by ``scorer``), then gold once."""
     found = late_dates(spark, lake, config.sessionize)
     turns = 0
     for first_day, last_day in date_ranges(d.event_date for d in found):
         LOG.info("backfill --late: rebuilding %s..%s", first_day, last_day)
-        turns += backfill(spark, config, lake, first_day, last_day, rebuild=False)
+        turns += backfill(spark, config, lake, first_day, last_day, scorer)
     if found:
         rebuild_gold(spark, lake)
     return LateBackfill(tuple(found), turns)

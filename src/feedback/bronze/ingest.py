@@ -28,16 +28,17 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, IntegerType, MapType, StringType, StructField, StructType
 
-from feedback.checkpoints import checkpointed
+from feedback.bronze.validation import SUITE_NAME, VALIDATION_RESULTS_SCHEMA, BatchValidator, ValidationOutcome, batch_profile
 from feedback.config import AppConfig, IngestConfig, interval_seconds
-from feedback.schema import (
+from feedback.core.checkpoints import checkpointed
+from feedback.core.schema import (
     BRONZE_PARTITION_COLUMNS,
     BRONZE_SCHEMA,
     EVENT_FIELDS,
     INGEST_BATCHES_SCHEMA,
+    ISO_TIMESTAMP_WITH_OFFSET,
     LANDING_SKIPPED_SCHEMA,
     MAX_SLOT_NAME_LENGTH,
-    ISO_TIMESTAMP_WITH_OFFSET,
     QUARANTINE_PARTITION_COLUMNS,
     QUARANTINE_SCHEMA,
     REASON_BAD_TIMESTAMP,
@@ -63,10 +64,9 @@ from feedback.schema import (
     FieldRule,
     LakePaths,
 )
-from feedback.tables import app_id_for, append_once, ensure_table, run_together
-from feedback.validation import SUITE_NAME, VALIDATION_RESULTS_SCHEMA, BatchValidator, ValidationOutcome, batch_profile
+from feedback.core.tables import app_id_for, append_once, ensure_table, run_together
 
-LOG = logging.getLogger("feedback.ingest")
+LOG = logging.getLogger("feedback.bronze.ingest")
 
 BRONZE_QUERY_NAME = "bronze_interactions"
 
@@ -231,7 +231,7 @@ def parse_events(
             plan, inlining every field's expression into every check, and planning takes
             minutes. The writer materialises the result once instead of twice, without it
             (the barrier's blocks are only freed by Spark's ContextCleaner: see
-            ``feedback.checkpoints``).
+            ``feedback.core.checkpoints``).
         max_line_bytes: the longest line (in UTF-8 bytes) that is parsed at all.
         max_future_skew_s: how far ``ts`` may lie ahead of ``landed_at`` (producers' clocks
             drift); a later one is ``out_of_range:ts``.

@@ -19,7 +19,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from feedback.config import SparkConfig
-from feedback.jars import jar_paths
+from feedback.core.jars import jar_paths
 
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 HDFS_PROVIDER = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
@@ -109,7 +109,7 @@ def build_spark(config: SparkConfig) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.log_level)
-    # feedback.checkpoints.release frees each local checkpoint when its stage is done, and Spark
+    # feedback.core.checkpoints.release frees each local checkpoint when its stage is done, and Spark
     # warns on every such unpersist that the lineage cannot be recomputed (by design here).
     jvm = spark.sparkContext._jvm
     jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(

@@ -8,7 +8,7 @@ so the figure measures generalisation, and scores the heuristic baseline on the 
 
 Registry: the model is logged as a pyfunc and registered as ``rephrase-detector``; the
 ``champion`` alias moves only when its link F1 beats the current champion re-scored on this
-evaluation set (``feedback.registry.apply_champion_rule``).
+evaluation set (``feedback.core.registry.apply_champion_rule``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from feedback.config import AppConfig, RephraseModelConfig, replace_section
-from feedback.detect import rephrase_candidates, score_pairs_heuristic
-from feedback.evaluate import Score
-from feedback.rephrase_model import (
+from feedback.core.schema import LakePaths
+from feedback.pipeline import run_pipeline
+from feedback.rephrase.model import (
     CASCADE_SCOPES,
     DetectorSettings,
     EncodedQuery,
@@ -48,8 +48,10 @@ from feedback.rephrase_model import (
     scores_frame,
     word_counts,
 )
-from feedback.rephrase_spark import champion_detector_dir, request_groups
-from feedback.schema import LakePaths
+from feedback.rephrase.spark import champion_detector_dir, request_groups
+from feedback.silver.detect import rephrase_candidates, score_pairs_heuristic
+from feedback.silver.evaluate import Score
+from feedback.simulate import run as simulate
 
 LOG = logging.getLogger(__name__)
 
@@ -130,8 +132,6 @@ def prepare_simulation(
     spark: SparkSession, config: AppConfig, root: Path, name: str, vocabulary: str, users: int, days: int, seed: int
 ) -> SimulatedSet:
     """Simulate (once) and run the pipeline (once) into ``root/name``; reused when already there."""
-    from feedback.simulate import run as simulate
-
     base = root / name
     sim_config = replace(config.simulation, users=users, days=days, seed=seed, vocabulary=vocabulary)
     manifest_path = base / "traffic" / "manifest.json"
@@ -148,8 +148,6 @@ def prepare_simulation(
 
 def pipeline_once(spark: SparkSession, config: AppConfig, events: Path, lake: Path) -> None:
     """Run the pipeline (heuristic scorer: only candidates matter) over ``events`` into ``lake``, once."""
-    from feedback.pipeline import run_pipeline
-
     done = lake / "_SUCCESS_feedback"
     if done.is_file():
         return
@@ -163,7 +161,7 @@ def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path:
     """Candidate groups of ``lake``'s silver turns, labelled from ``truth_path``."""
     from delta.tables import DeltaTable
 
-    from feedback.evaluate import read_truth
+    from feedback.silver.evaluate import read_truth
 
     paths = LakePaths.at(lake)
     version = int(DeltaTable.forPath(spark, paths.silver_turns).history(1).select("version").first()[0])
@@ -459,8 +457,8 @@ def run(
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    from feedback.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
-    from feedback.rephrase_pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
+    from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
+    from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
 
     if (events is None) != (truth is None):
         raise ValueError("events and truth must be given together (or neither, to train on a fresh simulation)")

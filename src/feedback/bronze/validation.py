@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType, TimestampType
 
 from feedback.config import ValidationConfig
-from feedback.schema import (
+from feedback.core.schema import (
     EXPLICIT_FEEDBACK,
     MAX_EVENT_ID_LENGTH,
     MAX_UTTERANCE_LENGTH,
@@ -34,7 +34,7 @@ from feedback.schema import (
     STATUSES,
 )
 
-LOG = logging.getLogger("feedback.validation")
+LOG = logging.getLogger("feedback.bronze.validation")
 
 SUITE_NAME = "bronze_interactions_v1"
 

@@ -31,8 +31,8 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from feedback.schema import LakePaths
-from feedback.sessionize import normalize_utterance
+from feedback.core.schema import LakePaths
+from feedback.silver.sessionize import normalize_utterance
 
 TRUTH_SCHEMA = (
     "event_id string, user_id string, ts string, utterance string, intended_intent string, "
@@ -271,8 +271,8 @@ def run(
     """Evaluate ``LAKE/gold/rewrites`` (or the registered model ``model_uri``) against ``truth_path``."""
     paths = LakePaths.at(lake)
     if model_uri is not None:
-        from feedback.registry import configure_mlflow
-        from feedback.rewriter import load_table
+        from feedback.core.registry import configure_mlflow
+        from feedback.rewrites.register import load_table
 
         configure_mlflow(lake)
         rewrites = rewrites_frame(spark, load_table(model_uri))

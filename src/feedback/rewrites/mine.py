@@ -45,12 +45,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy.sparse.linalg import SuperLU, splu
 
-from feedback.checkpoints import release
 from feedback.config import AppConfig, MiningConfig
-from feedback.schema import REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, LakePaths
-from feedback.tables import ensure_table
+from feedback.core.checkpoints import release
+from feedback.core.schema import REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, LakePaths
+from feedback.core.tables import ensure_table
 
-LOG = logging.getLogger("feedback.mine")
+LOG = logging.getLogger("feedback.rewrites.mine")
 
 KIND_NEXT = "next"
 KIND_SUCCESS = "success"
@@ -764,7 +764,7 @@ def table_version(spark: SparkSession, path: str) -> int:
 
 def add_veto(spark: SparkSession, lake: LakePaths, source: str, rewrite: str | None, reason: str | None) -> None:
     """Append a veto (the texts are normalized like silver's keys); the next mining run respects it."""
-    from feedback.sessionize import normalize_utterance
+    from feedback.silver.sessionize import normalize_utterance
 
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"source must be a non-empty string, got {source!r}")
@@ -817,7 +817,7 @@ def run(
         config: ``config.mining`` holds the thresholds.
         lake: the lake root.
         truth_path: a simulator ground truth; when given, the champion rule compares versions on
-            it (``feedback.rewrite_eval``), otherwise on the implicit evaluation from silver.
+            it (``feedback.rewrites.evaluate``), otherwise on the implicit evaluation from silver.
         register: overrides ``mining.register``.
 
     Raises:
@@ -836,7 +836,7 @@ def run(
     if not do_register:
         return _mine_and_merge(spark, config, paths, turns, vetoes, uuid.uuid4().hex, mined_at, started)
 
-    from feedback.rewriter import register_rewriter, start_mining_run
+    from feedback.rewrites.register import register_rewriter, start_mining_run
 
     with start_mining_run(paths, config.mining) as active:
         result = _mine_and_merge(spark, config, paths, turns, vetoes, active.info.run_id, mined_at, started)

@@ -23,7 +23,7 @@ Why suppression happens at read time (``published``): the gold tables keep every
 rows with fewer than ``privacy.min_users`` distinct users, because their sketches are meant to be
 unioned (into a row as batches arrive, into totals over several rows), and a few small rows can
 make a total that passes the threshold: dropping them from the tables would make those counts
-wrong. What analysts read (``feedback.notebook_queries``) passes through ``published``, which
+wrong. What analysts read (``feedback.ops.notebook_queries``) passes through ``published``, which
 keeps rows whose ``users`` estimate reaches ``min_users``.
 ``gold/defect_metrics`` has no per-user column (it counts turns per hour x domain x intent x
 device type), so nothing there is filtered.
@@ -45,9 +45,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from feedback.config import PrivacyConfig
-from feedback.schema import LakePaths
+from feedback.core.schema import LakePaths
 
-LOG = logging.getLogger("feedback.privacy")
+LOG = logging.getLogger("feedback.core.privacy")
 
 KEY_ENV = "FEEDBACK_USER_KEY"
 KEY_FILE_ENV = "FEEDBACK_USER_KEY_FILE"

@@ -15,7 +15,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from feedback.schema import LakePaths
+from feedback.core.schema import LakePaths
 
 TRUTH_SCHEMA = (
     "event_id string, user_id string, device_id string, ts string, is_system_command boolean, "

@@ -3,17 +3,17 @@
 ``make cluster-up`` / ``cluster-demo`` / ``cluster-down`` and ``tests/test_cluster.py`` all go
 through this module, so the test exercises exactly what the Makefile runs:
 
-    python -m feedback.cluster up [--root .cluster] [--port 7077] [--webui-port 8080] [--workers 2]
-    python -m feedback.cluster wheel [--out dist]
-    python -m feedback.cluster submit [--root .cluster] --py-files dist/feedback-*.zip JOB [JOB ARGS...]
-    python -m feedback.cluster down [--root .cluster]
+    python -m feedback.ops.cluster up [--root .cluster] [--port 7077] [--webui-port 8080] [--workers 2]
+    python -m feedback.ops.cluster wheel [--out dist]
+    python -m feedback.ops.cluster submit [--root .cluster] --py-files dist/feedback-*.zip JOB [JOB ARGS...]
+    python -m feedback.ops.cluster down [--root .cluster]
 
 pyspark's wheel has no ``sbin/start-master.sh``, but it has ``bin/spark-class`` and
 ``sbin/spark-daemon.sh``: the master and each worker are started as daemons, with logs, pid
 files, worker directories and a ``conf/spark-env.sh`` under ``--root``. The daemons, and so the
 executors and their Python workers, run this venv's interpreter with
 ``TOKENIZERS_PARALLELISM=false``. Nothing is downloaded: ``submit`` passes the cached Delta jars
-(``feedback.jars``) with ``--jars``.
+(``feedback.core.jars``) with ``--jars``.
 
 Why the package goes to the executors as a ``.zip``: PySpark puts only ``.zip``, ``.egg`` and
 ``.jar`` files of ``--py-files`` on the executors' Python path (``SparkContext.PACKAGE_EXTENSIONS``),
@@ -170,7 +170,7 @@ def render_spark_env(host: str, python: str, extra: Mapping[str, str] | None = N
     variables = {"PYSPARK_PYTHON": python, "SPARK_LOCAL_IP": host, **(DAEMON_ENV if extra is None else extra)}
     if not python:
         raise ValueError("python must be a non-empty path")
-    lines = ["# Written by `python -m feedback.cluster up`; sourced by spark-daemon.sh for the master and workers."]
+    lines = ["# Written by `python -m feedback.ops.cluster up`; sourced by spark-daemon.sh for the master and workers."]
     for name, value in variables.items():
         if _SHELL_NAME.fullmatch(name) is None:
             raise ValueError(f"extra: {name!r} is not a shell variable name")
@@ -307,7 +307,7 @@ def load_state(root: Path) -> dict[str, object]:
     """
     path = root.resolve() / STATE_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no cluster under {root.resolve()}: run `python -m feedback.cluster up --root {root}` first")
+        raise FileNotFoundError(f"no cluster under {root.resolve()}: run `python -m feedback.ops.cluster up --root {root}` first")
     state: dict[str, object] = json.loads(path.read_text())
     return state
 
@@ -390,7 +390,7 @@ def submit_command(
     """The spark-submit command line that runs ``job`` on ``master_url`` (client mode).
 
     Only what must exist before the driver's JVM starts is here: the master, the Delta jars, the
-    Python files and the interpreter; ``feedback.spark.build_spark`` adds the rest in the driver.
+    Python files and the interpreter; ``feedback.core.spark.build_spark`` adds the rest in the driver.
     """
     if not master_url.startswith(("spark://", "local", "yarn", "k8s://")):
         raise ValueError(f"master_url must be a Spark master URL, got {master_url!r}")
@@ -425,7 +425,7 @@ def submit_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m feedback.cluster", description="a Spark standalone cluster on 127.0.0.1")
+    parser = argparse.ArgumentParser(prog="python -m feedback.ops.cluster", description="a Spark standalone cluster on 127.0.0.1")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start a master and workers")
     start.add_argument("--root", type=Path, default=Path(".cluster"), help="logs, pids, conf and worker dirs")
@@ -473,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{wheel_path}\n{archive}")
     else:
         from feedback.config import load_config
-        from feedback.spark import spark_conf
+        from feedback.core.spark import spark_conf
 
         master = args.master or str(load_state(args.root)["master_url"])
         spark_config = load_config(args.spark_conf).spark

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from feedback.config import AppConfig, DetectConfig, RephraseModelConfig
-from feedback.detect import HEURISTIC_DETECTOR, score_pairs_heuristic
-from feedback.rephrase_model import (
+from feedback.core.schema import LakePaths
+from feedback.rephrase.model import (
     CASCADE_SCOPES,
     GROUP_COLUMNS,
     SpanRephraseDetector,
@@ -37,7 +36,15 @@ from feedback.rephrase_model import (
     score_isolating_failures,
     word_counts,
 )
-from feedback.schema import LakePaths
+from feedback.silver.detect import (
+    HEURISTIC_DETECTOR,
+    SCORING_CASCADE,
+    SCORING_FALLBACK,
+    SCORING_KINDS,
+    SCORING_MODEL,
+    PairScorer,
+    score_pairs_heuristic,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -51,10 +58,6 @@ SCORES_SCHEMA = StructType(
 )
 """What the model returns per pair: a null score and the error's text where it failed on the group."""
 
-SCORING_MODEL = "model"
-SCORING_CASCADE = "cascade"
-SCORING_FALLBACK = "fallback"
-SCORING_KINDS = (SCORING_MODEL, SCORING_CASCADE, SCORING_FALLBACK)
 """``scoring`` of a pair: scored by the model, settled by the cascade's first stage, or scored by
 the heuristic because the model failed on its request group."""
 
@@ -274,8 +277,8 @@ def champion_detector_dir(lake: LakePaths) -> tuple[str, Path] | None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from feedback.registry import REPHRASE_DETECTOR, champion_version, configure_mlflow
-    from feedback.rephrase_pyfunc import DETECTOR_ARTIFACT
+    from feedback.core.registry import REPHRASE_DETECTOR, champion_version, configure_mlflow
+    from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT
 
     configure_mlflow(lake.root)
     version = champion_version(MlflowClient(), REPHRASE_DETECTOR)
@@ -312,9 +315,9 @@ def detector_archive(folder: Path, name: str) -> Path:
     return archive
 
 
-def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths):  # type: ignore[no-untyped-def]
+def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths) -> PairScorer:
     """The pair scorer for this run: the registered champion, or the heuristic (with a warning)."""
-    from feedback.registry import REPHRASE_DETECTOR, champion_uri
+    from feedback.core.registry import REPHRASE_DETECTOR, champion_uri
 
     if not config.rephrase_model.use_champion:
         LOG.info("rephrase_model.use_champion is false: scoring rephrases with the heuristic")

@@ -5,7 +5,7 @@ session resolve through Ivy over the network. Here ``make setup`` downloads the 
 Delta needs (checked against pinned SHA-1 sums) and every later session points
 ``spark.jars`` at the files, so runs are offline and start faster.
 
-Run ``python -m feedback.jars [DIR]`` to fill the cache.
+Run ``python -m feedback.core.jars [DIR]`` to fill the cache.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def default_jars_dir() -> Path:
     env = os.environ.get("FEEDBACK_JARS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / ".cache" / "jars"
+    return Path(__file__).resolve().parents[3] / ".cache" / "jars"
 
 
 def _sha1(path: Path) -> str:
@@ -79,7 +79,7 @@ def jar_paths(jars_dir: Path | None = None) -> list[Path]:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
-            f"Delta jars missing: {', '.join(missing)}. Run `make setup` (or `python -m feedback.jars {directory}`)."
+            f"Delta jars missing: {', '.join(missing)}. Run `make setup` (or `python -m feedback.core.jars {directory}`)."
         )
     return paths
 

@@ -7,7 +7,7 @@ cell. Rates are always recomputed from summed counts, never averaged over rows, 
 three turns does not weigh as much as one with three thousand.
 
 What they show about users is counts, never user ids. Gold rows seen from fewer than
-``privacy.min_users`` distinct users are left out here (``feedback.privacy.published``): the
+``privacy.min_users`` distinct users are left out here (``feedback.core.privacy.published``): the
 gold tables keep them, because their user sketches are unioned into counts over several rows,
 so this read is where they are suppressed. ``gold/defect_metrics`` has no per-user column and
 is shown whole.
@@ -22,9 +22,9 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from feedback.mine import REWRITE_VALUE_COLUMNS
-from feedback.privacy import DEFAULT_MIN_USERS, check_min_users, published
-from feedback.registry import CHAMPION_ALIAS, QUERY_REWRITER, REPHRASE_DETECTOR
+from feedback.core.privacy import DEFAULT_MIN_USERS, check_min_users, published
+from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, REPHRASE_DETECTOR
+from feedback.rewrites.mine import REWRITE_VALUE_COLUMNS
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

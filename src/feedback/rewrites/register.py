@@ -3,14 +3,14 @@
 A consumer (the assistant's request path, or ``mlflow models serve``) sends a DataFrame with an
 ``utterance`` column and gets, per row, the rewrite or the original, the rewrite's absorption
 probability and whether it was rewritten. Lookups use the same normalisation as silver's
-``normalized_utterance`` (``feedback.sessionize.normalize_utterance``), re-implemented here in
+``normalized_utterance`` (``feedback.silver.sessionize.normalize_utterance``), re-implemented here in
 plain Python because the model must not need Spark at serving time.
 
 Registration logs the rewrite table's Delta version as the run's input dataset, the mining
 thresholds as parameters and the offline evaluation as metrics of the logged model; the alias
 ``champion`` moves to the new version only when it beats the identity rewriter (no rewrite at
 all: ``net_fixed_share`` 0) and is no worse than the current champion on the same evaluation
-(``feedback.registry.apply_champion_rule`` with ``allow_equal=True`` and the identity as floor).
+(``feedback.core.registry.apply_champion_rule`` with ``allow_equal=True`` and the identity as floor).
 A version refused the alias stays registered, tagged ``champion_refused`` with the reason.
 """
 
@@ -35,21 +35,21 @@ from mlflow.types import ColSpec, Schema
 from pyspark.sql import SparkSession
 
 from feedback.config import AppConfig, MiningConfig
-from feedback.registry import (
+from feedback.core.registry import (
     QUERY_REWRITER,
     apply_champion_rule,
     champion_version,
     configure_mlflow,
     ensure_experiment,
 )
-from feedback.schema import LakePaths
+from feedback.core.schema import LakePaths
 
-LOG = logging.getLogger("feedback.rewriter")
+LOG = logging.getLogger("feedback.rewrites.register")
 
 ARTIFACT_KEY = "rewrites"
 ARTIFACT_FILE = "rewrites.json"
 MODEL_NAME_IN_RUN = "query-rewriter"
-MODEL_CODE = str(Path(__file__).with_name("rewriter_model.py"))
+MODEL_CODE = str(Path(__file__).with_name("model.py"))
 """The model-from-code file MLflow logs and runs at load time (it builds a ``QueryRewriter``)."""
 CHAMPION_METRIC = "net_fixed_share"
 """(wins - losses) / defective requests, by traffic: what rewriting would change, net, per defect seen."""
@@ -197,7 +197,7 @@ def register_rewriter(
     the first included, must beat the identity rewriter, because a table that breaks as much as
     it fixes should not be served even when nothing else is. Returns the decision in words.
     """
-    from feedback import rewrite_eval
+    from feedback.rewrites import evaluate as rewrite_eval
 
     if mlflow.active_run() is None:
         raise ValueError("register_rewriter needs an active MLflow run (use start_mining_run)")

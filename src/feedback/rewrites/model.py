@@ -2,13 +2,13 @@
 
 Why a file rather than a pickled object: the logged model then holds readable code and its
 data (the rewrite table artifact), nothing deserialised blindly; the class itself lives in
-``feedback.rewriter``, so the model needs the ``feedback`` package where it is loaded.
+``feedback.rewrites.register``, so the model needs the ``feedback`` package where it is loaded.
 """
 
 from __future__ import annotations
 
 import mlflow
 
-from feedback.rewriter import QueryRewriter
+from feedback.rewrites.register import QueryRewriter
 
 mlflow.models.set_model(QueryRewriter())

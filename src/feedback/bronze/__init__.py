@@ -1,0 +1,1 @@
+"""Bronze: landing files parsed against the event contract, deduplicated, validated, quarantined."""

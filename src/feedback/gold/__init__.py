@@ -1,0 +1,1 @@
+"""Gold: defect aggregates folded from silver, and the replay of late events."""

@@ -1,0 +1,1 @@
+"""Operator tools: the cluster, the demo, the queries behind the notebooks."""
