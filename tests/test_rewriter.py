@@ -31,7 +31,8 @@ from feedback.core.schema import SILVER_PARTITION_COLUMNS, LakePaths
 from feedback.rewrites.evaluate import RewriteEvaluation, evaluate_rewrites, implicit_traffic, read_truth, truth_traffic
 from feedback.rewrites.mine import MiningResult
 from feedback.rewrites.mine import run as mine
-from feedback.rewrites.register import QueryRewriter, model_signature, normalize_text, register_rewriter, rewrite_frame, start_mining_run
+from feedback.rewrites.pyfunc import QueryRewriter, model_signature, normalize_text, rewrite_frame
+from feedback.rewrites.register import register_rewriter, start_mining_run
 from feedback.silver.sessionize import normalize_utterance
 
 TEXTS = [
@@ -69,6 +70,53 @@ def test_the_model_rewrites_known_sources_and_keeps_the_rest() -> None:
     with pytest.raises(ValueError, match="needs an 'utterance' column"):
         model.predict(None, pd.DataFrame({"text": ["x"]}))
     assert [c.name for c in model_signature().outputs.inputs] == list(expected.columns)
+
+
+SERVING_WITHOUT_SPARK = """
+import importlib.abc, json, sys
+from pathlib import Path
+
+class NoSpark(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pyspark":
+            raise ImportError("no pyspark in a serving runtime")
+        return None
+
+sys.meta_path.insert(0, NoSpark())
+import mlflow
+import pandas as pd
+import feedback.rewrites
+
+scratch = Path(sys.argv[1])
+mlflow.set_tracking_uri(f"sqlite:///{scratch / 'mlflow.db'}")
+table = scratch / "rewrites.json"
+table.write_text(json.dumps([{"source_utterance": "play the beetles", "rewrite_utterance": "play the beatles", "probability": 0.75}]))
+code = str(Path(feedback.rewrites.__file__).with_name("model.py"))
+with mlflow.start_run():
+    info = mlflow.pyfunc.log_model(name="query-rewriter", python_model=code, artifacts={"rewrites": str(table)},
+                                   pip_requirements=["mlflow", "pandas"])
+model = mlflow.pyfunc.load_model(info.model_uri)
+out = model.predict(pd.DataFrame({"utterance": ["Play the Beetles!", "stop"]}))
+print(json.dumps({"rows": out.to_dict(orient="records"), "pyspark_loaded": any(m.split(".")[0] == "pyspark" for m in sys.modules)}))
+"""
+
+
+def test_the_query_rewriter_logs_loads_and_serves_without_pyspark(tmp_path: Path) -> None:
+    """A serving runtime has mlflow and pandas (the model's pip_requirements), not Spark."""
+    source = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", SERVING_WITHOUT_SPARK, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {
+        "rows": [
+            {"utterance": "Play the Beetles!", "rewrite": "play the beatles", "probability": 0.75, "rewritten": True},
+            {"utterance": "stop", "rewrite": "stop", "probability": 0.0, "rewritten": False},
+        ],
+        "pyspark_loaded": False,
+    }
 
 
 def test_rewrite_frame_on_an_empty_input() -> None:

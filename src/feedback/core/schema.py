@@ -371,6 +371,15 @@ REWRITES_SCHEMA = StructType(
     ]
 )
 
+REWRITE_VALUE_COLUMNS = (  # what a MERGE compares to tell a changed rewrite; what a reviewer reads
+    "rewrite_utterance",
+    "probability",
+    "support_users",
+    "support_chains",
+    "source_success_rate",
+    "target_success_rate",
+)
+
 # gold/rewrite_vetoes: pairs an analyst has ruled out; a null rewrite_utterance vetoes every rewrite of the source.
 REWRITE_VETOES_SCHEMA = StructType(
     [

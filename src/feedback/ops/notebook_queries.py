@@ -24,7 +24,8 @@ from pyspark.sql import functions as F
 
 from feedback.core.privacy import DEFAULT_MIN_USERS, check_min_users, published
 from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, REPHRASE_DETECTOR
-from feedback.rewrites.mine import REWRITE_VALUE_COLUMNS
+from feedback.core.schema import REWRITE_VALUE_COLUMNS
+from feedback.rewrites.mine import supporting_chains
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -266,8 +267,8 @@ def diff_rewrites(old: DataFrame, new: DataFrame) -> DataFrame:
 def chains_behind(turns: DataFrame, source: str, rewrite: str, max_chains: int = 3) -> DataFrame:
     """Example rephrase chains that support ``source -> rewrite``: every request of each chain, in order.
 
-    A chain supports the pair the way mining counts support: ``source`` was said before the
-    chain's last turn, and the last turn said ``rewrite`` and was no defect.
+    A chain supports the pair by mining's own rule (``feedback.rewrites.mine.supporting_chains``):
+    ``source`` was said before the chain's last request, which said ``rewrite`` and was no defect.
 
     Args:
         turns: ``silver/turns``.
@@ -284,18 +285,13 @@ def chains_behind(turns: DataFrame, source: str, rewrite: str, max_chains: int =
             raise ValueError(f"{name} must be a non-empty normalized utterance, got {value!r}")
     _check_positive("max_chains", max_chains)
     requests = turns.filter(F.col("chain_id").isNotNull() & ~F.col("is_system_command"))
-    ends = requests.groupBy("chain_id").agg(
-        F.max("turn_index").alias("_last_index"),
-        F.max_by("normalized_utterance", "turn_index").alias("_last_text"),
-        F.max_by("defect", "turn_index").alias("_last_defect"),
-        F.min("ts").alias("_start"),
-    )
+    starts = requests.groupBy("chain_id").agg(F.min("ts").alias("_start"))
     supporting = (
-        requests.filter(F.col("normalized_utterance") == F.lit(source))
-        .join(ends, "chain_id")
-        .filter((F.col("turn_index") < F.col("_last_index")) & (F.col("_last_text") == F.lit(rewrite)) & ~F.col("_last_defect"))
-        .select("chain_id", "_start")
+        supporting_chains(turns)
+        .filter((F.col("source_utterance") == F.lit(source)) & (F.col("rewrite_utterance") == F.lit(rewrite)))
+        .select("chain_id")
         .distinct()
+        .join(starts, "chain_id")
         .orderBy("_start", "chain_id")
         .limit(max_chains)
     )

@@ -31,7 +31,9 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from feedback.core.registry import configure_mlflow
 from feedback.core.schema import LakePaths
+from feedback.rewrites.pyfunc import load_table
 from feedback.silver.sessionize import normalize_utterance
 
 TRUTH_SCHEMA = (
@@ -271,9 +273,6 @@ def run(
     """Evaluate ``LAKE/gold/rewrites`` (or the registered model ``model_uri``) against ``truth_path``."""
     paths = LakePaths.at(lake)
     if model_uri is not None:
-        from feedback.core.registry import configure_mlflow
-        from feedback.rewrites.register import load_table
-
         configure_mlflow(lake)
         rewrites = rewrites_frame(spark, load_table(model_uri))
     else:

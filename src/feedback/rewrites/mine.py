@@ -47,8 +47,10 @@ from scipy.sparse.linalg import SuperLU, splu
 
 from feedback.config import AppConfig, MiningConfig
 from feedback.core.checkpoints import release
-from feedback.core.schema import REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, LakePaths
+from feedback.core.schema import REWRITE_VALUE_COLUMNS, REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, LakePaths
 from feedback.core.tables import ensure_table
+from feedback.rewrites.register import register_rewriter, start_mining_run
+from feedback.silver.sessionize import normalize_utterance
 
 LOG = logging.getLogger("feedback.rewrites.mine")
 
@@ -449,8 +451,13 @@ def utterance_stats(turns: DataFrame) -> DataFrame:
     )
 
 
-def chain_support(turns: DataFrame) -> DataFrame:
-    """Per (source, target): chains that passed through ``source`` and succeeded at ``target`` last, and their users."""
+def supporting_chains(turns: DataFrame) -> DataFrame:
+    """The support rule: a chain supports ``source -> rewrite`` when ``source`` was said before its
+    last request, and that last request said ``rewrite`` (another text) and was no defect.
+
+    Returns ``chain_id``, ``user_id``, ``source_utterance``, ``rewrite_utterance``, once per chain
+    and pair (``chain_support`` counts them; the review notebook shows them).
+    """
     chained = request_turns(turns).filter(F.col("chain_id").isNotNull())
     ends = chained.groupBy("chain_id").agg(
         F.max("turn_index").alias("_last_index"),
@@ -464,7 +471,16 @@ def chain_support(turns: DataFrame) -> DataFrame:
             & ~F.col("_last_defect")
             & (F.col("normalized_utterance") != F.col("rewrite_utterance"))
         )
-        .groupBy(F.col("normalized_utterance").alias("source_utterance"), "rewrite_utterance")
+        .select("chain_id", "user_id", F.col("normalized_utterance").alias("source_utterance"), "rewrite_utterance")
+        .distinct()
+    )
+
+
+def chain_support(turns: DataFrame) -> DataFrame:
+    """Per (source, target): the chains that support it (``supporting_chains``) and their users."""
+    return (
+        supporting_chains(turns)
+        .groupBy("source_utterance", "rewrite_utterance")
         .agg(F.count_distinct("chain_id").alias("support_chains"), F.count_distinct("user_id").alias("support_users"))
     )
 
@@ -674,14 +690,6 @@ def ensure_rewrite_tables(spark: SparkSession, lake: LakePaths) -> None:
     ensure_table(spark, lake.rewrite_vetoes, REWRITE_VETOES_SCHEMA, ())
 
 
-REWRITE_VALUE_COLUMNS = (
-    "rewrite_utterance",
-    "probability",
-    "support_users",
-    "support_chains",
-    "source_success_rate",
-    "target_success_rate",
-)
 
 
 class MiningRefused(RuntimeError):
@@ -764,8 +772,6 @@ def table_version(spark: SparkSession, path: str) -> int:
 
 def add_veto(spark: SparkSession, lake: LakePaths, source: str, rewrite: str | None, reason: str | None) -> None:
     """Append a veto (the texts are normalized like silver's keys); the next mining run respects it."""
-    from feedback.silver.sessionize import normalize_utterance
-
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"source must be a non-empty string, got {source!r}")
     ensure_rewrite_tables(spark, lake)
@@ -835,8 +841,6 @@ def run(
     mined_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     if not do_register:
         return _mine_and_merge(spark, config, paths, turns, vetoes, uuid.uuid4().hex, mined_at, started)
-
-    from feedback.rewrites.register import register_rewriter, start_mining_run
 
     with start_mining_run(paths, config.mining) as active:
         result = _mine_and_merge(spark, config, paths, turns, vetoes, active.info.run_id, mined_at, started)
