@@ -26,7 +26,8 @@ from pyspark.sql import functions as F
 from feedback.config import MiningConfig, SparkConfig
 from feedback.core.schema import REWRITE_VETOES_SCHEMA, LakePaths
 from feedback.core.spark import build_spark
-from feedback.rewrites.evaluate import judge_requests, read_truth, truth_traffic
+from feedback.core.truth import read_truth
+from feedback.rewrites.evaluate import judge_requests, truth_traffic
 from feedback.rewrites.mine import mine_rewrites
 
 OPEN = MiningConfig(

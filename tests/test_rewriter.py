@@ -28,7 +28,8 @@ from pyspark.sql import functions as F
 from feedback.config import AppConfig, MiningConfig, replace_section
 from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, champion_uri, configure_mlflow, tracking_uri_for
 from feedback.core.schema import SILVER_PARTITION_COLUMNS, LakePaths
-from feedback.rewrites.evaluate import RewriteEvaluation, evaluate_rewrites, implicit_traffic, read_truth, truth_traffic
+from feedback.core.truth import read_truth
+from feedback.rewrites.evaluate import RewriteEvaluation, evaluate_rewrites, implicit_traffic, truth_traffic
 from feedback.rewrites.mine import MiningResult
 from feedback.rewrites.mine import run as mine
 from feedback.rewrites.pyfunc import QueryRewriter, model_signature, normalize_text, rewrite_frame

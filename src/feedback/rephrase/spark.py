@@ -40,7 +40,6 @@ from feedback.silver.detect import (
     HEURISTIC_DETECTOR,
     SCORING_CASCADE,
     SCORING_FALLBACK,
-    SCORING_KINDS,
     SCORING_MODEL,
     PairScorer,
     score_pairs_heuristic,

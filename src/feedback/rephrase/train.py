@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from feedback.config import AppConfig, RephraseModelConfig, replace_section
 from feedback.core.schema import LakePaths
+from feedback.core.truth import read_truth
 from feedback.pipeline import run_pipeline
 from feedback.rephrase.model import (
     CASCADE_SCOPES,
@@ -160,8 +161,6 @@ def pipeline_once(spark: SparkSession, config: AppConfig, events: Path, lake: Pa
 def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path: Path) -> LabelledSet:
     """Candidate groups of ``lake``'s silver turns, labelled from ``truth_path``."""
     from delta.tables import DeltaTable
-
-    from feedback.silver.evaluate import read_truth
 
     paths = LakePaths.at(lake)
     version = int(DeltaTable.forPath(spark, paths.silver_turns).history(1).select("version").first()[0])

@@ -33,13 +33,10 @@ from pyspark.sql import functions as F
 
 from feedback.core.registry import configure_mlflow
 from feedback.core.schema import LakePaths
+from feedback.core.truth import read_truth
 from feedback.rewrites.pyfunc import load_table
 from feedback.silver.sessionize import normalize_utterance
 
-TRUTH_SCHEMA = (
-    "event_id string, user_id string, ts string, utterance string, intended_intent string, "
-    "intended_slots map<string,string>, is_system_command boolean, defective boolean, rephrase_of string"
-)
 TRAFFIC_COLUMNS = ("utterance", "intended", "defective")
 
 
@@ -240,14 +237,6 @@ def evaluate_rewrites(rewrites: DataFrame, traffic: DataFrame) -> RewriteEvaluat
         neutral=int(row["neutral"]),
         unknown=int(row["unknown"]),
     )
-
-
-def read_truth(spark: SparkSession, path: str | Path) -> DataFrame:
-    """The simulator's ``ground_truth.jsonl`` with the fields this evaluation needs."""
-    truth_path = Path(path)
-    if not truth_path.is_file():
-        raise ValueError(f"truth: no such file {truth_path}")
-    return spark.read.schema(TRUTH_SCHEMA).json(str(truth_path.resolve()))
 
 
 def evaluation_traffic(spark: SparkSession, lake: LakePaths, truth_path: str | Path | None) -> DataFrame:

@@ -16,12 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from feedback.core.schema import LakePaths
-
-TRUTH_SCHEMA = (
-    "event_id string, user_id string, device_id string, ts string, is_system_command boolean, "
-    "defective boolean, defect_causes array<string>, barge_in boolean, terminated boolean, "
-    "rephrase_of string, abandoned boolean"
-)
+from feedback.core.truth import read_truth
 
 
 @dataclass(frozen=True)
@@ -141,14 +136,6 @@ def evaluate_turns(turns: DataFrame, truth: DataFrame) -> Evaluation:
         )
     finally:
         joined.unpersist()
-
-
-def read_truth(spark: SparkSession, path: str | Path) -> DataFrame:
-    """The simulator's ``ground_truth.jsonl`` with an explicit schema."""
-    truth_path = Path(path)
-    if not truth_path.is_file():
-        raise ValueError(f"truth: no such file {truth_path}")
-    return spark.read.schema(TRUTH_SCHEMA).json(str(truth_path.resolve()))
 
 
 def run(spark: SparkSession, lake: str | Path, truth_path: str | Path, json_out: str | Path | None = None) -> Evaluation:
