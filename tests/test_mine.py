@@ -19,14 +19,17 @@ from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, ConfigError, MiningConfig, replace_section
 from feedback.core.schema import REWRITE_VETOES_SCHEMA, SILVER_PARTITION_COLUMNS, LakePaths
-from feedback.rewrites.mine import (
+from feedback.rewrites.chain import (
     CANDIDATE_SCHEMA,
-    MiningOutcome,
-    MiningRefused,
     absorption_probabilities,
-    add_veto,
     best_targets,
     build_chain,
+    solve_components,
+)
+from feedback.rewrites.mine import (
+    MiningOutcome,
+    MiningRefused,
+    add_veto,
     chain_support,
     check_deletions,
     connected_components,
@@ -34,7 +37,6 @@ from feedback.rewrites.mine import (
     mine_rewrites,
     run,
     select_rewrites,
-    solve_components,
     state_transitions,
     utterance_stats,
 )
