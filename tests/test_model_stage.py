@@ -16,16 +16,8 @@ from turn_data import Event, events_frame
 from feedback.config import AppConfig
 from feedback.core.schema import LakePaths
 from feedback.gold.aggregate import fold_into_gold
-from feedback.rephrase.model import (
-    Candidate,
-    DetectorSettings,
-    RephraseQuery,
-    SpanRephraseDetector,
-    base_model_dir,
-    cap_tokens,
-    score_isolating_failures,
-    word_counts,
-)
+from feedback.rephrase.evidence import Candidate, RephraseQuery, word_counts
+from feedback.rephrase.model import DetectorSettings, SpanRephraseDetector, base_model_dir, cap_tokens, score_isolating_failures
 from feedback.rephrase.spark import DetectorHandle, DetectorScorer, cascade_passes, score_pairs_with_detector
 from feedback.rephrase.train import NO_REPHRASE, LabelledSet, distillation_loss, student_of, with_cascade
 from feedback.silver.sessionize import aggregate_sessions

@@ -11,27 +11,29 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 from tiny_detector import tiny_detector
 
-from feedback.rephrase.model import (
+from feedback.rephrase.evidence import (
     Candidate,
-    DetectorSettings,
     RephraseQuery,
-    SpanRephraseDetector,
-    int8_linear_names,
-    length_sorted_batches,
     merged_counts,
     pace_words,
     pair_evidence,
     passage_text,
-    queries_from_pandas,
     query_text,
     query_texts,
     rarest_kept,
-    scores_frame,
     sound_code,
     soundex,
     spelling_similarity,
     word_counts,
     words_of,
+)
+from feedback.rephrase.model import (
+    DetectorSettings,
+    SpanRephraseDetector,
+    int8_linear_names,
+    length_sorted_batches,
+    queries_from_pandas,
+    scores_frame,
 )
 from feedback.rephrase.spark import DetectorHandle, request_groups, score_pairs_with_detector
 from feedback.rephrase.train import link_score

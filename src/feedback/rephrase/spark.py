@@ -27,6 +27,7 @@ from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from feedback.config import AppConfig, DetectConfig, RephraseModelConfig
 from feedback.core.schema import LakePaths
+from feedback.rephrase.evidence import word_counts
 from feedback.rephrase.model import (
     CASCADE_SCOPES,
     GROUP_COLUMNS,
@@ -34,7 +35,6 @@ from feedback.rephrase.model import (
     queries_from_pandas,
     resolve_device,
     score_isolating_failures,
-    word_counts,
 )
 from feedback.silver.detect import (
     HEURISTIC_DETECTOR,

@@ -35,19 +35,17 @@ from feedback.config import AppConfig, RephraseModelConfig, replace_section
 from feedback.core.schema import LakePaths
 from feedback.core.truth import read_truth
 from feedback.pipeline import run_pipeline
+from feedback.rephrase.evidence import RephraseQuery, query_texts, word_counts
 from feedback.rephrase.model import (
     CASCADE_SCOPES,
     DetectorSettings,
     EncodedQuery,
-    RephraseQuery,
     SpanRephraseDetector,
     base_model_dir,
     pad_batch,
     queries_from_pandas,
-    query_texts,
     resolve_device,
     scores_frame,
-    word_counts,
 )
 from feedback.rephrase.spark import champion_detector_dir, request_groups
 from feedback.silver.detect import rephrase_candidates, score_pairs_heuristic
