@@ -31,7 +31,7 @@ test-chaos:
 test-fast:
 	$(PY) -m pytest -m "not slow"
 
-## demo: simulate a week of traffic, run the pipeline into demo/lake, print every table
+## demo: simulate a week of traffic, run the pipeline into demo/lake, print every table, mine and register rewrites, serve one over HTTP on 127.0.0.1
 demo:
 	$(VENV)/bin/feedback demo --workdir demo
 
