@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
 LAKE ?= lake
+NOTEBOOK_LAKE ?= demo/lake
 CLUSTER_DIR ?= .cluster
 CLUSTER_PORT ?= 7077
 CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-chaos test-fast demo train-rephrase bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down
+.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -31,9 +32,13 @@ test-chaos:
 test-fast:
 	$(PY) -m pytest -m "not slow"
 
-## demo: simulate a week of traffic, run the pipeline into demo/lake, print every table
+## demo: simulate a week of traffic, run the pipeline into demo/lake, print every table, mine and register rewrites, serve one over HTTP on 127.0.0.1
 demo:
 	$(VENV)/bin/feedback demo --workdir demo
+
+## notebooks-html: run the analyst notebooks on NOTEBOOK_LAKE (default demo/lake: run `make demo` first) and render them, plots included, to docs/notebooks/*.html
+notebooks-html:
+	$(PY) -m feedback.ops.notebooks --lake $(NOTEBOOK_LAKE) --out docs/notebooks
 
 ## train-rephrase: fine-tune the BERT rephrase detector on a fresh simulation, register it in LAKE/mlflow (12 minutes on a quiet 2-core machine: two simulations and pipeline runs, 3 epochs of about 2 minutes)
 train-rephrase:

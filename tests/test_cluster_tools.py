@@ -13,7 +13,6 @@ from feedback.config import SparkConfig
 from feedback.core.jars import jar_paths
 from feedback.core.spark import spark_conf, submitted_driver
 from feedback.ops.cluster import (
-    DAEMON_ENV,
     ClusterSpec,
     daemon_env,
     down,
@@ -56,7 +55,14 @@ def test_spark_env_sh_quotes_every_value(tmp_path: Path) -> None:
     assert sourced.stderr == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spark-env.sh"]
     defaults = render_spark_env("::1", sys.executable)
-    assert all(f"export {key}={value}" in defaults for key, value in DAEMON_ENV.items())
+    names = ("TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYARROW_IGNORE_TIMEZONE")
+    daemon_exports = [line for line in defaults.splitlines() if line.startswith(tuple(f"export {name}=" for name in names))]
+    assert daemon_exports == [
+        "export TOKENIZERS_PARALLELISM=false",
+        "export HF_HUB_OFFLINE=1",
+        "export TRANSFORMERS_OFFLINE=1",
+        "export PYARROW_IGNORE_TIMEZONE=1",
+    ]
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1; rm -rf /", "$(touch x)", "a b", "--help", "", "h`id`"])
@@ -89,7 +95,6 @@ def test_submit_command_ships_jars_archive_and_interpreter(tmp_path: Path) -> No
     archive.write_bytes(b"PK")
     jars = jar_paths()
     command = submit_command("spark://127.0.0.1:7077", REPO / "jobs" / "pipeline.py", ["--lake", "x"], [archive], jars)
-    executor_env = [item for key, value in DAEMON_ENV.items() for item in ("--conf", f"spark.executorEnv.{key}={value}")]
     assert command == [
         str(spark_home() / "bin" / "spark-submit"),
         "--master", "spark://127.0.0.1:7077",
@@ -97,7 +102,10 @@ def test_submit_command_ships_jars_archive_and_interpreter(tmp_path: Path) -> No
         "--conf", "spark.driver.host=127.0.0.1",
         "--conf", f"spark.pyspark.python={sys.executable}",
         "--conf", f"spark.pyspark.driver.python={sys.executable}",
-        *executor_env,
+        "--conf", "spark.executorEnv.TOKENIZERS_PARALLELISM=false",
+        "--conf", "spark.executorEnv.HF_HUB_OFFLINE=1",
+        "--conf", "spark.executorEnv.TRANSFORMERS_OFFLINE=1",
+        "--conf", "spark.executorEnv.PYARROW_IGNORE_TIMEZONE=1",
         "--jars", ",".join(str(j) for j in jars),
         "--py-files", str(archive),
         str(REPO / "jobs" / "pipeline.py"), "--lake", "x",

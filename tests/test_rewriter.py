@@ -6,13 +6,8 @@ import dataclasses
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +21,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, MiningConfig, replace_section
-from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, champion_uri, configure_mlflow, tracking_uri_for
+from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, champion_uri, configure_mlflow
 from feedback.core.schema import SILVER_PARTITION_COLUMNS, LakePaths
 from feedback.core.truth import read_truth
+from feedback.ops.serve import invoke, served_rewriter
 from feedback.rewrites.evaluate import RewriteEvaluation, evaluate_rewrites, implicit_traffic, truth_traffic
 from feedback.rewrites.mine import MiningResult
 from feedback.rewrites.mine import run as mine
@@ -330,66 +326,14 @@ def test_only_a_version_that_beats_the_identity_becomes_champion(
     assert client.get_model_version(QUERY_REWRITER, "3").tags["champion_refused"] == refused
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_ping(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (it forks uvicorn workers), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_invocations(registered: tuple[LakePaths, MiningResult], tmp_path: Path) -> None:
     lake, _ = registered
-    port = free_port()
-    # The venv's bin first: the server runs `uvicorn` from PATH (the local environment, no conda).
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri_for(lake.root), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "models", "serve", "-m", champion_uri(QUERY_REWRITER), "--env-manager", "local",
-        "-h", "127.0.0.1", "-p", str(port), "--workers", "1",
-    ]
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_ping(f"http://127.0.0.1:{port}/ping", process, timeout_s=120)
-        body = json.dumps({"dataframe_records": [{"utterance": "A"}, {"utterance": "hello there"}]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.loads(response.read())
+    with served_rewriter(lake.root, tmp_path / "serve.log") as url:
+        _, answer = invoke(url, ["A", "hello there"])
         assert answer == {
             "predictions": [
                 {"utterance": "A", "rewrite": "b", "probability": round(3 / 7, 12), "rewritten": True},
                 {"utterance": "hello there", "rewrite": "hello there", "probability": 0.0, "rewritten": False},
             ]
         }
-    finally:
-        stop_server(process)
-        log.close()

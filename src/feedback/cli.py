@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     veto.add_argument("--reason", default=None)
     _add_conf(veto)
 
-    demo = commands.add_parser("demo", help="simulate a week of traffic, run the pipeline, print every table")
+    demo = commands.add_parser("demo", help="simulate a week of traffic, run the pipeline, mine and register rewrites, serve one over HTTP")
     demo.add_argument("--workdir", type=Path, default=Path("demo"), help="where the traffic and the lake go")
     _add_conf(demo)
     return parser
