@@ -108,7 +108,8 @@ def render(notebooks: Path, lake: Path, conf: Path | None, out: Path, names: tup
             print(f"running notebooks/{name}.ipynb on {lake}", flush=True)
             executed = execute_notebook(notebooks / f"{name}.ipynb", parameters, Path(scratch), kernel)
             target = out / f"{name}.html"
-            target.write_text(to_html(executed), encoding="utf-8")
+            # The page names the lake as it was given, not this machine's absolute path.
+            target.write_text(to_html(executed).replace(str(lake.resolve()), str(lake)), encoding="utf-8")
             written.append(target)
             print(f"wrote {target}", flush=True)
     return written
