@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, MiningConfig
@@ -61,9 +61,14 @@ LOG = logging.getLogger("feedback.rewrites.mine")
 # ----- Spark: silver turns -> transitions, statistics, components, candidates, rewrites --------
 
 
+def is_request(turns: DataFrame) -> Column:
+    """A request of silver: system commands are never rephrased or rewritten; empty texts have no key."""
+    return ~turns["is_system_command"] & (F.length(turns["normalized_utterance"]) > 0)
+
+
 def request_turns(turns: DataFrame) -> DataFrame:
-    """The requests of silver (system commands are never rephrased or rewritten; empty texts have no key)."""
-    return turns.filter(~F.col("is_system_command") & (F.length("normalized_utterance") > 0)).select(
+    """The requests of silver (``is_request``), with the columns mining reads."""
+    return turns.filter(is_request(turns)).select(
         "event_id", "user_id", "normalized_utterance", "defect", "rephrase_of", "chain_id", "chain_success", "turn_index"
     )
 
@@ -115,7 +120,7 @@ def supporting_chains(turns: DataFrame) -> DataFrame:
     Returns ``chain_id``, ``user_id``, ``source_utterance``, ``rewrite_utterance``, once per chain
     and pair (``chain_support`` counts them; the review notebook shows them).
     """
-    chained = request_turns(turns).filter(F.col("chain_id").isNotNull())
+    chained = turns.filter(is_request(turns) & turns["chain_id"].isNotNull())
     ends = chained.groupBy("chain_id").agg(
         F.max("turn_index").alias("_last_index"),
         F.max_by("normalized_utterance", "turn_index").alias("rewrite_utterance"),
