@@ -101,7 +101,9 @@ print(json.dumps({"rows": out.to_dict(orient="records"), "pyspark_loaded": any(m
 def test_the_query_rewriter_logs_loads_and_serves_without_pyspark(tmp_path: Path) -> None:
     """A serving runtime has mlflow and pandas (the model's pip_requirements), not Spark."""
     source = Path(__file__).resolve().parents[1] / "src"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
+    # A fresh runtime: no MLflow settings inherited from this process (an active experiment id, say).
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    env = {**inherited, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, "-c", SERVING_WITHOUT_SPARK, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300, check=False
     )
