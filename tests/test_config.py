@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from feedback.config import AppConfig, ConfigError, IngestConfig, MiningConfig, SparkConfig, load_config
+from feedback.config import AppConfig, ConfigError, IngestConfig, MaintenanceConfig, MiningConfig, SparkConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +44,10 @@ def test_file_overrides_only_the_keys_it_names(tmp_path: Path) -> None:
         ({"rephrase_model": {"fp32_ffn_output_layers": -1}}, "rephrase_model.fp32_ffn_output_layers: must be >= 0, got -1"),
         ({"simulation": {"duplicate_rate": 1.5}}, "simulation.duplicate_rate: must be in [0, 1], got 1.5"),
         ({"simulation": {"start_date": "someday"}}, "simulation.start_date: must be an ISO date"),
+        ({"maintenance": {"vacuum_retention_hours": -1}}, "maintenance.vacuum_retention_hours: must be an integer >= 0, got -1"),
+        ({"maintenance": {"vacuum_retention_hours": 1.5}}, "maintenance.vacuum_retention_hours: must be an integer, got 1.5"),
+        ({"maintenance": {"optimize": "yes"}}, "maintenance.optimize: must be a boolean, got 'yes'"),
+        ({"maintenance": {"retention_hours": 24}}, "maintenance.retention_hours: unknown key"),
         ({"sparks": {}}, "sparks: unknown key"),
     ],
 )
@@ -65,6 +69,17 @@ def test_dataclasses_validate_when_built_in_code() -> None:
         SparkConfig(shuffle_partitions=0)
     with pytest.raises(ConfigError, match="ingest.file_glob: must be non-empty"):
         IngestConfig(file_glob=" ")
+    with pytest.raises(ConfigError, match=r"maintenance.vacuum_retention_hours: must be an integer >= 0, got -24$"):
+        MaintenanceConfig(vacuum_retention_hours=-24)
+    with pytest.raises(ConfigError, match=r"maintenance.vacuum_retention_hours: must be an integer >= 0, got True$"):
+        MaintenanceConfig(vacuum_retention_hours=True)
+
+
+def test_maintenance_defaults_to_delta_s_safety_retention_and_takes_zero(tmp_path: Path) -> None:
+    assert AppConfig().maintenance == MaintenanceConfig(vacuum_retention_hours=168, optimize=True)
+    conf = tmp_path / "c.yaml"
+    conf.write_text("maintenance:\n  vacuum_retention_hours: 0\n  optimize: false\n")
+    assert load_config(conf).maintenance == MaintenanceConfig(vacuum_retention_hours=0, optimize=False)
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,7 @@ def tasks() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
 BUNDLE_VARIABLES = {name: str(spec["default"]) for name, spec in load_bundle()["variables"].items()}
 
 
-def test_the_bundle_defines_the_five_scheduled_jobs() -> None:
+def test_the_bundle_defines_the_six_scheduled_jobs() -> None:
     jobs = load_bundle()["resources"]["jobs"]
     triggers = {
         key: (job["schedule"]["quartz_cron_expression"] if "schedule" in job else f"continuous {job['continuous']['pause_status']}")
@@ -70,6 +70,7 @@ def test_the_bundle_defines_the_five_scheduled_jobs() -> None:
         "feedback_stream_continuous": "continuous PAUSED",
         "feedback_mine_rewrites_nightly": "0 30 2 * * ?",
         "feedback_backfill_late_nightly": "0 40 1 * * ?",
+        "feedback_maintain_nightly": "0 15 3 * * ?",
         "feedback_train_rephrase_weekly": "0 0 4 ? * SUN",
     }
     entry_points = {key: task["spark_python_task"]["python_file"] for key, _, task in tasks()}
@@ -78,6 +79,7 @@ def test_the_bundle_defines_the_five_scheduled_jobs() -> None:
         "feedback_stream_continuous": "../jobs/stream.py",
         "feedback_mine_rewrites_nightly": "../jobs/mine_rewrites.py",
         "feedback_backfill_late_nightly": "../jobs/backfill.py",
+        "feedback_maintain_nightly": "../jobs/maintain.py",
         "feedback_train_rephrase_weekly": "../jobs/train_rephrase.py",
     }
     assert {job["max_concurrent_runs"] for job in jobs.values()} == {1}
@@ -121,6 +123,7 @@ def test_every_reference_in_the_bundle_is_defined() -> None:
 def test_entry_command_reads_the_subcommand_of_each_job() -> None:
     assert {p.name: entry_command(p) for p in sorted((REPO / "jobs").glob("*.py"))} == {
         "backfill.py": "backfill",
+        "maintain.py": "maintain",
         "mine_rewrites.py": "mine-rewrites",
         "pipeline.py": "pipeline",
         "simulate.py": "simulate",

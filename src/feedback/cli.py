@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     veto.add_argument("--reason", default=None)
     _add_conf(veto)
 
+    maintain = commands.add_parser("maintain", help="OPTIMIZE and VACUUM every table of the lake (conf: maintenance)")
+    maintain.add_argument("--lake", type=Path, required=True)
+    _add_conf(maintain)
+
     demo = commands.add_parser("demo", help="simulate a week of traffic, run the pipeline, mine and register rewrites, serve one over HTTP")
     demo.add_argument("--workdir", type=Path, default=Path("demo"), help="where the traffic and the lake go")
     _add_conf(demo)
@@ -173,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             add_veto(spark, LakePaths.at(args.lake), args.source, args.rewrite, args.reason)
             print(f"vetoed {args.rewrite or 'every rewrite'!r} for {args.source!r}; the next mine-rewrites respects it")
+        elif args.command == "maintain":
+            from feedback.ops.maintain import run as maintain
+
+            print(maintain(spark, config, args.lake).render())
         elif args.command == "demo":
             from feedback.ops.demo import run as run_demo
 

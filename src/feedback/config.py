@@ -509,6 +509,35 @@ class PrivacyConfig:
         )
 
 
+DELTA_SAFE_RETENTION_HOURS = 168
+"""Delta's default ``delta.deletedFileRetentionDuration`` (7 days): VACUUM refuses a shorter retention unless told."""
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """``feedback maintain``: OPTIMIZE and VACUUM of every table of a lake (``feedback.ops.maintain``).
+
+    ``vacuum_retention_hours``: VACUUM deletes the files a table stopped using at least this long
+    ago, so time travel and the change data feed reach back this far, and no further. Below
+    ``DELTA_SAFE_RETENTION_HOURS`` Delta's retention check is turned off for the VACUUM: such a
+    retention can delete files that a running stream or a long query still reads, so choose it
+    for a lake nothing else is using at the time. ``optimize``: compact small files first.
+    """
+
+    vacuum_retention_hours: int = DELTA_SAFE_RETENTION_HOURS
+    optimize: bool = True
+
+    def __post_init__(self) -> None:
+        hours = self.vacuum_retention_hours
+        _require(
+            isinstance(hours, int) and not isinstance(hours, bool) and hours >= 0,
+            "maintenance.vacuum_retention_hours",
+            "must be an integer >= 0",
+            hours,
+        )
+        _require(isinstance(self.optimize, bool), "maintenance.optimize", "must be a boolean", self.optimize)
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """The whole configuration of one run."""
@@ -521,6 +550,7 @@ class AppConfig:
     rephrase_model: RephraseModelConfig = field(default_factory=RephraseModelConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
     def __post_init__(self) -> None:
         _require(

@@ -28,10 +28,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, IntegerType, MapType, StringType, StructField, StructType
 
-from feedback.bronze.validation import SUITE_NAME, VALIDATION_RESULTS_SCHEMA, BatchValidator, ValidationOutcome, batch_profile
+from feedback.bronze.validation import SUITE_NAME, BatchValidator, ValidationOutcome, batch_profile
 from feedback.config import AppConfig, IngestConfig, interval_seconds
 from feedback.core.checkpoints import checkpointed
 from feedback.core.schema import (
+    BLANK_TEXT,
+    BRONZE_CONSTRAINTS,
     BRONZE_PARTITION_COLUMNS,
     BRONZE_SCHEMA,
     EVENT_FIELDS,
@@ -61,6 +63,8 @@ from feedback.core.schema import (
     SKIP_IN_SUB_FOLDER,
     SKIP_NOT_MATCHING_GLOB,
     SKIP_TOO_OLD,
+    TABLE_COMMENTS,
+    VALIDATION_RESULTS_SCHEMA,
     FieldRule,
     LakePaths,
 )
@@ -72,7 +76,6 @@ BRONZE_QUERY_NAME = "bronze_interactions"
 
 _INT_TYPES = r"^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,0\))$"
 _NUMBER_TYPES = r"^(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,\d+\)|FLOAT|DOUBLE)$"
-_BLANK = r"(?U)^\s*$"
 
 
 def _exact_field(raw: Column, kind: Column, rule: FieldRule) -> tuple[Column, Column, Column]:
@@ -111,9 +114,9 @@ def _field_columns(
     checked = present & type_ok
     value = F.when(checked, value)
     if rule.name == "utterance":
-        reasons.append(F.when(checked & value.rlike(_BLANK), F.lit(REASON_BLANK_UTTERANCE)))
+        reasons.append(F.when(checked & value.rlike(BLANK_TEXT), F.lit(REASON_BLANK_UTTERANCE)))
     elif rule.non_empty:
-        reasons.append(F.when(checked & value.rlike(_BLANK), F.lit(f"{REASON_EMPTY_FIELD}:{rule.name}")))
+        reasons.append(F.when(checked & value.rlike(BLANK_TEXT), F.lit(f"{REASON_EMPTY_FIELD}:{rule.name}")))
     if rule.max_length is not None and rule.kind == "map":
         too_long = (F.size(value) > rule.max_length) | F.exists(
             F.map_keys(value), lambda key: F.length(key) > MAX_SLOT_NAME_LENGTH
@@ -409,18 +412,24 @@ BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": "event_id,ts,user_id,devi
 def ensure_bronze_tables(spark: SparkSession, lake: LakePaths) -> None:
     """Create bronze, quarantine, the ingest-batch log and the validation results if absent.
 
-    The creations are independent commits, so they run at once (each is mostly driver time).
+    Bronze carries the contract's rules as CHECK constraints (``BRONZE_CONSTRAINTS``). The
+    creations are independent commits, so they run at once (each is mostly driver time).
     """
     run_together(
         [
-            lambda: ensure_table(spark, lake.bronze, BRONZE_SCHEMA, BRONZE_PARTITION_COLUMNS, BRONZE_PROPERTIES),
+            lambda: ensure_table(
+                spark, lake.bronze, BRONZE_SCHEMA, BRONZE_PARTITION_COLUMNS, BRONZE_PROPERTIES,
+                comment=TABLE_COMMENTS["bronze"], constraints=BRONZE_CONSTRAINTS,
+            ),
             lambda: ensure_table(
                 spark, lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS,
-                {"delta.dataSkippingStatsColumns": "event_id,source_file,ingest_batch"},
+                {"delta.dataSkippingStatsColumns": "event_id,source_file,ingest_batch"}, comment=TABLE_COMMENTS["quarantine"],
             ),
-            lambda: ensure_table(spark, lake.ingest_batches, INGEST_BATCHES_SCHEMA, ()),
-            lambda: ensure_table(spark, lake.validation_results, VALIDATION_RESULTS_SCHEMA, ()),
-            lambda: ensure_table(spark, lake.landing_skipped, LANDING_SKIPPED_SCHEMA, ()),
+            lambda: ensure_table(spark, lake.ingest_batches, INGEST_BATCHES_SCHEMA, (), comment=TABLE_COMMENTS["ingest_batches"]),
+            lambda: ensure_table(
+                spark, lake.validation_results, VALIDATION_RESULTS_SCHEMA, (), comment=TABLE_COMMENTS["validation_results"]
+            ),
+            lambda: ensure_table(spark, lake.landing_skipped, LANDING_SKIPPED_SCHEMA, (), comment=TABLE_COMMENTS["landing_skipped"]),
         ]
     )
 

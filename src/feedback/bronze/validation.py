@@ -22,7 +22,6 @@ from great_expectations import expectations as gxe
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import BooleanType, LongType, StringType, StructField, StructType, TimestampType
 
 from feedback.config import ValidationConfig
 from feedback.core.schema import (
@@ -38,19 +37,6 @@ LOG = logging.getLogger("feedback.bronze.validation")
 
 SUITE_NAME = "bronze_interactions_v1"
 
-VALIDATION_RESULTS_SCHEMA = StructType(
-    [
-        StructField("app_id", StringType(), False),
-        StructField("batch_id", LongType(), False),
-        StructField("validated_at", TimestampType(), False),
-        StructField("suite", StringType(), False),
-        StructField("success", BooleanType(), False),
-        StructField("evaluated_expectations", LongType(), False),
-        StructField("successful_expectations", LongType(), False),
-        StructField("failed_expectations", StringType(), False),
-        StructField("result_json", StringType(), False),
-    ]
-)
 
 
 def batch_profile(parsed: DataFrame, config: ValidationConfig) -> DataFrame:

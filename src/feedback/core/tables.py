@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark import InheritableThread
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
+
+from feedback.core.schema import sql_text
+
+LOG = logging.getLogger("feedback.core.tables")
 
 APP_ID_FILE = "_feedback_app_id"
+CONSTRAINT_PREFIX = "delta.constraints."
+_CONSTRAINT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def ensure_table(
@@ -20,15 +28,120 @@ def ensure_table(
     path: str,
     schema: StructType,
     partition_by: tuple[str, ...],
-    properties: dict[str, str] | None = None,
+    properties: Mapping[str, str] | None = None,
+    *,
+    comment: str,
+    constraints: Mapping[str, str] | None = None,
 ) -> DeltaTable:
-    """Create the Delta table at ``path`` if absent, so readers see its schema before any data lands."""
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    """Create the Delta table at ``path`` if absent, or bring an existing one up to this description.
+
+    Why: readers see the schema before any data lands, and the table describes itself:
+    ``comment`` and each column's comment (the ``comment`` of its StructField metadata, which
+    every column of ``schema`` must carry) show in ``DESCRIBE TABLE``; ``properties`` and the
+    CHECK ``constraints`` (name -> SQL expression) in ``DESCRIBE DETAIL``. A new table gets all
+    of it in its one creating commit. A table made by an older version gets what it lacks, in
+    metadata-only commits (``upgrade_table``); one that matches gets no commit at all.
+    """
+    if not isinstance(comment, str) or not comment.strip():
+        raise ValueError(f"comment must be a non-empty string, got {comment!r}")
+    uncommented = [f.name for f in schema.fields if not str(f.metadata.get("comment", "")).strip()]
+    if uncommented:
+        raise ValueError(f"schema: every column needs a comment in its metadata, missing for {uncommented}")
+    for name in constraints or {}:
+        if not _CONSTRAINT_NAME.fullmatch(name):
+            raise ValueError(f"constraints: a name must be lower-case letters, digits and _, got {name!r}")
+    existed = DeltaTable.isDeltaTable(spark, path)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).comment(comment)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     for key, value in (properties or {}).items():
         builder = builder.property(key, value)
-    return builder.execute()
+    # A new table is empty, so its constraints can be declared with it instead of one ADD CONSTRAINT
+    # (a commit and a scan) each.
+    for name, expression in (constraints or {}).items():
+        builder = builder.property(CONSTRAINT_PREFIX + name, expression)
+    table = builder.execute()
+    if existed:
+        upgrade_table(spark, path, schema, properties or {}, comment=comment, constraints=constraints or {})
+    return table
+
+
+def _delta_path(path: str) -> str:
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
+def _identifier(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _column_comment(field: StructField) -> str:
+    return str(field.metadata.get("comment", ""))
+
+
+def _table_comment(spark: SparkSession, target: str) -> str | None:
+    """The table comment that ``DESCRIBE TABLE EXTENDED`` shows for ``target``; None when it has none."""
+    detailed = False
+    for row in spark.sql(f"DESCRIBE TABLE EXTENDED {target}").collect():
+        if row["col_name"] == "# Detailed Table Information":
+            detailed = True
+        elif detailed and row["col_name"] == "Comment":
+            return str(row["data_type"])
+    return None
+
+
+def upgrade_table(
+    spark: SparkSession,
+    path: str,
+    schema: StructType,
+    properties: Mapping[str, str],
+    *,
+    comment: str,
+    constraints: Mapping[str, str],
+) -> list[str]:
+    """Give the existing Delta table at ``path`` what ``ensure_table`` would have created it with; returns the SQL run.
+
+    In order, each only when needed: the nullable columns of ``schema`` it lacks (a NOT NULL column
+    cannot be added to a table with rows), the column comments (one commit for all), the table
+    comment and ``properties`` (one commit), then each missing CHECK constraint: ``ADD CONSTRAINT``
+    first checks the rows already there and fails, naming the constraint, on one that breaks it. A
+    constraint is matched by name, so one already present is left as it is. Partitioning is never
+    changed. Each statement is a metadata commit, which can conflict with a concurrent writer's
+    commit; the failing side is retried by its job.
+    """
+    target = _delta_path(path)
+    # Read from the table's metadata only: DESCRIBE DETAIL would compute (and cache) the state of
+    # every file, which a stream's start should not pay for, nor leave behind.
+    present = {field.name: field for field in spark.read.format("delta").load(path).schema.fields}
+    current_properties = {row["key"]: row["value"] for row in spark.sql(f"SHOW TBLPROPERTIES {target}").collect()}
+    description = _table_comment(spark, target)
+    statements: list[str] = []
+    missing = [field for field in schema.fields if field.name not in present and field.nullable]
+    if missing:
+        columns = ", ".join(
+            f"{_identifier(f.name)} {f.dataType.simpleString()} COMMENT {sql_text(_column_comment(f))}" for f in missing
+        )
+        statements.append(f"ALTER TABLE {target} ADD COLUMNS ({columns})")
+    stale = [
+        field
+        for field in schema.fields
+        if field.name in present and present[field.name].metadata.get("comment") != _column_comment(field)
+    ]
+    if stale:
+        changes = ", ".join(f"{_identifier(f.name)} COMMENT {sql_text(_column_comment(f))}" for f in stale)
+        statements.append(f"ALTER TABLE {target} ALTER COLUMN {changes}")
+    wanted = {key: value for key, value in properties.items() if current_properties.get(key) != value}
+    if description != comment:
+        wanted = {"comment": comment, **wanted}
+    if wanted:
+        pairs = ", ".join(f"{sql_text(key)} = {sql_text(value)}" for key, value in wanted.items())
+        statements.append(f"ALTER TABLE {target} SET TBLPROPERTIES ({pairs})")
+    for name, expression in constraints.items():
+        if CONSTRAINT_PREFIX + name not in current_properties:
+            statements.append(f"ALTER TABLE {target} ADD CONSTRAINT {name} CHECK ({expression})")
+    for statement in statements:
+        LOG.info("bringing %s up to date: %s", path, statement)
+        spark.sql(statement)
+    return statements
 
 
 def app_id_for(checkpoint: str) -> str:

@@ -21,10 +21,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.types import ArrayType, DateType, LongType, StringType, StructField, StructType, TimestampType
 
 from feedback.config import AppConfig, SessionizeConfig, interval_seconds
-from feedback.core.schema import LakePaths
+from feedback.core.schema import SILVER_PROGRESS_SCHEMA, TABLE_COMMENTS, LakePaths
 from feedback.core.tables import app_id_for, ensure_table
 from feedback.gold.aggregate import rebuild_gold
 from feedback.silver.detect import PairScorer
@@ -32,18 +31,6 @@ from feedback.silver.stream import SILVER_QUERY_NAME, backfill
 
 LOG = logging.getLogger("feedback.gold.late_events")
 
-SILVER_PROGRESS_SCHEMA = StructType(
-    [
-        StructField("app_id", StringType(), False),
-        StructField("batch_id", LongType(), False),
-        StructField("batch_timestamp", TimestampType(), True),
-        StructField("watermark", TimestampType(), True),
-        StructField("input_rows", LongType(), False),
-        StructField("rows_dropped_by_watermark", LongType(), False),
-        StructField("late_dates", ArrayType(DateType(), True), False),
-        StructField("recorded_at", TimestampType(), False),
-    ]
-)
 
 
 def closed_before(latest_turn: Column, sessionize: SessionizeConfig) -> Column:
@@ -101,6 +88,11 @@ def _timestamp(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
 
 
+def ensure_progress_table(spark: SparkSession, lake: LakePaths) -> None:
+    """Create ``_ops/silver_progress`` if absent (an older one gets its comments)."""
+    ensure_table(spark, lake.silver_progress, SILVER_PROGRESS_SCHEMA, (), comment=TABLE_COMMENTS["silver_progress"])
+
+
 def record_silver_progress(spark: SparkSession, lake: LakePaths, query: StreamingQuery, sessionize: SessionizeConfig) -> int:
     """Append the silver query's progress not yet in ``_ops/silver_progress``; returns the rows added.
 
@@ -108,7 +100,7 @@ def record_silver_progress(spark: SparkSession, lake: LakePaths, query: Streamin
     batch appears once (an insert-only MERGE on app id and batch id), so calling it again adds
     nothing. A batch that dropped rows gets the dates found late at that point.
     """
-    ensure_table(spark, lake.silver_progress, SILVER_PROGRESS_SCHEMA, ())
+    ensure_progress_table(spark, lake)
     app_id = app_id_for(lake.checkpoint(SILVER_QUERY_NAME))
     recorded = {
         r["batch_id"]

@@ -43,7 +43,14 @@ from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, MiningConfig
 from feedback.core.checkpoints import release
-from feedback.core.schema import REWRITE_VALUE_COLUMNS, REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, LakePaths
+from feedback.core.schema import (
+    CHANGE_DATA_FEED,
+    REWRITE_VALUE_COLUMNS,
+    REWRITE_VETOES_SCHEMA,
+    REWRITES_SCHEMA,
+    TABLE_COMMENTS,
+    LakePaths,
+)
 from feedback.core.tables import ensure_table
 from feedback.rewrites.chain import (
     CANDIDATE_SCHEMA,
@@ -347,9 +354,9 @@ def mine_rewrites(
 
 
 def ensure_rewrite_tables(spark: SparkSession, lake: LakePaths) -> None:
-    """Create ``gold/rewrites`` and the (empty) ``gold/rewrite_vetoes`` if absent."""
-    ensure_table(spark, lake.rewrites, REWRITES_SCHEMA, ())
-    ensure_table(spark, lake.rewrite_vetoes, REWRITE_VETOES_SCHEMA, ())
+    """Create ``gold/rewrites`` and the (empty) ``gold/rewrite_vetoes`` if absent; both record their changes."""
+    ensure_table(spark, lake.rewrites, REWRITES_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["rewrites"])
+    ensure_table(spark, lake.rewrite_vetoes, REWRITE_VETOES_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["rewrite_vetoes"])
 
 
 

@@ -24,15 +24,18 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
 from feedback.config import AppConfig, DetectConfig, SessionizeConfig
 from feedback.core.checkpoints import checkpointed
 from feedback.core.schema import (
+    CHANGE_DATA_FEED,
     DEFECT_METRICS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
+    SILVER_BATCH_COUNTS,
+    SILVER_BATCHES_SCHEMA,
     SILVER_PARTITION_COLUMNS,
     SILVER_TURNS_SCHEMA,
+    TABLE_COMMENTS,
     UTTERANCE_DEFECTS_SCHEMA,
     LakePaths,
 )
@@ -58,32 +61,6 @@ GoldFold = Callable[[SparkSession, LakePaths, DataFrame], None]
 passed in by ``feedback.pipeline`` so silver does not depend on a later stage."""
 GoldRebuild = Callable[[SparkSession, LakePaths], None]
 """Rebuilds the gold tables from silver (``feedback.gold.aggregate.rebuild_gold``)."""
-
-SILVER_BATCH_COUNTS = (
-    "sessions",
-    "turns",
-    "candidate_pairs",
-    "rephrase_links",
-    "defects",
-    "model_pairs",
-    "cascade_pairs",
-    "fallback_pairs",
-    "fallback_groups",
-)
-"""The counts each silver batch records: ``model_pairs`` were scored by the model,
-``cascade_pairs`` settled by its first stage, ``fallback_pairs`` (of ``fallback_groups`` requests)
-scored by the heuristic because the model failed on them; all 0 with the heuristic detector."""
-
-SILVER_BATCHES_SCHEMA = StructType(
-    [
-        StructField("app_id", StringType(), False),
-        StructField("batch_id", LongType(), False),
-        StructField("processed_at", TimestampType(), False),
-        *[StructField(name, LongType(), False) for name in SILVER_BATCH_COUNTS[:5]],
-        StructField("batch_seconds", DoubleType(), False),
-        *[StructField(name, LongType(), True) for name in SILVER_BATCH_COUNTS[5:]],
-    ]
-)
 
 
 def resolve_chains(turns: DataFrame, max_chain_length: int) -> DataFrame:
@@ -199,12 +176,18 @@ def staged_turns(
 
 
 def ensure_silver_tables(spark: SparkSession, lake: LakePaths) -> None:
-    """Create silver, the gold tables and the batch log if absent (readers see schemas at once)."""
-    ensure_table(spark, lake.silver_turns, SILVER_TURNS_SCHEMA, SILVER_PARTITION_COLUMNS)
-    ensure_table(spark, lake.defect_metrics, DEFECT_METRICS_SCHEMA, ())
-    ensure_table(spark, lake.utterance_defects, UTTERANCE_DEFECTS_SCHEMA, ())
-    ensure_table(spark, lake.rephrase_pairs, REPHRASE_PAIRS_SCHEMA, ())
-    ensure_table(spark, lake.silver_batches, SILVER_BATCHES_SCHEMA, ())
+    """Create silver, the gold tables and the batch log if absent (readers see schemas at once);
+    silver and gold record their changes (``CHANGE_DATA_FEED``)."""
+    ensure_table(
+        spark, lake.silver_turns, SILVER_TURNS_SCHEMA, SILVER_PARTITION_COLUMNS, CHANGE_DATA_FEED,
+        comment=TABLE_COMMENTS["silver_turns"],
+    )
+    ensure_table(spark, lake.defect_metrics, DEFECT_METRICS_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["defect_metrics"])
+    ensure_table(
+        spark, lake.utterance_defects, UTTERANCE_DEFECTS_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["utterance_defects"]
+    )
+    ensure_table(spark, lake.rephrase_pairs, REPHRASE_PAIRS_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["rephrase_pairs"])
+    ensure_table(spark, lake.silver_batches, SILVER_BATCHES_SCHEMA, (), comment=TABLE_COMMENTS["silver_batches"])
 
 
 def upsert_turns(spark: SparkSession, lake: LakePaths, turns: DataFrame, dates: list[dt.date]) -> None:
