@@ -24,7 +24,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from feedback.bronze.ingest import start_bronze_stream, summarize_ingest
+from feedback.bronze.stream import start_bronze_stream, summarize_ingest
 from feedback.config import AppConfig, IngestConfig, SimulationConfig, SparkConfig, ValidationConfig, replace_section
 from feedback.core.schema import LakePaths
 from feedback.core.spark import build_spark
@@ -107,7 +107,7 @@ def main() -> None:
             parser.error(f"--spark-conf must be KEY=VALUE, got {setting!r}")
         extra[key] = value
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("feedback.bronze.ingest").setLevel(logging.DEBUG)
+    logging.getLogger("feedback.bronze.stream").setLevel(logging.DEBUG)
 
     traffic = ensure_traffic(args.workdir, args.users, args.days, args.seed)
     manifest = json.loads((traffic / "manifest.json").read_text())

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 from pyspark.sql import SparkSession
 
-from feedback.bronze.ingest import start_bronze_stream
+from feedback.bronze.stream import start_bronze_stream
 from feedback.config import AppConfig, IngestConfig, SessionizeConfig, SimulationConfig, SparkConfig, replace_section
 from feedback.core.registry import tracking_uri_for
 from feedback.core.schema import LakePaths

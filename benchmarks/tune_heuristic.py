@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from feedback.bronze.ingest import parse_events, split_valid
+from feedback.bronze.contract import parse_events, split_valid
 from feedback.config import AppConfig, SimulationConfig, SparkConfig
 from feedback.core.spark import build_spark
 from feedback.silver.detect import heuristic_features, rephrase_candidates

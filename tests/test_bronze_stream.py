@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.errors import StreamingQueryException
@@ -11,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.bronze.ingest import BronzeBatchWriter, bronze_writer, start_bronze_stream
+from feedback.bronze.stream import BronzeBatchWriter, bronze_writer, start_bronze_stream
 from feedback.config import AppConfig, IngestConfig, ValidationConfig, replace_section
 from feedback.core.checkpoints import persistent_rdd_ids
 from feedback.core.schema import LakePaths
@@ -99,11 +100,13 @@ class FailsOnceAfterBronze(BronzeBatchWriter):
 
     failed = False
 
-    def _append(self, frame: DataFrame, path: str, writer: str, batch_id: int, partition_by: tuple[str, ...]) -> None:
+    def _append(
+        self, frame: DataFrame, path: str, writer: str, batch_id: int, partition_by: tuple[str, ...] = (), **options: Any
+    ) -> None:
         if writer == "ops" and not FailsOnceAfterBronze.failed:
             FailsOnceAfterBronze.failed = True
             raise RuntimeError("simulated crash after the bronze commit")
-        super()._append(frame, path, writer, batch_id, partition_by)
+        super()._append(frame, path, writer, batch_id, partition_by, **options)
 
 
 def test_batch_replayed_after_a_crash_changes_nothing_twice(spark: SparkSession, app_config: AppConfig, tmp_path: Path) -> None:

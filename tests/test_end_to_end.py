@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.bronze.ingest import BRONZE_QUERY_NAME
+from feedback.bronze.stream import BRONZE_QUERY_NAME
 from feedback.config import AppConfig, SimulationConfig, load_config
 from feedback.core.schema import LakePaths
 from feedback.pipeline import run_pipeline

@@ -9,7 +9,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from feedback.bronze.ingest import deduplicate_batch, match_event_ids, parse_events, split_valid
+from feedback.bronze.contract import parse_events, split_valid
+from feedback.bronze.stream import deduplicate_batch, match_event_ids
 
 GOOD = (
     '{"event_id":"e1","schema_version":1,"ts":"2026-11-02T10:00:00.250+01:00","user_id":"u1","device_id":"d1",'

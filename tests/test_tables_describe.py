@@ -16,7 +16,7 @@ from pyspark.sql.types import StructField, StructType
 from pyspark.testing import assertDataFrameEqual
 from turn_data import Event, events_frame
 
-from feedback.bronze.ingest import ensure_bronze_tables
+from feedback.bronze.stream import ensure_bronze_tables
 from feedback.config import AppConfig
 from feedback.core.checkpoints import persistent_rdd_ids
 from feedback.core.schema import (

@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from feedback.bronze.ingest import format_summary, start_bronze_stream, summarize_ingest
+from feedback.bronze.stream import format_summary, start_bronze_stream, summarize_ingest
 from feedback.config import AppConfig
 from feedback.core.privacy import DEFAULT_MIN_USERS, published, user_key
 from feedback.core.schema import LakePaths

@@ -542,7 +542,7 @@ CHANGE_DATA_FEED = {"delta.enableChangeDataFeed": "true"}
 reads what a MERGE or a rebuild changed instead of the whole table."""
 
 TABLE_COMMENTS = {
-    "bronze": "Valid contract-v1 events, each event_id once, as they arrived from the landing files (feedback.bronze.ingest).",
+    "bronze": "Valid contract-v1 events, each event_id once, as they arrived from the landing files (feedback.bronze.stream).",
     "quarantine": "Landing lines that broke contract v1, or whose batch failed the Great Expectations gate, with every reason.",
     "ingest_batches": "One row per bronze micro-batch: lines read, inserted, quarantined, duplicates, gate result, timings.",
     "landing_skipped": "Landing files the bronze stream listed but did not read, once each, with the reason.",
