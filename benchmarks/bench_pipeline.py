@@ -111,7 +111,7 @@ def timed_pipeline(events: Path, lake: Path, conf: dict[str, object], model_lake
         shutil.rmtree(lake)
     conf_path = lake.with_suffix(".yaml")
     conf_path.write_text(yaml.safe_dump(conf))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri_for(model_lake)}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri_for(LakePaths.at(model_lake))}
     command = [sys.executable, "-m", "feedback.cli", "pipeline", "--events", str(events), "--lake", str(lake), "--conf", str(conf_path)]
     started = time.perf_counter()
     with log.open("w") as out:

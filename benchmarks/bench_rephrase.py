@@ -53,7 +53,7 @@ def version_dir(model_lake: Path, version: int, workdir: Path) -> Path:
 
     target = workdir / "models" / str(version)
     if not (target / "artifacts" / DETECTOR_ARTIFACT / "config.json").is_file():
-        configure_mlflow(model_lake)
+        configure_mlflow(LakePaths.at(model_lake))
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{REPHRASE_DETECTOR}/{version}", dst_path=str(target))
     return target / "artifacts" / DETECTOR_ARTIFACT
 
@@ -102,11 +102,11 @@ def main() -> None:
     if not (traffic / "manifest.json").is_file():
         simulate(SimulationConfig(users=args.users, days=args.days, seed=args.seed, vocabulary="heldout"), traffic)
     manifest = json.loads((traffic / "manifest.json").read_text())
-    lake = workdir / "lake-heuristic"
+    lake = LakePaths.at(workdir / "lake-heuristic")
     pairs_path = workdir / "pairs.parquet"
     if not pairs_path.is_dir():
         run_pipeline(spark, config, traffic / "events", lake)
-        turns = spark.read.format("delta").load(LakePaths.at(lake).silver_turns)
+        turns = spark.read.format("delta").load(lake.silver_turns)
         rephrase_candidates(turns, config.detect).write.mode("overwrite").parquet(str(pairs_path))
     pairs = spark.read.parquet(str(pairs_path)).cache()
     sample_buckets = max(1, round(args.baseline_share * 1000))

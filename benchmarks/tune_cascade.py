@@ -34,6 +34,7 @@ import pandas as pd
 from model_lake import LOCAL_SPARK, champion_or_exit
 
 from feedback.config import AppConfig, replace_section
+from feedback.core.schema import LakePaths
 from feedback.core.spark import build_spark
 from feedback.rephrase.model import SpanRephraseDetector
 from feedback.rephrase.train import LabelledSet, link_score, score_set, simulated_sets, with_cascade
@@ -90,7 +91,7 @@ def main() -> None:
     version, detector_dir = champion_or_exit(args.model_lake, args.threads)
     config = replace_section(AppConfig(), spark=LOCAL_SPARK)
     spark = build_spark(config.spark)
-    sets = simulated_sets(spark, config, args.model_lake)
+    sets = simulated_sets(spark, config, LakePaths.at(args.model_lake))
     spark.stop()
 
     thresholds = np.round(np.arange(0.0, 0.61, 0.01), 2)

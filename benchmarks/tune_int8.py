@@ -65,11 +65,12 @@ def main() -> None:
     config = replace_section(load_config(args.conf), spark=LOCAL_SPARK)
     spark = build_spark(config.spark)
     settings = config.rephrase_model
+    model_lake = LakePaths.at(args.model_lake)
     prepare_simulation(  # the choice's simulation: made (once) when --conf names one train-rephrase did not
-        spark, config, Path(LakePaths.at(args.model_lake).training), f"train-{settings.train_seed}", "train",
+        spark, config, model_lake, f"train-{settings.train_seed}", "train",
         settings.train_users, settings.train_days, settings.train_seed,
     )
-    sets = simulated_sets(spark, config, args.model_lake)
+    sets = simulated_sets(spark, config, model_lake)
     spark.stop()
     training, evaluation = sets["training"], sets["evaluation"]
 

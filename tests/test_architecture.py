@@ -63,3 +63,45 @@ def test_the_checker_sees_an_offence(tmp_path: Path) -> None:
     module = tmp_path / "stream.py"
     module.write_text("from feedback.gold.aggregate import fold_into_gold\n\ndef f():\n    import feedback.rephrase.spark\n")
     assert feedback_imports(module) == ["gold", "rephrase"]
+
+
+# The command lines that turn a ``--lake`` path into ``LakePaths``: (module, function).
+LAKE_CONVERTERS = {("cli.py", "main"), ("ops/notebooks.py", "main")}
+
+
+def lake_type_offences(path: Path, relative: str) -> list[str]:
+    """Parameters named ``lake`` not annotated ``LakePaths``, and ``LakePaths.at`` calls outside ``LAKE_CONVERTERS``."""
+    offences: list[str] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+                annotation = ast.unparse(argument.annotation) if argument.annotation is not None else None
+                if argument.arg == "lake" and annotation != "LakePaths":
+                    offences.append(f"{relative}:{node.lineno} {node.name}(lake: {annotation})")
+            function = node.name
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) == "LakePaths.at" and (relative, function) not in LAKE_CONVERTERS:
+            offences.append(f"{relative}:{node.lineno} calls LakePaths.at")
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), None)
+    return offences
+
+
+def test_below_the_command_line_a_lake_is_always_lake_paths(tmp_path: Path) -> None:
+    offences = [o for p in sorted(PACKAGE.rglob("*.py")) for o in lake_type_offences(p, p.relative_to(PACKAGE).as_posix())]
+    assert offences == []
+    module = tmp_path / "stage.py"
+    module.write_text(
+        "def f(lake: str | Path) -> None: ...\n"
+        "def g(lake: LakePaths) -> None:\n    return LakePaths.at(lake.root)\n"
+        "def main() -> None:\n    LakePaths.at('lake')\n"
+    )
+    assert lake_type_offences(module, "stage.py") == [
+        "stage.py:1 f(lake: str | Path)",
+        "stage.py:3 calls LakePaths.at",
+        "stage.py:5 calls LakePaths.at",
+    ]
+    assert lake_type_offences(module, "cli.py")[-1] == "cli.py:3 calls LakePaths.at"  # only main() converts

@@ -55,11 +55,11 @@ def test_late_files_and_redeliveries_land_exactly_once(spark: SparkSession, app_
         "events-000001.jsonl",
         [event("a", "2026-11-05T10:00:00Z"), event("b", "2026-11-05T10:00:05Z"), event("a", "2026-11-05T10:00:00Z"), "oops"],
     )
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, LakePaths.at(lake))
     # Three days later: a file of events from the 2nd arrives, plus a second delivery of the first file.
     write_file(landing, "events-000002.jsonl", [event("old1", "2026-11-02T08:00:00Z"), event("old2", "2026-11-02T08:00:09+01:00")])
     write_file(landing, "events-000003.jsonl", first.read_text().splitlines())
-    summary = run_pipeline(spark, app_config, landing, lake).ingest
+    summary = run_pipeline(spark, app_config, landing, LakePaths.at(lake)).ingest
 
     assertDataFrameEqual(bronze_ids(spark, lake), ids_once(spark, ["a", "b", "old1", "old2"]))
     assert summary == {
@@ -123,7 +123,7 @@ def test_batch_replayed_after_a_crash_changes_nothing_twice(spark: SparkSession,
     assert spark.read.format("delta").load(paths.bronze).count() == 2
 
     # Restart from the same checkpoint: Spark replays batch 0 with the same offsets.
-    summary = run_pipeline(spark, app_config, landing, lake).ingest
+    summary = run_pipeline(spark, app_config, landing, LakePaths.at(lake)).ingest
     assertDataFrameEqual(bronze_ids(spark, lake), ids_once(spark, ["a", "b"]))
     assert (summary["batches"], summary["lines_read"], summary["bronze_inserted"], summary["quarantined"], summary["duplicates"]) == (
         1, 3, 2, 1, 0,
@@ -138,10 +138,10 @@ def test_a_new_checkpoint_does_not_silence_idempotent_writes(spark: SparkSession
 
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     write_file(landing, "events-000001.jsonl", [event("a", "2026-11-05T10:00:00Z")])
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, LakePaths.at(lake))
     shutil.rmtree(LakePaths.at(lake).checkpoint("bronze_interactions"))
     write_file(landing, "events-000002.jsonl", [event("b", "2026-11-05T11:00:00Z")])
-    summary = run_pipeline(spark, app_config, landing, lake).ingest
+    summary = run_pipeline(spark, app_config, landing, LakePaths.at(lake)).ingest
     assertDataFrameEqual(bronze_ids(spark, lake), ids_once(spark, ["a", "b"]))
     assert (summary["batches"], summary["lines_read"], summary["bronze_inserted"], summary["duplicates"]) == (2, 3, 2, 1)
 
@@ -149,7 +149,7 @@ def test_a_new_checkpoint_does_not_silence_idempotent_writes(spark: SparkSession
 def test_validation_results_are_kept_next_to_the_lake(spark: SparkSession, app_config: AppConfig, tmp_path: Path) -> None:
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     write_file(landing, "events-000001.jsonl", [event("a", "2026-11-05T10:00:00Z", asr_confidence=0.5)])
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, LakePaths.at(lake))
     results = spark.read.format("delta").load(LakePaths.at(lake).validation_results)
     columns = ("batch_id", "suite", "success", "evaluated_expectations", "successful_expectations", "failed_expectations")
     assert results.select(*columns).first().asDict() == {
@@ -168,6 +168,6 @@ def test_validation_off_writes_no_results(spark: SparkSession, app_config: AppCo
     config = replace_section(app_config, ingest=IngestConfig(validation=ValidationConfig(enabled=False)))
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     write_file(landing, "events-000001.jsonl", [event("a", "2026-11-05T10:00:00Z")])
-    summary = run_pipeline(spark, config, landing, lake).ingest
+    summary = run_pipeline(spark, config, landing, LakePaths.at(lake)).ingest
     assert (summary["validated_batches"], summary["bronze_rows"]) == (0, 1)
     assert spark.read.format("delta").load(LakePaths.at(lake).validation_results).count() == 0

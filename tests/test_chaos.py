@@ -126,8 +126,8 @@ def test_a_driver_killed_again_and_again_ends_with_the_clean_run_tables(spark: S
     events = traffic / "events"
 
     clean = tmp_path / "clean"
-    run_pipeline(spark, config, events, clean)
-    backfill_late_events(spark, config, clean)
+    run_pipeline(spark, config, events, LakePaths.at(clean))
+    backfill_late_events(spark, config, LakePaths.at(clean))
 
     chaotic = tmp_path / "chaotic"
     paths = LakePaths.at(chaotic)
@@ -135,15 +135,15 @@ def test_a_driver_killed_again_and_again_ends_with_the_clean_run_tables(spark: S
     outcomes: list[dict[str, object]] = []
     for point in kill_points(seed=11):
         if point.stage == "mining":
-            run_pipeline(spark, config, events, chaotic)  # the stream's work done, as before a nightly mining run
+            run_pipeline(spark, config, events, paths)  # the stream's work done, as before a nightly mining run
             outcome = kill_at(["mine-rewrites", "--lake", str(chaotic), "--conf", str(conf)], point, paths)
         else:
             outcome = kill_at(stream, point, paths)
         outcomes.append({**asdict(point), "outcome": outcome})
     # Restart once more after the last kill, and let everything finish.
-    run_pipeline(spark, config, events, chaotic)
-    backfill_late_events(spark, config, chaotic)
-    mine(spark, config, chaotic)
+    run_pipeline(spark, config, events, paths)
+    backfill_late_events(spark, config, paths)
+    mine(spark, config, paths)
 
     killed = [o for o in outcomes if o["outcome"] == "killed"]
     report = os.environ.get("FEEDBACK_CHAOS_REPORT")

@@ -97,9 +97,9 @@ def test_pipeline_on_a_standalone_cluster_equals_a_local_run(
     # One registry for both runs, holding a tiny champion detector.
     registry = tmp_path / "registry"
     _, detector_dir = tiny_detector(tmp_path / "tiny")
-    decision = register_tiny_detector(registry, detector_dir, 0.5, {"eval_f1": 0.5})
+    decision = register_tiny_detector(LakePaths.at(registry), detector_dir, 0.5, {"eval_f1": 0.5})
     assert "promoted to champion" in decision
-    tracking_uri = tracking_uri_for(registry)
+    tracking_uri = tracking_uri_for(LakePaths.at(registry))
 
     conf = tmp_path / "cluster-test.yaml"
     conf.write_text(
@@ -135,7 +135,7 @@ def test_pipeline_on_a_standalone_cluster_equals_a_local_run(
 
     local_lake = LakePaths.at(tmp_path / "local-lake")
     config = replace_section(load_config(conf), spark=TEST_SPARK)
-    run_pipeline(spark, config, events, local_lake.root)
+    run_pipeline(spark, config, events, local_lake)
 
     for name, drop in RUN_DEPENDENT.items():
         on_cluster = table(spark, getattr(cluster_lake, name), drop)

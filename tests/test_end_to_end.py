@@ -81,7 +81,7 @@ def test_simulated_week_lands_exactly_once_with_every_reject_explained(
 ) -> None:
     manifest = json.loads((traffic / "manifest.json").read_text())
     assert manifest["late_files"] >= 1 and manifest["duplicate_lines"] >= 1 and manifest["malformed_lines"] >= 1
-    summary = run_pipeline(spark, app_config, traffic / "events", tmp_path / "lake").ingest
+    summary = run_pipeline(spark, app_config, traffic / "events", LakePaths.at(tmp_path / "lake")).ingest
     check_lake(spark, traffic, tmp_path / "lake", summary)
     assert summary["failed_validations"] == 0
 
@@ -142,7 +142,7 @@ def test_sigkill_of_the_driver_mid_stream_loses_and_duplicates_nothing(
     files = len(list((traffic / "events").glob("*.jsonl")))
     assert 3 <= batches_before < files  # killed part-way: the restart has work left
 
-    summary = run_pipeline(spark, app_config, traffic / "events", lake)
+    summary = run_pipeline(spark, app_config, traffic / "events", LakePaths.at(lake))
     check_lake(spark, traffic, lake, summary.ingest)
     # The silver query was killed too: after its restart every turn is there once, and only real events.
     silver = spark.read.format("delta").load(LakePaths.at(lake).silver_turns)
@@ -184,7 +184,7 @@ def test_a_backlog_drains_in_bounded_batches_and_a_killed_driver_resumes_where_i
     events = traffic / "events"
 
     clean = tmp_path / "clean"
-    run_pipeline(spark, config, events, clean)
+    run_pipeline(spark, config, events, LakePaths.at(clean))
     batches = spark.read.format("delta").load(LakePaths.at(clean).silver_batches)
     bronze_rows = spark.read.format("delta").load(LakePaths.at(clean).bronze).count()
     with_turns = batches.filter("turns > 0").count()
@@ -192,7 +192,7 @@ def test_a_backlog_drains_in_bounded_batches_and_a_killed_driver_resumes_where_i
     # Bronze files are capped and follow event time, so no batch saw events behind the watermark of the one before:
     # the bounded run holds exactly the turns of one unbounded batch.
     unbounded = tmp_path / "unbounded"
-    run_pipeline(spark, load_config(None, {**BOUNDED, "sessionize": {"max_rows_per_batch": 1_000_000}}), events, unbounded)
+    run_pipeline(spark, load_config(None, {**BOUNDED, "sessionize": {"max_rows_per_batch": 1_000_000}}), events, LakePaths.at(unbounded))
     assert spark.read.format("delta").load(LakePaths.at(unbounded).silver_batches).filter("turns > 0").count() == 1
     assertDataFrameEqual(lake_tables(spark, clean)["silver"], lake_tables(spark, unbounded)["silver"])
 
@@ -206,7 +206,7 @@ def test_a_backlog_drains_in_bounded_batches_and_a_killed_driver_resumes_where_i
     )
     assert 2 <= spark.read.format("delta").load(LakePaths.at(killed).silver_batches).count() < with_turns
 
-    run_pipeline(spark, config, events, killed)
+    run_pipeline(spark, config, events, LakePaths.at(killed))
     expected = lake_tables(spark, clean)
     for name, frame in lake_tables(spark, killed).items():
         assertDataFrameEqual(frame, expected[name])

@@ -38,7 +38,7 @@ def test_compressed_and_nested_files_are_read_and_the_rest_recorded(
     write_lines(landing / ".events-5.jsonl.tmp", [event("not-read-2", "2026-11-05T10:00:00Z")])
     write_lines(landing / "_staging" / "events-6.jsonl", [event("not-read-3", "2026-11-05T10:00:00Z")])
 
-    summary = run_pipeline(spark, app_config, landing, lake).ingest
+    summary = run_pipeline(spark, app_config, landing, LakePaths.at(lake)).ingest
 
     assert bronze_ids(spark, lake) == ["nested", "now", "plain", "zipped"]
     assert quarantine_reasons(spark, lake) == {"future": ["out_of_range:ts"]}
@@ -64,7 +64,7 @@ def test_compressed_and_nested_files_are_read_and_the_rest_recorded(
 
     # A second run records nothing twice.
     write_lines(landing / "events-7.jsonl", [event("later", "2026-11-05T11:00:00Z")])
-    again = run_pipeline(spark, app_config, landing, lake).ingest
+    again = run_pipeline(spark, app_config, landing, LakePaths.at(lake)).ingest
     assert (again["bronze_rows"], again["landing_files_skipped"]) == (5, 3)
 
 
@@ -74,13 +74,13 @@ def test_a_batch_failing_the_gate_is_quarantined_whole_and_the_stream_goes_on(
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     # 3 of 4 lines broken: over max_quarantine_share (0.5), so the one valid event is held back too.
     write_lines(landing / "events-1.jsonl", ["{", "[]", '{"event_id": "x"}', event("valid", "2026-11-05T10:00:00Z")])
-    first = run_pipeline(spark, app_config, landing, lake).ingest
+    first = run_pipeline(spark, app_config, landing, LakePaths.at(lake)).ingest
     assert bronze_ids(spark, lake) == []
     assert quarantine_reasons(spark, lake)["valid"] == ["failed_expectation:expect_column_mean_to_be_between(is_quarantined)"]
     assert (first["lines_read"], first["bronze_inserted"], first["quarantined"], first["failed_validations"]) == (4, 0, 4, 1)
 
     write_lines(landing / "events-2.jsonl", [event("next", "2026-11-05T10:05:00Z")])
-    second = run_pipeline(spark, app_config, landing, lake).ingest
+    second = run_pipeline(spark, app_config, landing, LakePaths.at(lake)).ingest
     assert bronze_ids(spark, lake) == ["next"]
     assert (second["batches"], second["quarantine_rows"], second["failed_validations"]) == (2, 4, 1)
 
@@ -92,7 +92,7 @@ def test_on_failure_stop_rejects_the_batch_before_any_write(spark: SparkSession,
     write_lines(landing / "events-1.jsonl", [event("a", "2026-11-05T10:00:00Z"), event("b", "2026-11-05T10:01:00Z")])
 
     with pytest.raises(StreamingQueryException, match="BatchRejected|nothing was written"):
-        run_pipeline(spark, config, landing, lake)
+        run_pipeline(spark, config, landing, LakePaths.at(lake))
 
     paths = LakePaths.at(lake)
     counts = [spark.read.format("delta").load(table).count() for table in (paths.bronze, paths.quarantine, paths.ingest_batches)]
@@ -107,5 +107,5 @@ def test_on_failure_stop_rejects_the_batch_before_any_write(spark: SparkSession,
     )
 
     # Once the gate is set right, the restart replays the same batch from its offsets and it lands.
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, LakePaths.at(lake))
     assert bronze_ids(spark, lake) == ["a", "b"]

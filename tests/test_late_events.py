@@ -63,13 +63,13 @@ def test_dropped_events_are_recorded_and_backfill_late_rebuilds_their_dates(
             event("b1", "2026-11-05T12:00:00Z"),
         ],
     )
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, paths)
     # Two days late: far behind the watermark (11:50 on the 5th).
     write_lines(
         landing / "events-2.jsonl",
         [event("late1", "2026-11-03T08:00:00Z", user_id="u2"), event("late2", "2026-11-03T08:00:30Z", user_id="u2")],
     )
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, paths)
 
     progress = spark.read.format("delta").load(paths.silver_progress)
     dropped = progress.filter("rows_dropped_by_watermark > 0").select("rows_dropped_by_watermark", "late_dates")
@@ -80,13 +80,13 @@ def test_dropped_events_are_recorded_and_backfill_late_rebuilds_their_dates(
     silver_ids = lambda: sorted(r["event_id"] for r in spark.read.format("delta").load(paths.silver_turns).collect())  # noqa: E731
     assert silver_ids() == ["a1", "a2"]
 
-    result = backfill_late_events(spark, app_config, paths.root)
+    result = backfill_late_events(spark, app_config, paths)
     assert (result.dates, result.turns) == ((LateDate(dt.date(2026, 11, 3), 2),), 2)
     assert silver_ids() == ["a1", "a2", "late1", "late2"]
     assert late_dates(spark, paths, app_config.sessionize) == []
-    assert backfill_late_events(spark, app_config, paths.root).render() == "backfill --late: no late events; nothing rebuilt"
+    assert backfill_late_events(spark, app_config, paths).render() == "backfill --late: no late events; nothing rebuilt"
     # Recording again adds no row for a batch already recorded.
     before = progress.count()
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, paths)
     assert spark.read.format("delta").load(paths.silver_progress).filter("rows_dropped_by_watermark > 0").count() == 1
     assert spark.read.format("delta").load(paths.silver_progress).count() >= before

@@ -82,7 +82,7 @@ def test_optimize_compacts_and_vacuum_zero_deletes_every_replaced_file(
     confs_before = [spark.conf.get(key, None) for key in (RETENTION_CHECK, LISTING_PARALLELISM)]
 
     config = replace_section(app_config, maintenance=MaintenanceConfig(vacuum_retention_hours=0, optimize=True))
-    report = run(spark, config, tmp_path / "lake")
+    report = run(spark, config, lake)
 
     assert report == MaintenanceReport(
         lake=lake.root,

@@ -366,11 +366,11 @@ def test_run_merges_by_source_and_keeps_the_history(spark: SparkSession, app_con
     lake = LakePaths.at(tmp_path / "lake")
     config = replace_section(app_config, mining=dataclasses.replace(MiningConfig(), register=False))
     with pytest.raises(ValueError, match="run `feedback pipeline` into this lake first"):
-        run(spark, config, lake.root)
+        run(spark, config, lake)
     d_chains = [Chain(f"w{i}", ("d", "e"), True) for i in range(2)]
     write_silver(spark, lake, HAND_CHAINS + d_chains)
 
-    first = run(spark, config, lake.root)
+    first = run(spark, config, lake)
     assert (first.rewrites, first.states, first.components) == (2, 5, 2)
     history = DeltaTable.forPath(spark, lake.rewrites)
     assert [r["operation"] for r in history.history().orderBy("version").collect()] == ["CREATE TABLE", "MERGE"]
@@ -382,7 +382,7 @@ def test_run_merges_by_source_and_keeps_the_history(spark: SparkSession, app_con
     f_chains = [Chain(f"x{i}", ("f", "e"), True) for i in range(2)]
     write_silver(spark, lake, HAND_CHAINS + d_chains + f_chains)
     add_veto(spark, lake, "  D!", "E", "sounds wrong")
-    second = run(spark, config, lake.root)
+    second = run(spark, config, lake)
     assert second.table_version == first.table_version + 1
     metrics = history.history(1).first()["operationMetrics"]
     assert (metrics["numTargetRowsUpdated"], metrics["numTargetRowsInserted"], metrics["numTargetRowsDeleted"]) == ("0", "1", "1")
@@ -411,7 +411,7 @@ def test_a_run_that_would_empty_the_table_is_refused(spark: SparkSession, app_co
     lake = LakePaths.at(tmp_path / "lake")
     config = replace_section(app_config, mining=dataclasses.replace(MiningConfig(), register=False))
     write_silver(spark, lake, FOUR_CHAINS)
-    first = run(spark, config, lake.root)
+    first = run(spark, config, lake)
     expected = spark.createDataFrame(
         [(source, target, 1.0, 2, 2, 0.0, 1.0, first.run_id) for source, target in FOUR_PAIRS],
         "source_utterance string, rewrite_utterance string, probability double, support_users long, "
@@ -423,7 +423,7 @@ def test_a_run_that_would_empty_the_table_is_refused(spark: SparkSession, app_co
     # An empty silver mines no chains: deleting 4 of 4 live rewrites is above the default 0.5.
     write_silver(spark, lake, [])
     with pytest.raises(MiningRefused, match=r"delete 4 of the 4 live rewrites .*max_delete_share=0\.5") as refused:
-        run(spark, config, lake.root)
+        run(spark, config, lake)
     assert (refused.value.deleted, refused.value.live) == (4, 4)
     assertDataFrameEqual(live_rewrites(spark, lake), expected)
     assert history.history(1).first()["version"] == first.table_version
@@ -431,12 +431,12 @@ def test_a_run_that_would_empty_the_table_is_refused(spark: SparkSession, app_co
     # One pair left: 3 of 4 (0.75) is still too many.
     write_silver(spark, lake, [c for c in FOUR_CHAINS if c.utterances[0] == "k"])
     with pytest.raises(MiningRefused, match="delete 3 of the 4"):
-        run(spark, config, lake.root)
+        run(spark, config, lake)
     assertDataFrameEqual(live_rewrites(spark, lake), expected)
 
     # Allowed to delete everything, the same empty run goes through.
     write_silver(spark, lake, [])
-    emptied = run(spark, replace_section(config, mining=dataclasses.replace(config.mining, max_delete_share=1.0)), lake.root)
+    emptied = run(spark, replace_section(config, mining=dataclasses.replace(config.mining, max_delete_share=1.0)), lake)
     assert (emptied.rewrites, emptied.table_version) == (0, first.table_version + 1)
     assert spark.read.format("delta").load(lake.rewrites).count() == 0
     metrics = history.history(1).first()["operationMetrics"]

@@ -134,7 +134,7 @@ def build_lake(spark: SparkSession, workdir: Path) -> NotebookLake:
     files = sorted((traffic / "events").glob("*.jsonl"))
     landing = workdir / "landing"
     landing.mkdir()
-    lake = workdir / "lake"
+    lake = LakePaths.at(workdir / "lake")
     cut = len(files) * 2 // 3
     for path in files[:cut]:
         shutil.copy(path, landing / path.name)
@@ -164,7 +164,7 @@ def build_lake(spark: SparkSession, workdir: Path) -> NotebookLake:
         }
     }
     conf.write_text(json.dumps(settings))  # JSON is YAML
-    return NotebookLake(workdir, LakePaths.at(lake), conf, first, second, decision, model.f1)
+    return NotebookLake(workdir, lake, conf, first, second, decision, model.f1)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_model_monitoring(spark: SparkSession, notebook_lake: NotebookLake) -> N
     paths = notebook_lake.paths
     notebook = execute("model_monitoring", {"lake": paths.root, "conf": str(notebook_lake.conf)}, notebook_lake.workdir)
     assert_ran_cleanly(notebook, expected_figures=2)
-    assert stdout_lines(notebook) == [f"MLflow store: {tracking_uri_for(paths.root)}"]
+    assert stdout_lines(notebook) == [f"MLflow store: {tracking_uri_for(paths)}"]
     # The share figure's data: the heuristic scored the first part, the champion the rest.
     detectors = {
         row["rephrase_detector"]
@@ -239,7 +239,7 @@ def test_model_monitoring(spark: SparkSession, notebook_lake: NotebookLake) -> N
 
 @pytest.mark.slow
 def test_registry_queries_list_both_models(notebook_lake: NotebookLake) -> None:
-    configure_mlflow(notebook_lake.paths.root)
+    configure_mlflow(notebook_lake.paths)
     client = MlflowClient()
     versions = registered_versions(client)
     # Whether the second table won is the rule's call on simulated data; MLflow itself says which did.

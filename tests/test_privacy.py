@@ -187,29 +187,29 @@ def test_rewrite_review_chains_show_no_user_ids(spark: SparkSession) -> None:
 def test_key_from_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FEEDBACK_USER_KEY_FILE", raising=False)
     monkeypatch.setenv("FEEDBACK_USER_KEY", f"  {KEY_HEX}\n")
-    assert user_key(tmp_path / "lake") == KEY
+    assert user_key(LakePaths.at(tmp_path / "lake")) == KEY
     assert not (tmp_path / "lake").exists()  # nothing written to the lake
-    assert user_key(tmp_path / "lake", environ={"FEEDBACK_USER_KEY": "ab" * 16}) == b"\xab" * 16
+    assert user_key(LakePaths.at(tmp_path / "lake"), environ={"FEEDBACK_USER_KEY": "ab" * 16}) == b"\xab" * 16
 
 
 def test_key_from_a_secrets_file(tmp_path: Path) -> None:
     secrets = tmp_path / "user_key.hex"
     secrets.write_text("00112233445566778899aabbccddeeff\n")
     environ = {"FEEDBACK_USER_KEY_FILE": str(secrets)}
-    assert user_key(tmp_path / "lake", environ=environ) == bytes.fromhex("00112233445566778899aabbccddeeff")
+    assert user_key(LakePaths.at(tmp_path / "lake"), environ=environ) == bytes.fromhex("00112233445566778899aabbccddeeff")
     with pytest.raises(FileNotFoundError, match="FEEDBACK_USER_KEY_FILE: no such file"):
-        user_key(tmp_path / "lake", environ={"FEEDBACK_USER_KEY_FILE": str(tmp_path / "missing")})
+        user_key(LakePaths.at(tmp_path / "lake"), environ={"FEEDBACK_USER_KEY_FILE": str(tmp_path / "missing")})
     with pytest.raises(ValueError, match="FEEDBACK_USER_KEY and FEEDBACK_USER_KEY_FILE are both set"):
-        user_key(tmp_path / "lake", environ={**environ, "FEEDBACK_USER_KEY": KEY_HEX})
+        user_key(LakePaths.at(tmp_path / "lake"), environ={**environ, "FEEDBACK_USER_KEY": KEY_HEX})
 
 
 def test_bad_keys_name_their_source(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="FEEDBACK_USER_KEY: the user key must be hex"):
-        user_key(tmp_path, environ={"FEEDBACK_USER_KEY": "correct horse battery staple"})
+        user_key(LakePaths.at(tmp_path), environ={"FEEDBACK_USER_KEY": "correct horse battery staple"})
     with pytest.raises(ValueError, match="FEEDBACK_USER_KEY: the user key must be at least 16 bytes .*, got 4"):
-        user_key(tmp_path, environ={"FEEDBACK_USER_KEY": "deadbeef"})
+        user_key(LakePaths.at(tmp_path), environ={"FEEDBACK_USER_KEY": "deadbeef"})
     with pytest.raises(ValueError, match="lake s3://bucket/lake is remote: set FEEDBACK_USER_KEY"):
-        user_key("s3://bucket/lake", environ={})
+        user_key(LakePaths.at("s3://bucket/lake"), environ={})
 
 
 def test_without_a_variable_a_local_lake_keeps_its_own_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -222,4 +222,4 @@ def test_without_a_variable_a_local_lake_keeps_its_own_key(tmp_path: Path, caplo
     assert "production should set FEEDBACK_USER_KEY" in caplog.text
     assert user_key(lake, environ={}) == first  # later runs merge into the same sketches
     assert sorted(p.name for p in path.parent.iterdir()) == ["user_key"]  # no draft left behind
-    assert user_key(str(tmp_path / "other"), environ={}) != first  # one key per lake
+    assert user_key(LakePaths.at(str(tmp_path / "other")), environ={}) != first  # one key per lake

@@ -18,6 +18,7 @@ from feedback.core.registry import (
     ensure_experiment,
     tracking_uri_for,
 )
+from feedback.core.schema import LakePaths
 
 MODEL = "test-model"
 
@@ -25,11 +26,11 @@ MODEL = "test-model"
 @pytest.fixture()
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = configure_mlflow(tmp_path / "lake")
+    uri = configure_mlflow(LakePaths.at(tmp_path / "lake"))
     assert uri == f"sqlite:///{tmp_path / 'lake' / 'mlflow' / 'mlflow.db'}"
     assert "MLFLOW_TRACKING_URI" not in os.environ  # a later lake in this process must not inherit this store
     # The active experiment of an earlier test lives in another store; artifacts stay under the lake, not the cwd.
-    mlflow.set_experiment(experiment_id=ensure_experiment(tmp_path / "lake", "registry-test"))
+    mlflow.set_experiment(experiment_id=ensure_experiment(LakePaths.at(tmp_path / "lake"), "registry-test"))
     registry = MlflowClient()
     registry.create_registered_model(MODEL)
     source = tmp_path / "model"
@@ -41,9 +42,9 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
 
 def test_tracking_uri_defaults_to_the_lake_and_honours_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking_uri_for(tmp_path) == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert tracking_uri_for(LakePaths.at(tmp_path)) == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking_uri_for(tmp_path) == "http://127.0.0.1:5000"
+    assert tracking_uri_for(LakePaths.at(tmp_path)) == "http://127.0.0.1:5000"
 
 
 @pytest.mark.parametrize(

@@ -223,12 +223,12 @@ def registered(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) ->
         lake = LakePaths.at(tmp_path_factory.mktemp("registered") / "lake")
         silver_frame(spark, HAND_CHAINS).write.format("delta").partitionBy(*SILVER_PARTITION_COLUMNS).save(lake.silver_turns)
         config = replace_section(AppConfig(), mining=dataclasses.replace(MiningConfig(), register=True))
-        yield lake, mine(spark, config, lake.root)
+        yield lake, mine(spark, config, lake)
 
 
 def register_version(spark: SparkSession, lake: LakePaths, table_version: int) -> str:
     """Register ``gold/rewrites@table_version`` as a new version through the mining run's own code path."""
-    configure_mlflow(lake.root)
+    configure_mlflow(lake)
     with start_mining_run(lake, MiningConfig()):
         return register_rewriter(spark, lake, AppConfig(), table_version)
 
@@ -239,7 +239,7 @@ def champion_number() -> str:
 
 def test_champion_moves_only_when_no_worse(spark: SparkSession, registered: tuple[LakePaths, MiningResult]) -> None:
     lake, first = registered
-    configure_mlflow(lake.root)
+    configure_mlflow(lake)
     assert first.rewrites == 1 and "v1" in str(first.registration) and "promoted" in str(first.registration)
     assert champion_number() == "1"
 
@@ -303,8 +303,8 @@ def test_only_a_version_that_beats_the_identity_becomes_champion(
     losing = identity_truth(tmp_path / "losing.jsonl", LONDON)
     winning = identity_truth(tmp_path / "winning.jsonl", PARIS)
 
-    first = mine(spark, config, lake.root, losing)
-    configure_mlflow(lake.root)
+    first = mine(spark, config, lake, losing)
+    configure_mlflow(lake)
     client = MlflowClient()
     assert client.get_registered_model(QUERY_REWRITER).aliases == {}
     refused = "net_fixed_share=-1.000000 does not beat the identity rewriter (0.000000)"
@@ -313,16 +313,16 @@ def test_only_a_version_that_beats_the_identity_becomes_champion(
     assert f"kept as challenger, champion refused: {refused}" in first.render()
 
     # The same table where a means Paris: 2 wins, net_fixed_share 1 -> champion.
-    second = mine(spark, config, lake.root, winning)
-    configure_mlflow(lake.root)
+    second = mine(spark, config, lake, winning)
+    configure_mlflow(lake)
     assert "promoted to champion" in str(second.registration)
     assert client.get_registered_model(QUERY_REWRITER).aliases == {CHAMPION_ALIAS: 2}
     assert "champion_refused" not in client.get_model_version(QUERY_REWRITER, "2").tags
 
     # Back on the losing traffic, version 3 ties the champion (the same table, -1 each): no worse
     # than the champion, yet no better than rewriting nothing, so the alias stays.
-    third = mine(spark, config, lake.root, losing)
-    configure_mlflow(lake.root)
+    third = mine(spark, config, lake, losing)
+    configure_mlflow(lake)
     assert "kept as challenger" in str(third.registration)
     assert client.get_registered_model(QUERY_REWRITER).aliases == {CHAMPION_ALIAS: 2}
     assert client.get_model_version(QUERY_REWRITER, "3").tags["champion_refused"] == refused
@@ -331,7 +331,7 @@ def test_only_a_version_that_beats_the_identity_becomes_champion(
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_invocations(registered: tuple[LakePaths, MiningResult], tmp_path: Path) -> None:
     lake, _ = registered
-    with served_rewriter(lake.root, tmp_path / "serve.log") as url:
+    with served_rewriter(lake, tmp_path / "serve.log") as url:
         _, answer = invoke(url, ["A", "hello there"])
         assert answer == {
             "predictions": [

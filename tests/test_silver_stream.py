@@ -51,18 +51,18 @@ def test_late_events_wait_for_backfill_and_gold_matches_a_rebuild(spark: SparkSe
         Event("a3", 4, "play songs by the beatles", domain="music", intent="PlayMusic"),
         Event("c1", 7200, "what's the weather"),
     ])
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, paths)
     assert silver_ids(spark, lake) == ["a1", "a2", "a3"]  # c1's session is still open
 
     # A file arrives with an event from 09:00 (behind the watermark) and one at 14:00.
     land(landing, "events-2.jsonl", [Event("late", -3600, "set an alarm"), Event("d1", 14400, "what's the time")])
-    summary = run_pipeline(spark, app_config, landing, lake)
+    summary = run_pipeline(spark, app_config, landing, paths)
     assert silver_ids(spark, lake) == ["a1", "a2", "a3", "c1"]  # the late event is in bronze only
     assert summary.ingest["bronze_rows"] == 6
 
     assert_gold_is_rebuilt_gold(spark, paths)
 
-    written = backfill_days(spark, app_config, paths.root, DAY.date(), DAY.date())
+    written = backfill_days(spark, app_config, paths, DAY.date(), DAY.date())
     assert written == 6  # the whole day from bronze, the late event and d1's open session included
     assert silver_ids(spark, lake) == ["a1", "a2", "a3", "c1", "d1", "late"]
     links = spark.read.format("delta").load(paths.silver_turns).filter("rephrase_of IS NOT NULL").select("event_id", "rephrase_of")
@@ -102,14 +102,14 @@ def test_gold_equals_a_rebuild_after_stream_backfill_and_checkpoint_reset(
         Event("c1", 7200, "play songs by the beetles", status="unhandled", domain="music", intent="PlayMusic"),
         Event("c2", 7205, "play songs by the beatles", domain="music", intent="PlayMusic"),
     ])
-    run_pipeline(spark, app_config, landing, lake)  # c1, c2: still open in the stream's state
+    run_pipeline(spark, app_config, landing, paths)  # c1, c2: still open in the stream's state
     assert silver_ids(spark, lake) == ["a1", "a2", "b1", "b2"]
     assert_gold_is_rebuilt_gold(spark, paths)
 
-    backfill_days(spark, app_config, paths.root, DAY.date(), DAY.date())  # writes c1, c2 from bronze
+    backfill_days(spark, app_config, paths, DAY.date(), DAY.date())  # writes c1, c2 from bronze
     assert silver_ids(spark, lake) == ["a1", "a2", "b1", "b2", "c1", "c2"]
     land(landing, "events-2.jsonl", [Event("d1", 14400, "what's the time")])
-    run_pipeline(spark, app_config, landing, lake)  # the stream now emits c1, c2 as well
+    run_pipeline(spark, app_config, landing, paths)  # the stream now emits c1, c2 as well
     assert_gold_is_rebuilt_gold(spark, paths)
     pairs = spark.read.format("delta").load(paths.rephrase_pairs).select("utterance", "rephrase", "chains", "users")
     expected_pairs = spark.createDataFrame(
@@ -120,7 +120,7 @@ def test_gold_equals_a_rebuild_after_stream_backfill_and_checkpoint_reset(
 
     shutil.rmtree(paths.checkpoint("silver_turns"))  # a reset silver checkpoint: every session again
     land(landing, "events-3.jsonl", [Event("e1", 21600, "what's the time")])
-    run_pipeline(spark, app_config, landing, lake)
+    run_pipeline(spark, app_config, landing, paths)
     assert_gold_is_rebuilt_gold(spark, paths)
     assertDataFrameEqual(spark.read.format("delta").load(paths.rephrase_pairs).select(*expected_pairs.columns), expected_pairs)
     turns = spark.read.format("delta").load(paths.defect_metrics).groupBy().agg(F.sum("turns")).first()[0]

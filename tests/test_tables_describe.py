@@ -378,7 +378,7 @@ def test_overwrites_merges_and_schema_merges_keep_the_descriptions(
     # backfill: silver rewritten with replaceWhere, gold rebuilt with overwrites.
     writer = SilverBatchWriter(paths, "test-app", app_config, fold_gold=fold_into_gold)
     writer(silver_sessions(spark, app_config, [Event("a1", 0, "weather in pariss", status="unhandled")]), 0)
-    assert backfill_days(spark, app_config, paths.root, dt.date(2026, 11, 2), dt.date(2026, 11, 2)) == 3
+    assert backfill_days(spark, app_config, paths, dt.date(2026, 11, 2), dt.date(2026, 11, 2)) == 3
     for name in ("silver_turns", "silver_batches", "defect_metrics", "utterance_defects", "rephrase_pairs"):
         path = paths.tables()[name]
         assert described_columns(spark, path) == declared_columns(SCHEMAS[name])

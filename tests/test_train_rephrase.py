@@ -61,13 +61,13 @@ def test_train_register_champion_rule_and_streaming_inference(
     lake = tmp_path / "lake"
     paths = LakePaths.at(lake)
 
-    first = train_rephrase(spark, config, lake, progress=False)
+    first = train_rephrase(spark, config, paths, progress=False)
     assert (first.version, first.promoted, first.champion_f1) == ("1", True, None)
     assert first.eval_pairs > 0 and first.train_groups > 0
 
     # Same data, same seed: the same F1, which does not *beat* the champion, so the alias stays.
     # The rule compares the models as the pipeline serves them: int8 by default.
-    second = train_rephrase(spark, config, lake, progress=False)
+    second = train_rephrase(spark, config, paths, progress=False)
     assert (second.version, second.promoted, second.served) == ("2", False, "int8")
     assert second.champion_f1 == first.quantized.f1 == second.quantized.f1
     client = MlflowClient()
@@ -92,7 +92,7 @@ def test_train_register_champion_rule_and_streaming_inference(
 
     # The pipeline scores with the champion and records its version on every scored turn.
     train_events = Path(paths.training) / "train-1001" / "traffic" / "events"
-    run_pipeline(spark, replace_section(config, rephrase_model=replace(model_config, quantize=True)), train_events, lake)
+    run_pipeline(spark, replace_section(config, rephrase_model=replace(model_config, quantize=True)), train_events, paths)
     detectors = (
         spark.read.format("delta").load(paths.silver_turns).filter(F.col("rephrase_score").isNotNull())
         .groupBy("rephrase_detector").count().collect()

@@ -14,6 +14,7 @@ from pathlib import Path
 from tiny_bert import tiny_bert_config
 
 from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, configure_mlflow, ensure_experiment
+from feedback.core.schema import LakePaths
 from feedback.rephrase.model import DetectorSettings, SpanRephraseDetector, base_model_dir
 from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
 from feedback.rephrase.train import EXPERIMENT
@@ -34,7 +35,7 @@ def tiny_detector(parent: Path) -> tuple[SpanRephraseDetector, Path]:
     return detector, folder
 
 
-def register_tiny_detector(lake: Path, detector_dir: Path, link_f1: float, metrics: Mapping[str, float]) -> str:
+def register_tiny_detector(lake: LakePaths, detector_dir: Path, link_f1: float, metrics: Mapping[str, float]) -> str:
     """Log ``detector_dir`` as a new ``rephrase-detector`` version in ``lake``'s MLflow store and apply the champion rule.
 
     Args:

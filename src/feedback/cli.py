@@ -10,9 +10,14 @@ import datetime as dt
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from feedback.config import AppConfig, load_config
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from feedback.core.schema import LakePaths
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -133,61 +138,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary)
         return 0
 
+    from feedback.core.schema import LakePaths
     from feedback.core.spark import build_spark
 
     spark = build_spark(config.spark)
     try:
-        if args.command == "pipeline":
-            from feedback.pipeline import run_pipeline
-
-            print(run_pipeline(spark, config, args.events, args.lake).render())
-        elif args.command == "stream":
-            from feedback.pipeline import run_stream
-
-            print(run_stream(spark, config, args.events, args.lake).render())
-        elif args.command == "backfill" and args.late:
-            from feedback.pipeline import backfill_late_events
-
-            print(backfill_late_events(spark, config, args.lake).render())
-        elif args.command == "backfill":
-            from feedback.pipeline import backfill_days
-
-            turns = backfill_days(spark, config, args.lake, args.first_day, args.last_day)
-            print(f"backfill {args.first_day}..{args.last_day}: {turns} turns rewritten in silver/turns; gold rebuilt")
-        elif args.command == "evaluate":
-            from feedback.silver.evaluate import run as evaluate
-
-            print(evaluate(spark, args.lake, args.truth, args.json).render())
-        elif args.command == "train-rephrase":
-            from feedback.rephrase.train import run as train_rephrase
-
-            print(train_rephrase(spark, config, args.lake, args.events, args.truth).render())
-        elif args.command == "mine-rewrites":
-            from feedback.rewrites.mine import run as mine_rewrites
-
-            register = False if args.no_register else None
-            print(mine_rewrites(spark, config, args.lake, args.truth, register=register).render())
-        elif args.command == "evaluate-rewrites":
-            from feedback.rewrites.evaluate import run as evaluate_rewrites
-
-            print(evaluate_rewrites(spark, args.lake, args.truth, args.json, args.model).render())
-        elif args.command == "veto-rewrite":
-            from feedback.core.schema import LakePaths
-            from feedback.rewrites.mine import add_veto
-
-            add_veto(spark, LakePaths.at(args.lake), args.source, args.rewrite, args.reason)
-            print(f"vetoed {args.rewrite or 'every rewrite'!r} for {args.source!r}; the next mine-rewrites respects it")
-        elif args.command == "maintain":
-            from feedback.ops.maintain import run as maintain
-
-            print(maintain(spark, config, args.lake).render())
-        elif args.command == "demo":
+        if args.command == "demo":
             from feedback.ops.demo import run as run_demo
 
             print(run_demo(spark, config, args.workdir))
+        else:
+            # The one place a --lake path becomes a lake: everything below takes LakePaths.
+            _run_on_lake(spark, config, args, LakePaths.at(args.lake))
     finally:
         spark.stop()
     return 0
+
+
+def _run_on_lake(spark: SparkSession, config: AppConfig, args: argparse.Namespace, lake: LakePaths) -> None:
+    """Run the ``--lake`` command of ``args`` on ``lake``."""
+    if args.command == "pipeline":
+        from feedback.pipeline import run_pipeline
+
+        print(run_pipeline(spark, config, args.events, lake).render())
+    elif args.command == "stream":
+        from feedback.pipeline import run_stream
+
+        print(run_stream(spark, config, args.events, lake).render())
+    elif args.command == "backfill" and args.late:
+        from feedback.pipeline import backfill_late_events
+
+        print(backfill_late_events(spark, config, lake).render())
+    elif args.command == "backfill":
+        from feedback.pipeline import backfill_days
+
+        turns = backfill_days(spark, config, lake, args.first_day, args.last_day)
+        print(f"backfill {args.first_day}..{args.last_day}: {turns} turns rewritten in silver/turns; gold rebuilt")
+    elif args.command == "evaluate":
+        from feedback.silver.evaluate import run as evaluate
+
+        print(evaluate(spark, lake, args.truth, args.json).render())
+    elif args.command == "train-rephrase":
+        from feedback.rephrase.train import run as train_rephrase
+
+        print(train_rephrase(spark, config, lake, args.events, args.truth).render())
+    elif args.command == "mine-rewrites":
+        from feedback.rewrites.mine import run as mine_rewrites
+
+        register = False if args.no_register else None
+        print(mine_rewrites(spark, config, lake, args.truth, register=register).render())
+    elif args.command == "evaluate-rewrites":
+        from feedback.rewrites.evaluate import run as evaluate_rewrites
+
+        print(evaluate_rewrites(spark, lake, args.truth, args.json, args.model).render())
+    elif args.command == "veto-rewrite":
+        from feedback.rewrites.mine import add_veto
+
+        add_veto(spark, lake, args.source, args.rewrite, args.reason)
+        print(f"vetoed {args.rewrite or 'every rewrite'!r} for {args.source!r}; the next mine-rewrites respects it")
+    elif args.command == "maintain":
+        from feedback.ops.maintain import run as maintain
+
+        print(maintain(spark, config, lake).render())
+    else:
+        raise ValueError(f"command: unknown {args.command!r}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from feedback.bronze.stream import format_summary, start_bronze_stream, summarize_ingest
 from feedback.config import AppConfig
 from feedback.core.privacy import DEFAULT_MIN_USERS, published, user_key
-from feedback.core.schema import LakePaths
+from feedback.core.schema import LakePaths, require_lake
 from feedback.gold.aggregate import fold_into_gold, rebuild_gold
 from feedback.gold.late_events import LateBackfill, backfill_late, record_silver_progress
 from feedback.rephrase.spark import resolve_scorer
@@ -71,38 +71,39 @@ def _attach_progress_logger(spark: SparkSession) -> None:
         _LISTENERS[key] = listener
 
 
-def _check_dirs(events_dir: str | Path, lake: str | Path) -> tuple[str, LakePaths]:
+def _check_events_dir(events_dir: str | Path) -> str:
     events = Path(events_dir)
     if not events.is_dir():
         raise ValueError(f"events_dir: {events} is not a directory")
-    return str(events.resolve()), LakePaths.at(lake)
+    return str(events.resolve())
 
 
 def start_queries(
-    spark: SparkSession, config: AppConfig, events_dir: str | Path, lake: str | Path, available_now: bool
+    spark: SparkSession, config: AppConfig, events_dir: str | Path, lake: LakePaths, available_now: bool
 ) -> list[StreamingQuery]:
     """Start every stage's streaming query, upstream first."""
-    events, paths = _check_dirs(events_dir, lake)
-    user_key(paths)  # fail before any query starts when the lake has no usable key for gold's user sketches
+    events = _check_events_dir(events_dir)
+    require_lake(lake)
+    user_key(lake)  # fail before any query starts when the lake has no usable key for gold's user sketches
     _attach_progress_logger(spark)
-    bronze = start_bronze_stream(spark, config, events, paths, available_now=available_now)
+    bronze = start_bronze_stream(spark, config, events, lake, available_now=available_now)
     if available_now:
         # The silver query reads bronze as a Delta source: let bronze finish first so one run sees it all.
         _await(bronze)
-    writer = silver_writer(paths, config, fold_into_gold, resolve_scorer(spark, config, paths))
-    return [bronze, start_silver_stream(spark, config, paths, available_now=available_now, writer=writer)]
+    writer = silver_writer(lake, config, fold_into_gold, resolve_scorer(spark, config, lake))
+    return [bronze, start_silver_stream(spark, config, lake, available_now=available_now, writer=writer)]
 
 
-def backfill_days(spark: SparkSession, config: AppConfig, lake: str | Path, first_day: dt.date, last_day: dt.date) -> int:
+def backfill_days(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day: dt.date, last_day: dt.date) -> int:
     """Recompute silver for ``first_day``..``last_day`` from bronze with this run's scorer, then rebuild gold."""
-    paths = LakePaths.at(lake)
-    return backfill(spark, config, paths, first_day, last_day, resolve_scorer(spark, config, paths), rebuild_gold)
+    require_lake(lake)
+    return backfill(spark, config, lake, first_day, last_day, resolve_scorer(spark, config, lake), rebuild_gold)
 
 
-def backfill_late_events(spark: SparkSession, config: AppConfig, lake: str | Path) -> LateBackfill:
+def backfill_late_events(spark: SparkSession, config: AppConfig, lake: LakePaths) -> LateBackfill:
     """Recompute silver for exactly the dates with late events, then gold once."""
-    paths = LakePaths.at(lake)
-    return backfill_late(spark, config, paths, resolve_scorer(spark, config, paths))
+    require_lake(lake)
+    return backfill_late(spark, config, lake, resolve_scorer(spark, config, lake))
 
 
 def _await(query: StreamingQuery) -> None:
@@ -127,17 +128,16 @@ class PipelineSummary:
         )
 
 
-def summarize(spark: SparkSession, lake: str | Path) -> PipelineSummary:
-    paths = LakePaths.at(lake)
-    return PipelineSummary(ingest=summarize_ingest(spark, paths), silver=summarize_silver(spark, paths))
+def summarize(spark: SparkSession, lake: LakePaths) -> PipelineSummary:
+    return PipelineSummary(ingest=summarize_ingest(spark, lake), silver=summarize_silver(spark, lake))
 
 
-def run_pipeline(spark: SparkSession, config: AppConfig, events_dir: str | Path, lake: str | Path) -> PipelineSummary:
+def run_pipeline(spark: SparkSession, config: AppConfig, events_dir: str | Path, lake: LakePaths) -> PipelineSummary:
     """Process everything now in ``events_dir`` through every stage (Trigger.AvailableNow), then return."""
     queries = start_queries(spark, config, events_dir, lake, available_now=True)
     for query in queries:
         _await(query)
-    record_silver_progress(spark, LakePaths.at(lake), queries[-1], config.sessionize)
+    record_silver_progress(spark, lake, queries[-1], config.sessionize)
     return summarize(spark, lake)
 
 
@@ -145,7 +145,7 @@ def run_stream(
     spark: SparkSession,
     config: AppConfig,
     events_dir: str | Path,
-    lake: str | Path,
+    lake: LakePaths,
     stop_event: threading.Event | None = None,
 ) -> PipelineSummary:
     """Keep processing new files as they land until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly."""
@@ -159,7 +159,7 @@ def run_stream(
         signal.signal(signal.SIGINT, _request_stop)
         signal.signal(signal.SIGTERM, _request_stop)
     queries = start_queries(spark, config, events_dir, lake, available_now=False)
-    paths, silver = LakePaths.at(lake), queries[-1]
+    silver = queries[-1]
     recorded_batch = -1
     try:
         while not stop.wait(1.0):
@@ -168,22 +168,21 @@ def run_stream(
                 raise RuntimeError(f"query {failed[0].name} failed: {failed[0].exception()}")
             progress = silver.lastProgress
             if progress is not None and progress.batchId != recorded_batch:
-                record_silver_progress(spark, paths, silver, config.sessionize)
+                record_silver_progress(spark, lake, silver, config.sessionize)
                 recorded_batch = progress.batchId
     finally:
         for query in queries:
             if query.isActive:
                 query.stop()
-        record_silver_progress(spark, paths, silver, config.sessionize)
+        record_silver_progress(spark, lake, silver, config.sessionize)
     return summarize(spark, lake)
 
 
-def describe_lake(spark: SparkSession, lake: str | Path, min_users: int = DEFAULT_MIN_USERS) -> str:
+def describe_lake(spark: SparkSession, lake: LakePaths, min_users: int = DEFAULT_MIN_USERS) -> str:
     """One paragraph per Delta table of the lake: version, rows and a breakdown an analyst checks first.
 
     Gold rows of fewer than ``min_users`` users (``privacy.min_users``) are not shown.
     """
-    paths = LakePaths.at(lake)
     lines: list[str] = []
 
     def header(name: str, path: str) -> None:
@@ -192,20 +191,20 @@ def describe_lake(spark: SparkSession, lake: str | Path, min_users: int = DEFAUL
         count = table.toDF().count()
         lines.append(f"{name}: {count} rows, Delta version {version['version'] if version else 0} ({path})")
 
-    header("bronze/interactions", paths.bronze)
-    bronze = spark.read.format("delta").load(paths.bronze)
+    header("bronze/interactions", lake.bronze)
+    bronze = spark.read.format("delta").load(lake.bronze)
     for row in bronze.groupBy("event_date").count().orderBy("event_date").collect():
         lines.append(f"  {row['event_date']}: {row['count']} events")
     for row in bronze.groupBy("status").count().orderBy(F.desc("count")).collect():
         lines.append(f"  status {row['status']}: {row['count']}")
-    header("quarantine/interactions", paths.quarantine)
-    quarantine = spark.read.format("delta").load(paths.quarantine)
+    header("quarantine/interactions", lake.quarantine)
+    quarantine = spark.read.format("delta").load(lake.quarantine)
     for row in (
         quarantine.select(F.explode("reasons").alias("reason")).groupBy("reason").count().orderBy(F.desc("count"), "reason").collect()
     ):
         lines.append(f"  {row['reason']}: {row['count']}")
-    header("silver/turns", paths.silver_turns)
-    silver = spark.read.format("delta").load(paths.silver_turns)
+    header("silver/turns", lake.silver_turns)
+    silver = spark.read.format("delta").load(lake.silver_turns)
     totals = silver.agg(
         F.count_distinct("session_id").alias("sessions"),
         F.sum(F.col("barge_in").cast("long")).alias("barge_ins"),
@@ -219,31 +218,31 @@ def describe_lake(spark: SparkSession, lake: str | Path, min_users: int = DEFAUL
         silver.select(F.explode("defect_reasons").alias("reason")).groupBy("reason").count().orderBy(F.desc("count")).collect()
     ):
         lines.append(f"  defect reason {row['reason']}: {row['count']}")
-    header("gold/defect_metrics", paths.defect_metrics)
+    header("gold/defect_metrics", lake.defect_metrics)
     for row in (
-        spark.read.format("delta").load(paths.defect_metrics).groupBy("domain")
+        spark.read.format("delta").load(lake.defect_metrics).groupBy("domain")
         .agg(F.sum("turns").alias("turns"), F.sum("defects").alias("defects"))
         .withColumn("rate", F.round(F.col("defects") / F.col("turns"), 3)).orderBy(F.desc("rate")).collect()
     ):
         lines.append(f"  {row['domain']}: {row['turns']} turns, defect rate {row['rate']}")
-    header("gold/utterance_defects", paths.utterance_defects)
+    header("gold/utterance_defects", lake.utterance_defects)
     for row in (
-        published(spark.read.format("delta").load(paths.utterance_defects), min_users).filter("traffic >= 5")
+        published(spark.read.format("delta").load(lake.utterance_defects), min_users).filter("traffic >= 5")
         .orderBy(F.desc("defect_rate"), F.desc("traffic")).limit(5).collect()
     ):
         lines.append(
             f"  '{row['normalized_utterance']}': {row['traffic']} requests, defect rate {row['defect_rate']:.2f}, "
             f"most often rephrased as '{row['top_rephrase']}'"
         )
-    header("gold/rephrase_pairs", paths.rephrase_pairs)
+    header("gold/rephrase_pairs", lake.rephrase_pairs)
     for row in (
-        published(spark.read.format("delta").load(paths.rephrase_pairs), min_users)
+        published(spark.read.format("delta").load(lake.rephrase_pairs), min_users)
         .orderBy(F.desc("chains"), "utterance").limit(5).collect()
     ):
         lines.append(
             f"  '{row['utterance']}' -> '{row['rephrase']}': {row['chains']} chains, {row['users']} users, "
             f"success share {row['success_share']:.2f}"
         )
-    header("_ops/ingest_batches", paths.ingest_batches)
-    header("_ops/validation/bronze_interactions", paths.validation_results)
+    header("_ops/ingest_batches", lake.ingest_batches)
+    header("_ops/validation/bronze_interactions", lake.validation_results)
     return "\n".join(lines)

@@ -119,7 +119,7 @@ def _read_or_create_lake_key(path: Path) -> tuple[bytes, bool]:
     return parse_key(path.read_text(), str(path)), created
 
 
-def user_key(lake: LakePaths | str | Path, environ: Mapping[str, str] | None = None, quiet: bool = False) -> bytes:
+def user_key(lake: LakePaths, environ: Mapping[str, str] | None = None, quiet: bool = False) -> bytes:
     """The HMAC key of the user ids sketched in gold (see the module docstring for the sources).
 
     Args:
@@ -132,7 +132,6 @@ def user_key(lake: LakePaths | str | Path, environ: Mapping[str, str] | None = N
             set for a remote lake.
         FileNotFoundError: ``FEEDBACK_USER_KEY_FILE`` names a file that does not exist.
     """
-    paths = lake if isinstance(lake, LakePaths) else LakePaths.at(lake)
     env = os.environ if environ is None else environ
     inline, file_name = env.get(KEY_ENV, ""), env.get(KEY_FILE_ENV, "")
     if inline and file_name:
@@ -144,9 +143,9 @@ def user_key(lake: LakePaths | str | Path, environ: Mapping[str, str] | None = N
         if not secrets.is_file():
             raise FileNotFoundError(f"{KEY_FILE_ENV}: no such file {secrets}")
         return parse_key(secrets.read_text(), f"{KEY_FILE_ENV} ({secrets})")
-    path = lake_key_path(paths)
+    path = lake_key_path(lake)
     if path is None:
-        raise ValueError(f"lake {paths.root} is remote: set {KEY_ENV} (hex, e.g. `openssl rand -hex 32`) or {KEY_FILE_ENV}")
+        raise ValueError(f"lake {lake.root} is remote: set {KEY_ENV} (hex, e.g. `openssl rand -hex 32`) or {KEY_FILE_ENV}")
     key, created = _read_or_create_lake_key(path)
     if created:
         LOG.warning("created the user key %s: production should set %s or %s", path, KEY_ENV, KEY_FILE_ENV)

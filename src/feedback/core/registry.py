@@ -30,24 +30,22 @@ QUERY_REWRITER = "query-rewriter"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
-def tracking_uri_for(lake: str | Path) -> str:
+def tracking_uri_for(lake: LakePaths) -> str:
     """``$MLFLOW_TRACKING_URI`` when set, else SQLite at ``LAKE/mlflow/mlflow.db``."""
     override = os.environ.get(TRACKING_URI_ENV, "").strip()
     if override:
         return override
-    paths = LakePaths.at(lake)
-    if "://" in paths.root and not paths.root.startswith("file://"):
-        raise ValueError(f"lake must be a local path for the default SQLite tracking store, got {lake!r}; set {TRACKING_URI_ENV}")
-    return f"sqlite:///{paths.mlflow_db.removeprefix('file://')}"
+    if "://" in lake.root and not lake.root.startswith("file://"):
+        raise ValueError(f"lake must be a local path for the default SQLite tracking store, got {lake.root!r}; set {TRACKING_URI_ENV}")
+    return f"sqlite:///{lake.mlflow_db.removeprefix('file://')}"
 
 
-def configure_mlflow(lake: str | Path) -> str:
+def configure_mlflow(lake: LakePaths) -> str:
     """Point MLflow's tracking and registry at the lake's store (creating its folders); returns the URI."""
     uri = tracking_uri_for(lake)
-    paths = LakePaths.at(lake)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    Path(paths.mlflow_artifacts.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    Path(lake.mlflow_artifacts.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     user_override = os.environ.get(TRACKING_URI_ENV)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -60,7 +58,7 @@ def configure_mlflow(lake: str | Path) -> str:
     return uri
 
 
-def ensure_experiment(lake: str | Path, name: str) -> str:
+def ensure_experiment(lake: LakePaths, name: str) -> str:
     """The experiment ``name`` (created with its artifacts under ``LAKE/mlflow/artifacts``); returns its id.
 
     Call after ``configure_mlflow``. With ``$MLFLOW_TRACKING_URI`` set, artifacts go where that
@@ -73,7 +71,7 @@ def ensure_experiment(lake: str | Path, name: str) -> str:
         return str(existing.experiment_id)
     location = None
     if not os.environ.get(TRACKING_URI_ENV, "").strip():
-        location = Path(LakePaths.at(lake).mlflow_artifacts.removeprefix("file://")).joinpath(name).as_uri()
+        location = Path(lake.mlflow_artifacts.removeprefix("file://")).joinpath(name).as_uri()
     experiment_id = client.create_experiment(name, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)

@@ -656,5 +656,16 @@ class LakePaths:
         """Simulations and their lakes made by ``feedback train-rephrase`` when no data is given."""
         return self._join("_training")
 
+    def training_lake(self, name: str) -> LakePaths:
+        """The lake ``feedback train-rephrase`` runs the pipeline into for the traffic ``name`` (under ``training``)."""
+        return LakePaths(self._join("_training", name, "lake"))
+
     def checkpoint(self, query_name: str) -> str:
         return self._join("_checkpoints", query_name)
+
+
+def require_lake(candidate: object) -> LakePaths:
+    """``candidate`` if it is a ``LakePaths``: entry points check ``lake`` with it, so a path passed instead fails clearly."""
+    if not isinstance(candidate, LakePaths):
+        raise TypeError(f"lake must be a LakePaths (build one with LakePaths.at), got {type(candidate).__name__}")
+    return candidate

@@ -27,14 +27,14 @@ UNKNOWN_REQUEST = "what's the weather like on mars"
 """A request no rewrite covers: the model hands it back unchanged."""
 
 
-def serve_one_rewrite(spark: SparkSession, lake: Path, log_path: Path) -> str:
+def serve_one_rewrite(spark: SparkSession, lake: LakePaths, log_path: Path) -> str:
     """Serve the lake's ``query-rewriter`` champion and ask it for its best supported rewrite."""
     configure_mlflow(lake)
     if champion_version(MlflowClient(), QUERY_REWRITER) is None:
         return "serving: no query-rewriter champion in this lake (no rewrite table beat rewriting nothing)"
     best = (
         spark.read.format("delta")
-        .load(LakePaths.at(lake).rewrites)
+        .load(lake.rewrites)
         .orderBy(F.desc("support_users"), F.desc("probability"), F.asc("source_utterance"))
         .select("source_utterance")
         .first()
@@ -54,8 +54,8 @@ def serve_one_rewrite(spark: SparkSession, lake: Path, log_path: Path) -> str:
 def run(spark: SparkSession, config: AppConfig, workdir: Path) -> str:
     """Simulate into ``workdir/traffic``, run everything into ``workdir/lake`` (both replaced); the report."""
     traffic = workdir / "traffic"
-    lake = workdir / "lake"
-    for stale in (traffic, lake):
+    lake = LakePaths(str((workdir / "lake").resolve()))  # the demo lays out its own lake inside workdir
+    for stale in (traffic, Path(lake.root)):
         if stale.exists():
             shutil.rmtree(stale)
     simulation = simulate(config.simulation, traffic)

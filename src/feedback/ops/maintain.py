@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from feedback.config import DELTA_SAFE_RETENTION_HOURS, AppConfig, MaintenanceConfig
-from feedback.core.schema import LakePaths
+from feedback.core.schema import LakePaths, require_lake
 
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 VACUUM_LOGGING = "spark.databricks.delta.vacuum.logging.enabled"
@@ -165,6 +164,6 @@ def maintain_lake(spark: SparkSession, lake: LakePaths, config: MaintenanceConfi
     return MaintenanceReport(lake.root, config.vacuum_retention_hours, tuple(done), tuple(absent))
 
 
-def run(spark: SparkSession, config: AppConfig, lake: str | Path) -> MaintenanceReport:
+def run(spark: SparkSession, config: AppConfig, lake: LakePaths) -> MaintenanceReport:
     """``feedback maintain --lake LAKE``: maintain every table of the lake with ``config.maintenance``."""
-    return maintain_lake(spark, LakePaths.at(lake), config.maintenance)
+    return maintain_lake(spark, require_lake(lake), config.maintenance)

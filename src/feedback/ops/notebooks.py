@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from feedback.core.schema import LakePaths
+
 NOTEBOOK_NAMES = ("defect_overview", "rewrite_review", "model_monitoring")
 KERNEL = "feedback-venv"
 
@@ -94,22 +96,33 @@ def to_html(notebook: Any) -> str:
     return str(body)
 
 
-def render(notebooks: Path, lake: Path, conf: Path | None, out: Path, names: tuple[str, ...] = NOTEBOOK_NAMES) -> list[Path]:
-    """Execute each named notebook of ``notebooks`` on ``lake`` and write ``out/NAME.html``."""
-    if not (lake / "silver").is_dir():
-        raise ValueError(f"lake: {lake} has no silver tables (run `make demo` or `feedback pipeline` first)")
+def render(
+    notebooks: Path,
+    lake: LakePaths,
+    conf: Path | None,
+    out: Path,
+    names: tuple[str, ...] = NOTEBOOK_NAMES,
+    lake_name: str | None = None,
+) -> list[Path]:
+    """Execute each named notebook of ``notebooks`` on ``lake`` and write ``out/NAME.html``.
+
+    ``lake_name`` is how messages and pages name the lake (such as the ``--lake`` given; default: its root).
+    """
+    shown = lake.root if lake_name is None else lake_name
+    if not (Path(lake.root) / "silver").is_dir():
+        raise ValueError(f"lake: {shown} has no silver tables (run `make demo` or `feedback pipeline` first)")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    parameters: dict[str, object] = {"lake": str(lake.resolve())}
+    parameters: dict[str, object] = {"lake": lake.root}
     if conf is not None:
         parameters["conf"] = str(conf.resolve())
     with tempfile.TemporaryDirectory(prefix="notebooks-") as scratch, venv_kernel(Path(scratch)) as kernel:
         for name in names:
-            print(f"running notebooks/{name}.ipynb on {lake}", flush=True)
+            print(f"running notebooks/{name}.ipynb on {shown}", flush=True)
             executed = execute_notebook(notebooks / f"{name}.ipynb", parameters, Path(scratch), kernel)
             target = out / f"{name}.html"
             # The page names the lake as it was given, not this machine's absolute path.
-            target.write_text(to_html(executed).replace(str(lake.resolve()), str(lake)), encoding="utf-8")
+            target.write_text(to_html(executed).replace(lake.root, shown), encoding="utf-8")
             written.append(target)
             print(f"wrote {target}", flush=True)
     return written
@@ -122,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
     parser.add_argument("--out", type=Path, default=Path("docs/notebooks"))
     args = parser.parse_args(argv)
-    render(args.notebooks, args.lake, args.conf, args.out)
+    render(args.notebooks, LakePaths.at(args.lake), args.conf, args.out, lake_name=str(args.lake))
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from feedback.core.registry import QUERY_REWRITER, champion_uri, tracking_uri_for
+from feedback.core.schema import LakePaths
 
 HOST = "127.0.0.1"
 
@@ -61,7 +62,7 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def served_rewriter(lake: str | Path, log_path: Path, model_uri: str | None = None, timeout_s: float = 120.0) -> Iterator[str]:
+def served_rewriter(lake: LakePaths, log_path: Path, model_uri: str | None = None, timeout_s: float = 120.0) -> Iterator[str]:
     """Serve ``model_uri`` (default ``models:/query-rewriter@champion``) of ``lake``'s store; yields the base URL.
 
     The server's output goes to ``log_path``; it is stopped when the block ends.

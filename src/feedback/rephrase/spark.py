@@ -279,7 +279,7 @@ def champion_detector_dir(lake: LakePaths) -> tuple[str, Path] | None:
     from feedback.core.registry import REPHRASE_DETECTOR, champion_version, configure_mlflow
     from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT
 
-    configure_mlflow(lake.root)
+    configure_mlflow(lake)
     version = champion_version(MlflowClient(), REPHRASE_DETECTOR)
     if version is None:
         return None

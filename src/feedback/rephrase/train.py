@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from feedback.config import AppConfig, RephraseModelConfig, replace_section
 from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
-from feedback.core.schema import LakePaths
+from feedback.core.schema import LakePaths, require_lake
 from feedback.core.truth import read_truth
 from feedback.pipeline import run_pipeline
 from feedback.rephrase.evidence import RephraseQuery, query_texts, word_counts
@@ -70,7 +70,7 @@ class SimulatedSet:
     name: str
     events: Path
     truth: Path
-    lake: Path
+    lake: LakePaths
     manifest: dict[str, Any]
 
 
@@ -133,10 +133,10 @@ class TrainingResult:
 
 
 def prepare_simulation(
-    spark: SparkSession, config: AppConfig, root: Path, name: str, vocabulary: str, users: int, days: int, seed: int
+    spark: SparkSession, config: AppConfig, lake: LakePaths, name: str, vocabulary: str, users: int, days: int, seed: int
 ) -> SimulatedSet:
-    """Simulate (once) and run the pipeline (once) into ``root/name``; reused when already there."""
-    base = root / name
+    """Simulate (once) and run the pipeline (once) into ``LAKE/_training/name``; reused when already there."""
+    base = Path(lake.training) / name
     sim_config = replace(config.simulation, users=users, days=days, seed=seed, vocabulary=vocabulary)
     manifest_path = base / "traffic" / "manifest.json"
     wanted = {"vocabulary": vocabulary, "users": users, "days": days, "seed": seed}
@@ -145,14 +145,16 @@ def prepare_simulation(
         if base.exists():
             shutil.rmtree(base)  # another simulation under this name: its files and lake would mix with the new ones
         simulate(sim_config, base / "traffic")
-    lake = base / "lake"
-    pipeline_once(spark, config, base / "traffic" / "events", lake)
-    return SimulatedSet(name, base / "traffic" / "events", base / "traffic" / "ground_truth.jsonl", lake, json.loads(manifest_path.read_text()))
+    simulation_lake = lake.training_lake(name)
+    pipeline_once(spark, config, base / "traffic" / "events", simulation_lake)
+    return SimulatedSet(
+        name, base / "traffic" / "events", base / "traffic" / "ground_truth.jsonl", simulation_lake, json.loads(manifest_path.read_text())
+    )
 
 
-def pipeline_once(spark: SparkSession, config: AppConfig, events: Path, lake: Path) -> None:
+def pipeline_once(spark: SparkSession, config: AppConfig, events: Path, lake: LakePaths) -> None:
     """Run the pipeline (heuristic scorer: only candidates matter) over ``events`` into ``lake``, once."""
-    done = lake / "_SUCCESS_feedback"
+    done = Path(lake.root) / "_SUCCESS_feedback"
     if done.is_file():
         return
     LOG.info("running the pipeline over %s", events)
@@ -161,13 +163,12 @@ def pipeline_once(spark: SparkSession, config: AppConfig, events: Path, lake: Pa
     done.write_text("ok\n")
 
 
-def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path: Path) -> LabelledSet:
+def labelled_set(spark: SparkSession, config: AppConfig, lake: LakePaths, truth_path: Path) -> LabelledSet:
     """Candidate groups of ``lake``'s silver turns, labelled from ``truth_path``."""
     from delta.tables import DeltaTable
 
-    paths = LakePaths.at(lake)
-    version = int(DeltaTable.forPath(spark, paths.silver_turns).history(1).select("version").first()[0])
-    turns = spark.read.format("delta").option("versionAsOf", version).load(paths.silver_turns)
+    version = int(DeltaTable.forPath(spark, lake.silver_turns).history(1).select("version").first()[0])
+    turns = spark.read.format("delta").option("versionAsOf", version).load(lake.silver_turns)
     candidates = rephrase_candidates(turns, config.detect).persist()
     try:
         truth = read_truth(spark, truth_path).select(
@@ -198,17 +199,17 @@ def labelled_set(spark: SparkSession, config: AppConfig, lake: Path, truth_path:
     return LabelledSet(groups, pairs, truth_links, version, traffic)
 
 
-def simulated_sets(spark: SparkSession, config: AppConfig, lake: str | Path) -> dict[str, LabelledSet]:
+def simulated_sets(spark: SparkSession, config: AppConfig, lake: LakePaths) -> dict[str, LabelledSet]:
     """The training and evaluation simulations ``run`` left under ``LAKE/_training`` (for the
     ``rephrase_model`` seeds of ``config``), labelled: keys ``training`` and ``evaluation``."""
     settings = config.rephrase_model
-    root = Path(LakePaths.at(lake).training)
+    root = Path(lake.training)
     folders = {"training": f"train-{settings.train_seed}", "evaluation": f"eval-{settings.eval_seed}"}
-    missing = [name for name in folders.values() if not (root / name / "lake" / "_SUCCESS_feedback").is_file()]
+    missing = [name for name in folders.values() if not (Path(lake.training_lake(name).root) / "_SUCCESS_feedback").is_file()]
     if missing:
-        raise FileNotFoundError(f"{root}: no simulation {', '.join(missing)}; run `feedback train-rephrase --lake {lake}` first")
+        raise FileNotFoundError(f"{root}: no simulation {', '.join(missing)}; run `feedback train-rephrase --lake {lake.root}` first")
     return {
-        name: labelled_set(spark, config, root / folder / "lake", root / folder / "traffic" / "ground_truth.jsonl")
+        name: labelled_set(spark, config, lake.training_lake(folder), root / folder / "traffic" / "ground_truth.jsonl")
         for name, folder in folders.items()
     }
 
@@ -428,9 +429,9 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "transformers", "pandas", "numpy", "pyspark")]
 
 
-def _datasets(train: SimulatedSet | None, train_lake: Path, eval_set: SimulatedSet, versions: tuple[int, int]) -> None:
+def _datasets(train: SimulatedSet | None, train_lake: LakePaths, eval_set: SimulatedSet, versions: tuple[int, int]) -> None:
     for context, lake, version in (("training", train_lake, versions[0]), ("evaluation", eval_set.lake, versions[1])):
-        dataset = mlflow.data.load_delta(path=LakePaths.at(lake).silver_turns, version=version, name=f"silver_turns_{context}")
+        dataset = mlflow.data.load_delta(path=lake.silver_turns, version=version, name=f"silver_turns_{context}")
         mlflow.log_input(dataset, context=context)
     if train is not None:
         mlflow.log_dict(train.manifest, "data/training_simulation.json")
@@ -444,7 +445,7 @@ class TrainingData:
     training: LabelledSet
     evaluation: LabelledSet
     train_set: SimulatedSet | None
-    train_lake: Path
+    train_lake: LakePaths
     eval_set: SimulatedSet
 
 
@@ -456,19 +457,18 @@ def training_data(
     if (events is None) != (truth is None):
         raise ValueError("events and truth must be given together (or neither, to train on a fresh simulation)")
     settings = config.rephrase_model
-    root = Path(paths.training)
     train_set: SimulatedSet | None = None
     if events is None or truth is None:
         train_set = prepare_simulation(
-            spark, config, root, f"train-{settings.train_seed}", "train", settings.train_users, settings.train_days, settings.train_seed
+            spark, config, paths, f"train-{settings.train_seed}", "train", settings.train_users, settings.train_days, settings.train_seed
         )
         train_lake, train_truth = train_set.lake, train_set.truth
     else:
-        train_lake = root / "given" / "lake"
+        train_lake = paths.training_lake("given")
         pipeline_once(spark, config, Path(events), train_lake)
         train_truth = Path(truth)
     eval_set = prepare_simulation(
-        spark, config, root, f"eval-{settings.eval_seed}", "heldout", settings.eval_users, settings.eval_days, settings.eval_seed
+        spark, config, paths, f"eval-{settings.eval_seed}", "heldout", settings.eval_users, settings.eval_days, settings.eval_seed
     )
     data = TrainingData(
         labelled_set(spark, config, train_lake, train_truth), labelled_set(spark, config, eval_set.lake, eval_set.truth),
@@ -582,7 +582,7 @@ def champion_link_f1(
 def run(
     spark: SparkSession,
     config: AppConfig,
-    lake: str | Path,
+    lake: LakePaths,
     events: str | Path | None = None,
     truth: str | Path | None = None,
     progress: bool = True,
@@ -596,11 +596,11 @@ def run(
             of a fresh simulation; both or neither.
     """
     settings = config.rephrase_model
-    paths = LakePaths.at(lake)
-    data = training_data(spark, config, paths, events, truth)
+    require_lake(lake)
+    data = training_data(spark, config, lake, events, truth)
     detector_settings = detector_settings_of(settings)
     counts = word_counts(query_texts(data.training.queries))
-    detector, teacher, teacher_version = initial_detector(settings, paths, detector_settings, counts)
+    detector, teacher, teacher_version = initial_detector(settings, lake, detector_settings, counts)
     served_training = with_cascade(data.training, settings.cascade_min_score, settings.cascade_scope)
     examples, targets = training_examples(detector, served_training, settings)
     teacher_logits = teacher.logits(examples, settings.batch_size) if teacher is not None else None
@@ -631,7 +631,7 @@ def run(
         scores = held_out_scores(detector, data.evaluation, settings, threshold)
         mlflow.log_metrics(scores.metrics())
         version = log_detector(detector, data.evaluation)
-        champion_f1 = champion_link_f1(client, paths, data.evaluation, settings, threshold, serves_int8)
+        champion_f1 = champion_link_f1(client, lake, data.evaluation, settings, threshold, serves_int8)
         baseline = ("heuristic-v1", scores.heuristic.f1) if settings.must_beat_heuristic else None
         served = scores.int8 if serves_int8 else scores.fp32
         decision = apply_champion_rule(

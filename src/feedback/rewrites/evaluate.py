@@ -32,7 +32,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from feedback.core.registry import configure_mlflow
-from feedback.core.schema import LakePaths
+from feedback.core.schema import LakePaths, require_lake
 from feedback.core.truth import read_truth
 from feedback.rewrites.pyfunc import load_table
 from feedback.silver.sessionize import normalize_utterance
@@ -254,19 +254,19 @@ def rewrites_frame(spark: SparkSession, table: Mapping[str, tuple[str, float]]) 
 
 def run(
     spark: SparkSession,
-    lake: str | Path,
+    lake: LakePaths,
     truth_path: str | Path,
     json_out: str | Path | None = None,
     model_uri: str | None = None,
 ) -> RewriteEvaluation:
     """Evaluate ``LAKE/gold/rewrites`` (or the registered model ``model_uri``) against ``truth_path``."""
-    paths = LakePaths.at(lake)
+    require_lake(lake)
     if model_uri is not None:
         configure_mlflow(lake)
         rewrites = rewrites_frame(spark, load_table(model_uri))
     else:
-        rewrites = spark.read.format("delta").load(paths.rewrites).select("source_utterance", "rewrite_utterance")
-    evaluation = evaluate_rewrites(rewrites, evaluation_traffic(spark, paths, truth_path))
+        rewrites = spark.read.format("delta").load(lake.rewrites).select("source_utterance", "rewrite_utterance")
+    evaluation = evaluate_rewrites(rewrites, evaluation_traffic(spark, lake, truth_path))
     if json_out is not None:
         Path(json_out).write_text(json.dumps(evaluation.as_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return evaluation

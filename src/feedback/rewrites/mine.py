@@ -50,6 +50,7 @@ from feedback.core.schema import (
     REWRITES_SCHEMA,
     TABLE_COMMENTS,
     LakePaths,
+    require_lake,
 )
 from feedback.core.tables import ensure_table
 from feedback.rewrites.chain import (
@@ -481,7 +482,7 @@ class MiningResult:
 def run(
     spark: SparkSession,
     config: AppConfig,
-    lake: str | Path,
+    lake: LakePaths,
     truth_path: str | Path | None = None,
     register: bool | None = None,
 ) -> MiningResult:
@@ -500,7 +501,7 @@ def run(
             rewrites (``check_deletions``); ``gold/rewrites`` is left as it was.
     """
     started = time.perf_counter()
-    paths = LakePaths.at(lake)
+    paths = require_lake(lake)
     if not DeltaTable.isDeltaTable(spark, paths.silver_turns):
         raise ValueError(f"lake: no Delta table at {paths.silver_turns}; run `feedback pipeline` into this lake first")
     ensure_rewrite_tables(spark, paths)

@@ -62,8 +62,8 @@ def read_rewrites(spark: SparkSession, path: str, version: int | None = None) ->
 @contextmanager
 def start_mining_run(lake: LakePaths, mining: MiningConfig) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run in the lake's store under ``mining.experiment``; its id becomes the rows' ``run_id``."""
-    configure_mlflow(lake.root)
-    ensure_experiment(lake.root, mining.experiment)
+    configure_mlflow(lake)
+    ensure_experiment(lake, mining.experiment)
     with mlflow.start_run(run_name="mine-rewrites") as active:
         yield active
 

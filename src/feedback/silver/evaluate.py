@@ -15,7 +15,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from feedback.core.schema import LakePaths
+from feedback.core.schema import LakePaths, require_lake
 from feedback.core.truth import read_truth
 
 
@@ -138,9 +138,9 @@ def evaluate_turns(turns: DataFrame, truth: DataFrame) -> Evaluation:
         joined.unpersist()
 
 
-def run(spark: SparkSession, lake: str | Path, truth_path: str | Path, json_out: str | Path | None = None) -> Evaluation:
+def run(spark: SparkSession, lake: LakePaths, truth_path: str | Path, json_out: str | Path | None = None) -> Evaluation:
     """Evaluate ``LAKE/silver/turns`` against ``truth_path``; optionally write the figures as JSON."""
-    turns = spark.read.format("delta").load(LakePaths.at(lake).silver_turns)
+    turns = spark.read.format("delta").load(require_lake(lake).silver_turns)
     evaluation = evaluate_turns(turns, read_truth(spark, truth_path))
     if json_out is not None:
         Path(json_out).write_text(json.dumps(evaluation.as_dict(), indent=2, sort_keys=True) + "\n")
