@@ -26,11 +26,11 @@ test:
 
 ## test-chaos: SIGKILL `feedback stream` and `feedback mine-rewrites` a dozen times over a simulated week; every table must end as a clean run's (about 20 minutes)
 test-chaos:
-	FEEDBACK_CHAOS_REPORT=$${FEEDBACK_CHAOS_REPORT:-chaos-report.json} $(PY) -m pytest -m chaos tests/test_chaos.py
+	FEEDBACK_CHAOS_REPORT=$${FEEDBACK_CHAOS_REPORT:-chaos-report.json} $(PY) -m pytest -m chaos tests/integration/test_chaos.py
 
-## test-fast: skip the end-to-end tests marked slow
+## test-fast: the unit suite, tests/unit (one local Spark session, hand-written frames; under 5 minutes on 2 cores)
 test-fast:
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest tests/unit
 
 ## demo: simulate a week of traffic, run the pipeline into demo/lake, print every table, mine and register rewrites, serve one over HTTP on 127.0.0.1
 demo:

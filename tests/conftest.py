@@ -11,12 +11,7 @@ from pyspark.sql import SparkSession
 from feedback.config import AppConfig, IngestConfig, SparkConfig, ValidationConfig, replace_section
 from feedback.core.spark import build_spark
 
-TEST_SPARK = SparkConfig(
-    master="local[2]",
-    app_name="feedback-tests",
-    shuffle_partitions=2,
-    extra={"spark.ui.enabled": "false", "spark.sql.warehouse.dir": ""},
-)
+from support.spark_settings import TEST_SPARK
 
 
 @pytest.fixture(scope="session")

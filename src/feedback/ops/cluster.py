@@ -1,6 +1,6 @@
 """A real multi-node Spark standalone cluster on this machine, from the installed pyspark.
 
-``make cluster-up`` / ``cluster-demo`` / ``cluster-down`` and ``tests/test_cluster.py`` all go
+``make cluster-up`` / ``cluster-demo`` / ``cluster-down`` and ``tests/integration/test_cluster.py`` all go
 through this module, so the test exercises exactly what the Makefile runs:
 
     python -m feedback.ops.cluster up [--root .cluster] [--port 7077] [--webui-port 8080] [--workers 2]

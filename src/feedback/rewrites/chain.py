@@ -2,7 +2,7 @@
 
 No Spark here: ``solve_components`` is the pandas function that ``feedback.rewrites.mine`` runs
 per group of connected components with ``applyInPandas``; everything else is plain numpy/scipy
-with hand-worked tests (``tests/test_mine.py``). The model is described in ``feedback.rewrites.mine``.
+with hand-worked tests (``tests/unit/rewrites/test_mine.py``). The model is described in ``feedback.rewrites.mine``.
 """
 
 from __future__ import annotations

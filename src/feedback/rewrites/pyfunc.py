@@ -5,7 +5,7 @@ A consumer (the assistant's request path, or ``mlflow models serve``) sends a Da
 probability and whether it was rewritten. Lookups use the same normalisation as silver's
 ``normalized_utterance`` (``feedback.silver.sessionize.normalize_utterance``), re-implemented here in
 plain Python: the model loads and serves with mlflow and pandas only (its ``pip_requirements``),
-and this module imports nothing else (``tests/test_rewriter.py`` checks that pyspark stays out).
+and this module imports nothing else (``tests/unit/rewrites/test_rewriter.py`` checks that pyspark stays out).
 """
 
 from __future__ import annotations

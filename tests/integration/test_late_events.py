@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from landing_data import event, write_lines
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -14,6 +13,8 @@ from feedback.config import AppConfig, SessionizeConfig
 from feedback.core.schema import LakePaths
 from feedback.gold.late_events import LateDate, date_ranges, late_dates, late_event_counts
 from feedback.pipeline import backfill_late_events, run_pipeline
+
+from support.landing_data import event, write_lines
 
 
 def timed(spark: SparkSession, rows: list[tuple[str, str]]) -> "DataFrame":  # noqa: F821

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from landing_data import event, write_lines
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -15,6 +14,8 @@ from pyspark.testing import assertDataFrameEqual
 from feedback.config import AppConfig, IngestConfig, ValidationConfig, replace_section
 from feedback.core.schema import LakePaths
 from feedback.pipeline import run_pipeline
+
+from support.landing_data import event, write_lines
 
 
 def bronze_ids(spark: SparkSession, lake: Path) -> list[str]:

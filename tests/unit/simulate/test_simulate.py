@@ -24,6 +24,8 @@ from feedback.simulate import (
 )
 from feedback.simulate.world import HELDOUT_MIN_VALUES, VocabularySplit, build_world
 
+from support.paths import REPO
+
 SMALL = SimulationConfig(
     users=30,
     days=2,
@@ -475,7 +477,7 @@ def test_vendored_snips_resources_are_compact_and_attributed() -> None:
         assert all(0 < len(values) <= 300 for values in body["slots"].values())
         for template, _ in body["templates"]:
             assert set(re.findall(r"\{([A-Za-z_]+)\}", template)) <= set(body["slots"])
-    folder = Path(__file__).resolve().parents[1] / "src" / "feedback" / "resources" / "snips"
+    folder = REPO / "src" / "feedback" / "resources" / "snips"
     assert sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) < 1_500_000
     notice = (folder / "NOTICE.md").read_text("utf-8")
     assert "CC0 1.0" in notice and "arXiv:1805.10190" in notice and "sonos/nlu-benchmark" in notice

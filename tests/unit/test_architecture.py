@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "feedback"
+from support.paths import REPO
+
+PACKAGE = REPO / "src" / "feedback"
 
 # Shared foundations first, then the stages in data order; the wiring and the tools above them.
 RANK = {

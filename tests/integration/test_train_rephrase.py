@@ -15,7 +15,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from tiny_bert import tiny_bert_config
 
 from feedback.config import AppConfig, RephraseModelConfig, replace_section
 from feedback.core.registry import REPHRASE_DETECTOR, champion_uri
@@ -25,6 +24,8 @@ from feedback.rephrase.model import SpanRephraseDetector, queries_from_pandas, s
 from feedback.rephrase.spark import champion_detector_dir, request_groups
 from feedback.rephrase.train import run as train_rephrase
 from feedback.silver.detect import rephrase_candidates
+
+from support.tiny_bert import tiny_bert_config
 
 
 def tiny_encoder(folder: Path) -> Path:

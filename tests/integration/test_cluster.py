@@ -19,11 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_SPARK
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-from tiny_detector import register_tiny_detector, tiny_detector
 
 from feedback.config import SimulationConfig, load_config, replace_section
 from feedback.core.registry import REPHRASE_DETECTOR, tracking_uri_for
@@ -32,9 +30,12 @@ from feedback.ops.cluster import ClusterSpec, down, free_port, master_state
 from feedback.pipeline import run_pipeline
 from feedback.simulate import run as simulate
 
+from support.paths import REPO
+from support.spark_settings import TEST_SPARK
+from support.tiny_detector import register_tiny_detector, tiny_detector
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 
 # Columns a rerun of the same traffic legitimately changes: when a row was written and the tag of
 # the micro-batch run that wrote it (its checkpoint's app id). Everything else must match.

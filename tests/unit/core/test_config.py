@@ -7,7 +7,7 @@ import yaml
 
 from feedback.config import AppConfig, ConfigError, IngestConfig, MaintenanceConfig, MiningConfig, SparkConfig, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import REPO as ROOT
 
 
 def test_conf_default_yaml_equals_builtin_defaults() -> None:

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from delta.tables import DeltaTable
-from mining_data import HAND_CHAINS, Chain, silver_frame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -41,9 +40,11 @@ from feedback.rewrites.mine import (
     utterance_stats,
 )
 
+from support.mining_data import HAND_CHAINS, Chain, silver_frame
+
 MINED_AT = dt.datetime(2026, 11, 9, 12, 0, 0)
 RUN_ID = "run-1"
-# The hand-worked example (tests/mining_data.py): visits of a: 2 -> b, 1 -> c, 1 failure;
+# The hand-worked example (tests/support/mining_data.py): visits of a: 2 -> b, 1 -> c, 1 failure;
 # b: 1 -> a, 3 successes; c: 1 success, 1 failure.
 HAND_TRANSITIONS = [
     ("a", "b", "next", 2.0),

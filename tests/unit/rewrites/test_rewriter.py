@@ -15,7 +15,6 @@ import mlflow
 import pandas as pd
 import pytest
 from delta.tables import DeltaTable
-from mining_data import HAND_CHAINS, silver_frame
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -31,6 +30,9 @@ from feedback.rewrites.mine import run as mine
 from feedback.rewrites.pyfunc import QueryRewriter, model_signature, normalize_text, rewrite_frame
 from feedback.rewrites.register import register_rewriter, start_mining_run
 from feedback.silver.sessionize import normalize_utterance
+
+from support.mining_data import HAND_CHAINS, silver_frame
+from support.paths import REPO
 
 TEXTS = [
     "  Play THE Beatles!! ",
@@ -100,7 +102,7 @@ print(json.dumps({"rows": out.to_dict(orient="records"), "pyspark_loaded": any(m
 
 def test_the_query_rewriter_logs_loads_and_serves_without_pyspark(tmp_path: Path) -> None:
     """A serving runtime has mlflow and pandas (the model's pip_requirements), not Spark."""
-    source = Path(__file__).resolve().parents[1] / "src"
+    source = REPO / "src"
     # A fresh runtime: no MLflow settings inherited from this process (an active experiment id, say).
     inherited = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     env = {**inherited, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}

@@ -7,14 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bronze_rows import bronze_frame, bronze_row
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 from pyspark.testing import assertDataFrameEqual
-from turn_data import Event, events_frame
 
 from feedback.bronze.stream import ensure_bronze_tables
 from feedback.config import AppConfig
@@ -46,6 +44,9 @@ from feedback.pipeline import backfill_days
 from feedback.rewrites.mine import ensure_rewrite_tables
 from feedback.silver.sessionize import aggregate_sessions
 from feedback.silver.stream import SilverBatchWriter, ensure_silver_tables
+
+from support.bronze_rows import bronze_frame, bronze_row
+from support.turn_data import Event, events_frame
 
 SCHEMAS = {
     "bronze": BRONZE_SCHEMA,

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
-from tiny_detector import tiny_detector
 
 from feedback.rephrase.evidence import (
     Candidate,
@@ -38,6 +37,8 @@ from feedback.rephrase.model import (
 from feedback.rephrase.spark import DetectorHandle, request_groups, score_pairs_with_detector
 from feedback.rephrase.train import link_score
 from feedback.silver.evaluate import Score
+
+from support.tiny_detector import tiny_detector
 
 PAIR_COLUMNS = (
     "session_id string, user_id string, source_event_id string, target_event_id string, source_text string, "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from bronze_rows import bronze_frame, bronze_row
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
@@ -23,6 +22,8 @@ from feedback.core.schema import (
 )
 from feedback.core.tables import ensure_table
 from feedback.ops.maintain import LISTING_PARALLELISM, RETENTION_CHECK, MaintenanceReport, TableMaintenance, maintain_lake, run
+
+from support.bronze_rows import bronze_frame, bronze_row
 
 HOUR = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.timezone.utc)
 BRONZE_SKIPPED = "the silver stream reads its files whole and in event-time order"

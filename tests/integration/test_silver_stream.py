@@ -9,7 +9,6 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-from turn_data import DAY, Event, events_frame, stop
 
 from feedback.config import AppConfig
 from feedback.core.schema import LakePaths
@@ -17,6 +16,8 @@ from feedback.gold.aggregate import fold_into_gold, rebuild_gold
 from feedback.pipeline import backfill_days, run_pipeline
 from feedback.silver.sessionize import aggregate_sessions
 from feedback.silver.stream import SilverBatchWriter, ensure_silver_tables
+
+from support.turn_data import DAY, Event, events_frame, stop
 
 
 def landing_line(event: Event) -> str:

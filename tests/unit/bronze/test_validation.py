@@ -1,10 +1,9 @@
-"""The pinned stack works together: a real Delta write and a real GX validation of a Spark DataFrame."""
+"""The Great Expectations gate of bronze: a real GX validation of a batch profile built by Spark."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
@@ -23,17 +22,6 @@ PARSED_EXTRA = ", device_type string, locale string, domain string, intent strin
 LANDED = dt.datetime(2026, 11, 2, 12, 0, 0)
 
 
-def events(spark: SparkSession, status: str, confidence: float) -> DataFrame:
-    ts = dt.datetime(2026, 11, 2, 10, 0, 0)
-    return spark.createDataFrame(
-        [
-            ("e1", 1, ts, ts.date(), "u1", "d1", "play jazz", "success", "media", None, 0.9, 0.8, 300, None),
-            ("e2", 1, ts, ts.date(), "u1", "d1", "stop", status, "none", "negative", confidence, None, 100, 0),
-        ],
-        COLUMNS,
-    )
-
-
 def parsed_lines(spark: SparkSession, status: str, confidence: float) -> DataFrame:
     """``parse_events``-shaped lines: the two events above, valid, plus one rejected line."""
     ts = dt.datetime(2026, 11, 2, 10, 0, 0)
@@ -50,15 +38,6 @@ def parsed_lines(spark: SparkSession, status: str, confidence: float) -> DataFra
 
 def profile(spark: SparkSession, status: str, confidence: float, config: ValidationConfig) -> DataFrame:
     return batch_profile(parsed_lines(spark, status, confidence), config)
-
-
-def test_delta_round_trip_with_time_travel(spark: SparkSession, tmp_path: Path) -> None:
-    path = str(tmp_path / "t")
-    first = events(spark, "success", 0.5)
-    first.write.format("delta").save(path)
-    first.limit(1).write.format("delta").mode("append").save(path)
-    assert spark.read.format("delta").load(path).count() == 3
-    assertDataFrameEqual(spark.read.format("delta").option("versionAsOf", 0).load(path), first)
 
 
 def test_batch_profile_marks_each_line(spark: SparkSession) -> None:

@@ -10,8 +10,6 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-from tiny_bert import tiny_bert_config
-from turn_data import Event, events_frame
 
 from feedback.config import AppConfig
 from feedback.core.schema import LakePaths
@@ -22,6 +20,9 @@ from feedback.rephrase.spark import DetectorHandle, DetectorScorer, cascade_pass
 from feedback.rephrase.train import NO_REPHRASE, LabelledSet, distillation_loss, student_of, with_cascade
 from feedback.silver.sessionize import aggregate_sessions
 from feedback.silver.stream import SilverBatchWriter, ensure_silver_tables
+
+from support.tiny_bert import tiny_bert_config
+from support.turn_data import Event, events_frame
 
 PAIR_COLUMNS = (
     "session_id string, user_id string, source_event_id string, target_event_id string, source_text string, "

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import REPO as ROOT
+
 PRODUCT = [ROOT / "src", ROOT / "docs", ROOT / "conf", ROOT / "README.md"]
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml"}
 PROCESS_WORDS = re.compile(

@@ -62,7 +62,7 @@ def silver_frame(spark: SparkSession, chains: list[Chain]) -> DataFrame:
     return spark.createDataFrame(silver_rows(chains), SILVER_TURNS_SCHEMA)
 
 
-# The hand-worked example of tests/test_mine.py. Visits per utterance:
+# The hand-worked example of tests/unit/rewrites/test_mine.py. Visits per utterance:
 #   a: 2 -> b, 1 -> c, 1 failure          b: 1 -> a, 3 successes          c: 1 success, 1 failure
 HAND_CHAINS = [
     Chain("u1", ("a", "b"), True),

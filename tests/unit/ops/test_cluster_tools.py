@@ -24,7 +24,7 @@ from feedback.ops.cluster import (
 )
 from feedback.rephrase.spark import detector_archive
 
-REPO = Path(__file__).resolve().parents[1]
+from support.paths import REPO
 
 
 def test_cluster_spec_validates_its_fields(tmp_path: Path) -> None:

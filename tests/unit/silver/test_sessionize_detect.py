@@ -6,12 +6,13 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-from turn_data import Event, events_frame, stop
 
 from feedback.config import AppConfig, ConfigError, SessionizeConfig
 from feedback.silver.detect import HEURISTIC_DETECTOR, label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
 from feedback.silver.sessionize import aggregate_sessions, explode_sessions, mark_turns, normalize_utterance
 from feedback.silver.stream import build_turns, resolve_chains
+
+from support.turn_data import Event, events_frame, stop
 
 CONFIG = AppConfig()
 

@@ -17,7 +17,8 @@ import yaml
 from feedback.cli import build_parser
 from feedback.config import AppConfig, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+from support.paths import REPO
+
 BUNDLE = REPO / "conf" / "databricks.yml"
 REFERENCE = re.compile(r"\$\{([a-z_.]+)\}")
 

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import TEST_SPARK
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from pyspark.sql import SparkSession
-from tiny_detector import register_tiny_detector, tiny_detector
 
 from feedback.config import AppConfig, IngestConfig, SimulationConfig, ValidationConfig, replace_section
 from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, REPHRASE_DETECTOR, configure_mlflow, tracking_uri_for
@@ -49,7 +47,10 @@ from feedback.rewrites.mine import MiningResult
 from feedback.rewrites.mine import run as mine
 from feedback.simulate import run as simulate
 
-REPO = Path(__file__).resolve().parents[1]
+from support.paths import REPO
+from support.spark_settings import TEST_SPARK
+from support.tiny_detector import register_tiny_detector, tiny_detector
+
 NOTEBOOKS = REPO / "notebooks"
 NAMES = ("defect_overview", "rewrite_review", "model_monitoring")
 

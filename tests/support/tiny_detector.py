@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
-from tiny_bert import tiny_bert_config
-
 from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, configure_mlflow, ensure_experiment
 from feedback.core.schema import LakePaths
 from feedback.rephrase.model import DetectorSettings, SpanRephraseDetector, base_model_dir
 from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
 from feedback.rephrase.train import EXPERIMENT
+
+from support.tiny_bert import tiny_bert_config
 
 
 def tiny_detector(parent: Path) -> tuple[SpanRephraseDetector, Path]:
