@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from feedback.bronze.stream import start_bronze_stream, summarize_ingest
 from feedback.config import AppConfig, IngestConfig, SimulationConfig, SparkConfig, ValidationConfig, replace_section
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.core.spark import build_spark
 from feedback.simulate import run as simulate
 

@@ -37,8 +37,8 @@ from pyspark.sql import SparkSession
 
 from feedback.bronze.stream import start_bronze_stream
 from feedback.config import AppConfig, IngestConfig, SessionizeConfig, SimulationConfig, SparkConfig, replace_section
+from feedback.core.lake import LakePaths
 from feedback.core.registry import tracking_uri_for
-from feedback.core.schema import LakePaths
 from feedback.core.spark import build_spark
 from feedback.gold.aggregate import fold_into_gold
 from feedback.rephrase.spark import resolve_scorer

@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, SimulationConfig, SparkConfig, replace_section
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.core.spark import build_spark
 from feedback.pipeline import run_pipeline
 from feedback.rephrase.spark import (

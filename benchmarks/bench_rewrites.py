@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from feedback.config import MiningConfig, SparkConfig
-from feedback.core.schema import REWRITE_VETOES_SCHEMA, LakePaths
+from feedback.core.lake import LakePaths
+from feedback.core.schema import REWRITE_VETOES_SCHEMA
 from feedback.core.spark import build_spark
 from feedback.rewrites.mine import ensure_rewrite_tables, merge_rewrites, mine_rewrites
 

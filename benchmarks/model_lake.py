@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from feedback.config import SparkConfig
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.rephrase.spark import champion_detector_dir
 
 LOCAL_SPARK = SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"})

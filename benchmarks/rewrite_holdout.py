@@ -17,7 +17,8 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from feedback.config import SparkConfig, load_config
-from feedback.core.schema import REWRITE_VETOES_SCHEMA, LakePaths
+from feedback.core.lake import LakePaths
+from feedback.core.schema import REWRITE_VETOES_SCHEMA
 from feedback.core.spark import build_spark
 from feedback.core.truth import read_truth
 from feedback.rewrites.evaluate import evaluate_rewrites, truth_traffic

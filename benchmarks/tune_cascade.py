@@ -34,7 +34,7 @@ import pandas as pd
 from model_lake import LOCAL_SPARK, champion_or_exit
 
 from feedback.config import AppConfig, replace_section
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.core.spark import build_spark
 from feedback.rephrase.model import SpanRephraseDetector
 from feedback.rephrase.train import LabelledSet, link_score, score_set, simulated_sets, with_cascade

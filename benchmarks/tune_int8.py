@@ -35,7 +35,7 @@ import numpy as np
 from model_lake import LOCAL_SPARK, champion_or_exit
 
 from feedback.config import AppConfig, load_config, replace_section
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.core.spark import build_spark
 from feedback.rephrase.model import SpanRephraseDetector
 from feedback.rephrase.train import LabelledSet, link_score, prepare_simulation, score_set, simulated_sets, with_cascade

@@ -24,7 +24,8 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from feedback.config import MiningConfig, SparkConfig
-from feedback.core.schema import REWRITE_VETOES_SCHEMA, LakePaths
+from feedback.core.lake import LakePaths
+from feedback.core.schema import REWRITE_VETOES_SCHEMA
 from feedback.core.spark import build_spark
 from feedback.core.truth import read_truth
 from feedback.rewrites.evaluate import judge_requests, truth_traffic

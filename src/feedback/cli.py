@@ -17,7 +17,7 @@ from feedback.config import AppConfig, load_config
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from feedback.core.schema import LakePaths
+    from feedback.core.lake import LakePaths
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary)
         return 0
 
-    from feedback.core.schema import LakePaths
+    from feedback.core.lake import LakePaths
     from feedback.core.spark import build_spark
 
     spark = build_spark(config.spark)

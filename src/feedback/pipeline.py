@@ -23,8 +23,8 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from feedback.bronze.stream import format_summary, start_bronze_stream, summarize_ingest
 from feedback.config import AppConfig
+from feedback.core.lake import LakePaths, require_lake
 from feedback.core.privacy import DEFAULT_MIN_USERS, published, user_key
-from feedback.core.schema import LakePaths, require_lake
 from feedback.gold.aggregate import fold_into_gold, rebuild_gold
 from feedback.gold.late_events import LateBackfill, backfill_late, record_silver_progress
 from feedback.rephrase.spark import resolve_scorer

@@ -15,7 +15,7 @@ from pyspark.testing import assertDataFrameEqual
 from feedback.bronze.stream import BronzeBatchWriter, bronze_writer, start_bronze_stream
 from feedback.config import AppConfig, IngestConfig, ValidationConfig, replace_section
 from feedback.core.checkpoints import persistent_rdd_ids
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.pipeline import run_pipeline
 
 

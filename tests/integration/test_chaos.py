@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, SimulationConfig, load_config
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.gold.aggregate import rebuild_gold
 from feedback.gold.late_events import closed_before, late_dates
 from feedback.pipeline import backfill_late_events, run_pipeline

@@ -24,8 +24,8 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import SimulationConfig, load_config, replace_section
+from feedback.core.lake import LakePaths
 from feedback.core.registry import REPHRASE_DETECTOR, tracking_uri_for
-from feedback.core.schema import LakePaths
 from feedback.ops.cluster import ClusterSpec, down, free_port, master_state
 from feedback.pipeline import run_pipeline
 from feedback.simulate import run as simulate

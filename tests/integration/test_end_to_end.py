@@ -19,7 +19,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from feedback.bronze.stream import BRONZE_QUERY_NAME
 from feedback.config import AppConfig, SimulationConfig, load_config
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.pipeline import run_pipeline
 from feedback.silver.stream import SILVER_QUERY_NAME
 from feedback.simulate import run as simulate

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, IngestConfig, ValidationConfig, replace_section
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.pipeline import run_pipeline
 
 from support.landing_data import event, write_lines

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, SessionizeConfig
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.gold.late_events import LateDate, date_ranges, late_dates, late_event_counts
 from feedback.pipeline import backfill_late_events, run_pipeline
 

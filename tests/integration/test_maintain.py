@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from feedback.cli import build_parser
 from feedback.config import AppConfig, MaintenanceConfig, replace_section
+from feedback.core.lake import LakePaths
 from feedback.core.schema import (
     BRONZE_CONSTRAINTS,
     BRONZE_PARTITION_COLUMNS,
@@ -18,7 +19,6 @@ from feedback.core.schema import (
     DEFECT_METRICS_SCHEMA,
     INGEST_BATCHES_SCHEMA,
     TABLE_COMMENTS,
-    LakePaths,
 )
 from feedback.core.tables import ensure_table
 from feedback.ops.maintain import LISTING_PARALLELISM, RETENTION_CHECK, MaintenanceReport, TableMaintenance, maintain_lake, run

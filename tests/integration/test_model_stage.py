@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.gold.aggregate import fold_into_gold
 from feedback.rephrase.evidence import Candidate, RephraseQuery, word_counts
 from feedback.rephrase.model import DetectorSettings, SpanRephraseDetector, base_model_dir, cap_tokens, score_isolating_failures

@@ -29,8 +29,8 @@ from PIL import Image
 from pyspark.sql import SparkSession
 
 from feedback.config import AppConfig, IngestConfig, SimulationConfig, ValidationConfig, replace_section
+from feedback.core.lake import LakePaths
 from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, REPHRASE_DETECTOR, configure_mlflow, tracking_uri_for
-from feedback.core.schema import LakePaths
 from feedback.ops.notebook_queries import (
     current_rewrites,
     diff_rewrites,

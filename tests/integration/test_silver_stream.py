@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.gold.aggregate import fold_into_gold, rebuild_gold
 from feedback.pipeline import backfill_days, run_pipeline
 from feedback.silver.sessionize import aggregate_sessions

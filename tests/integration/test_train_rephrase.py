@@ -17,8 +17,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, RephraseModelConfig, replace_section
+from feedback.core.lake import LakePaths
 from feedback.core.registry import REPHRASE_DETECTOR, champion_uri
-from feedback.core.schema import LakePaths
 from feedback.pipeline import run_pipeline
 from feedback.rephrase.model import SpanRephraseDetector, queries_from_pandas, scores_frame
 from feedback.rephrase.spark import champion_detector_dir, request_groups

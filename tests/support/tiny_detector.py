@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
+from feedback.core.lake import LakePaths
 from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, configure_mlflow, ensure_experiment
-from feedback.core.schema import LakePaths
 from feedback.rephrase.model import DetectorSettings, SpanRephraseDetector, base_model_dir
 from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
 from feedback.rephrase.train import EXPERIMENT

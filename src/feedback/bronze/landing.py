@@ -15,13 +15,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, IngestConfig, interval_seconds
-from feedback.core.schema import (
-    SKIP_HIDDEN,
-    SKIP_IN_SUB_FOLDER,
-    SKIP_NOT_MATCHING_GLOB,
-    SKIP_TOO_OLD,
-    LakePaths,
-)
+from feedback.core.lake import LakePaths
+from feedback.core.schema import SKIP_HIDDEN, SKIP_IN_SUB_FOLDER, SKIP_NOT_MATCHING_GLOB, SKIP_TOO_OLD
 
 LOG = logging.getLogger("feedback.bronze.landing")
 

@@ -27,6 +27,7 @@ from feedback.bronze.landing import read_landing, record_unread_files
 from feedback.bronze.validation import SUITE_NAME, BatchValidator, ValidationOutcome, batch_profile
 from feedback.config import AppConfig, IngestConfig, interval_seconds
 from feedback.core.checkpoints import checkpointed
+from feedback.core.lake import LakePaths
 from feedback.core.schema import (
     BRONZE_CONSTRAINTS,
     BRONZE_PARTITION_COLUMNS,
@@ -38,7 +39,6 @@ from feedback.core.schema import (
     REASON_FAILED_EXPECTATION,
     TABLE_COMMENTS,
     VALIDATION_RESULTS_SCHEMA,
-    LakePaths,
 )
 from feedback.core.tables import app_id_for, append_once, ensure_table, run_together
 

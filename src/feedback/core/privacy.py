@@ -45,7 +45,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from feedback.config import PrivacyConfig
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 
 LOG = logging.getLogger("feedback.core.privacy")
 

@@ -20,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 
 LOG = logging.getLogger(__name__)
 

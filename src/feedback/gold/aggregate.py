@@ -18,14 +18,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from feedback.core.checkpoints import checkpointed
+from feedback.core.lake import LakePaths
 from feedback.core.privacy import keyed_user_id
 from feedback.core.privacy import user_key as resolve_user_key
-from feedback.core.schema import (
-    DEFECT_METRICS_SCHEMA,
-    REPHRASE_PAIRS_SCHEMA,
-    UTTERANCE_DEFECTS_SCHEMA,
-    LakePaths,
-)
+from feedback.core.schema import DEFECT_METRICS_SCHEMA, REPHRASE_PAIRS_SCHEMA, UTTERANCE_DEFECTS_SCHEMA
 
 UNKNOWN = "unknown"
 

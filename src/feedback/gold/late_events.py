@@ -23,7 +23,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from feedback.config import AppConfig, SessionizeConfig, interval_seconds
-from feedback.core.schema import SILVER_PROGRESS_SCHEMA, TABLE_COMMENTS, LakePaths
+from feedback.core.lake import LakePaths
+from feedback.core.schema import SILVER_PROGRESS_SCHEMA, TABLE_COMMENTS
 from feedback.core.tables import app_id_for, ensure_table
 from feedback.gold.aggregate import rebuild_gold
 from feedback.silver.detect import PairScorer

@@ -16,8 +16,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig
+from feedback.core.lake import LakePaths
 from feedback.core.registry import QUERY_REWRITER, champion_version, configure_mlflow
-from feedback.core.schema import LakePaths
 from feedback.ops.serve import invoke, served_rewriter
 from feedback.pipeline import describe_lake, run_pipeline
 from feedback.rewrites.mine import run as mine_rewrites

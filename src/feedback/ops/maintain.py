@@ -25,7 +25,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from feedback.config import DELTA_SAFE_RETENTION_HOURS, AppConfig, MaintenanceConfig
-from feedback.core.schema import LakePaths, require_lake
+from feedback.core.lake import LakePaths, require_lake
 
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 VACUUM_LOGGING = "spark.databricks.delta.vacuum.logging.enabled"

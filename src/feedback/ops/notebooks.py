@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 
 NOTEBOOK_NAMES = ("defect_overview", "rewrite_review", "model_monitoring")
 KERNEL = "feedback-venv"

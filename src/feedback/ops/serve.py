@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from feedback.core.lake import LakePaths
 from feedback.core.registry import QUERY_REWRITER, champion_uri, tracking_uri_for
-from feedback.core.schema import LakePaths
 
 HOST = "127.0.0.1"
 

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from feedback.config import AppConfig, DetectConfig, RephraseModelConfig
-from feedback.core.schema import LakePaths
+from feedback.core.lake import LakePaths
 from feedback.rephrase.evidence import word_counts
 from feedback.rephrase.model import (
     CASCADE_SCOPES,

@@ -35,8 +35,8 @@ from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from feedback.config import AppConfig, RephraseModelConfig, replace_section
+from feedback.core.lake import LakePaths, require_lake
 from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
-from feedback.core.schema import LakePaths, require_lake
 from feedback.core.truth import read_truth
 from feedback.pipeline import run_pipeline
 from feedback.rephrase.evidence import RephraseQuery, query_texts, word_counts

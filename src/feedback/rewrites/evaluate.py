@@ -31,8 +31,8 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from feedback.core.lake import LakePaths, require_lake
 from feedback.core.registry import configure_mlflow
-from feedback.core.schema import LakePaths, require_lake
 from feedback.core.truth import read_truth
 from feedback.rewrites.pyfunc import load_table
 from feedback.silver.sessionize import normalize_utterance

@@ -43,15 +43,8 @@ from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, MiningConfig
 from feedback.core.checkpoints import release
-from feedback.core.schema import (
-    CHANGE_DATA_FEED,
-    REWRITE_VALUE_COLUMNS,
-    REWRITE_VETOES_SCHEMA,
-    REWRITES_SCHEMA,
-    TABLE_COMMENTS,
-    LakePaths,
-    require_lake,
-)
+from feedback.core.lake import LakePaths, require_lake
+from feedback.core.schema import CHANGE_DATA_FEED, REWRITE_VALUE_COLUMNS, REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, TABLE_COMMENTS
 from feedback.core.tables import ensure_table
 from feedback.rewrites.chain import (
     CANDIDATE_SCHEMA,

@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 
 from feedback.config import AppConfig, MiningConfig
+from feedback.core.lake import LakePaths
 from feedback.core.registry import (
     QUERY_REWRITER,
     apply_champion_rule,
@@ -34,7 +35,6 @@ from feedback.core.registry import (
     configure_mlflow,
     ensure_experiment,
 )
-from feedback.core.schema import LakePaths
 from feedback.rewrites import evaluate as rewrite_eval
 from feedback.rewrites.pyfunc import ARTIFACT_KEY, load_table, model_signature, table_from_frame
 

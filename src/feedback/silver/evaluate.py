@@ -15,7 +15,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from feedback.core.schema import LakePaths, require_lake
+from feedback.core.lake import LakePaths, require_lake
 from feedback.core.truth import read_truth
 
 

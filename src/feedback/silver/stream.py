@@ -27,6 +27,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from feedback.config import AppConfig, DetectConfig, SessionizeConfig
 from feedback.core.checkpoints import checkpointed
+from feedback.core.lake import LakePaths
 from feedback.core.schema import (
     CHANGE_DATA_FEED,
     DEFECT_METRICS_SCHEMA,
@@ -37,7 +38,6 @@ from feedback.core.schema import (
     SILVER_TURNS_SCHEMA,
     TABLE_COMMENTS,
     UTTERANCE_DEFECTS_SCHEMA,
-    LakePaths,
 )
 from feedback.core.tables import app_id_for, append_once, ensure_table, idempotent_writes
 from feedback.silver.detect import (

@@ -13,8 +13,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, ConfigError, PrivacyConfig, load_config
+from feedback.core.lake import LakePaths
 from feedback.core.privacy import keyed_user_id, published, user_key
-from feedback.core.schema import LakePaths
 from feedback.gold.aggregate import rephrase_pairs_increment, utterance_defects_increment
 from feedback.ops.notebook_queries import chains_behind, top_defective_utterances
 

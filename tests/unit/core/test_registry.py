@@ -9,6 +9,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from feedback.core.lake import LakePaths
 from feedback.core.registry import (
     CHAMPION_ALIAS,
     apply_champion_rule,
@@ -18,7 +19,6 @@ from feedback.core.registry import (
     ensure_experiment,
     tracking_uri_for,
 )
-from feedback.core.schema import LakePaths
 
 MODEL = "test-model"
 

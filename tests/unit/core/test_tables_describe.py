@@ -17,6 +17,7 @@ from pyspark.testing import assertDataFrameEqual
 from feedback.bronze.stream import ensure_bronze_tables
 from feedback.config import AppConfig
 from feedback.core.checkpoints import persistent_rdd_ids
+from feedback.core.lake import LakePaths
 from feedback.core.schema import (
     BRONZE_CONSTRAINTS,
     BRONZE_PARTITION_COLUMNS,
@@ -36,7 +37,6 @@ from feedback.core.schema import (
     TABLE_COMMENTS,
     UTTERANCE_DEFECTS_SCHEMA,
     VALIDATION_RESULTS_SCHEMA,
-    LakePaths,
 )
 from feedback.gold.aggregate import fold_into_gold
 from feedback.gold.late_events import ensure_progress_table

@@ -17,7 +17,8 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, ConfigError, MiningConfig, replace_section
-from feedback.core.schema import REWRITE_VETOES_SCHEMA, SILVER_PARTITION_COLUMNS, LakePaths
+from feedback.core.lake import LakePaths
+from feedback.core.schema import REWRITE_VETOES_SCHEMA, SILVER_PARTITION_COLUMNS
 from feedback.rewrites.chain import (
     CANDIDATE_SCHEMA,
     absorption_probabilities,

@@ -20,8 +20,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from feedback.config import AppConfig, MiningConfig, replace_section
+from feedback.core.lake import LakePaths
 from feedback.core.registry import CHAMPION_ALIAS, QUERY_REWRITER, champion_uri, configure_mlflow
-from feedback.core.schema import SILVER_PARTITION_COLUMNS, LakePaths
+from feedback.core.schema import SILVER_PARTITION_COLUMNS
 from feedback.core.truth import read_truth
 from feedback.ops.serve import invoke, served_rewriter
 from feedback.rewrites.evaluate import RewriteEvaluation, evaluate_rewrites, implicit_traffic, truth_traffic
