@@ -15,10 +15,6 @@ import datetime as dt
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +32,8 @@ from feedback.pipeline import backfill_late_events, run_pipeline
 from feedback.rewrites.mine import mine_rewrites
 from feedback.rewrites.mine import run as mine
 from feedback.simulate import run as simulate
+
+from support.drivers import KILLED, kill_driver_when
 
 # About 20 minutes on 2 cores (a dozen driver starts): `make test-chaos`, not part of `make test`.
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(3000)]
@@ -64,29 +62,12 @@ def commits(table: str) -> int:
 
 
 def kill_at(arguments: list[str], point: KillPoint, paths: LakePaths, timeout_s: float = 120.0) -> str:
-    """Start ``feedback ARGUMENTS``, SIGKILL it at ``point``; returns what happened ("killed", "finished first")."""
+    """Start ``feedback ARGUMENTS``, SIGKILL it at ``point``; returns what happened (``support.drivers``)."""
     table = getattr(paths, point.table) if point.table else None
     before = commits(table) if table else 0
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "feedback.cli", *arguments],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    return kill_driver_when(
+        arguments, lambda: table is None or commits(table) > before, timeout_s=timeout_s, delay_s=point.delay_s
     )
-    try:
-        deadline = time.monotonic() + timeout_s
-        while table is not None and commits(table) <= before:
-            if driver.poll() is not None:
-                return "finished first"
-            if time.monotonic() > deadline:
-                return "not reached"
-            time.sleep(0.05)
-        time.sleep(point.delay_s)
-        return "killed" if driver.poll() is None else "finished first"
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
 
 
 def kill_points(seed: int) -> list[KillPoint]:
@@ -145,7 +126,7 @@ def test_a_driver_killed_again_and_again_ends_with_the_clean_run_tables(spark: S
     backfill_late_events(spark, config, paths)
     mine(spark, config, paths)
 
-    killed = [o for o in outcomes if o["outcome"] == "killed"]
+    killed = [o for o in outcomes if o["outcome"] == KILLED]
     report = os.environ.get("FEEDBACK_CHAOS_REPORT")
     if report:
         Path(report).write_text(json.dumps({"kills": outcomes}, indent=2))

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +17,8 @@ from feedback.core.lake import LakePaths
 from feedback.pipeline import run_pipeline
 from feedback.silver.stream import SILVER_QUERY_NAME
 from feedback.simulate import run as simulate
+
+from support.drivers import KILLED, kill_driver_when
 
 pytestmark = pytest.mark.slow
 
@@ -95,28 +91,6 @@ def batch_in_flight(checkpoint: str, first: int) -> bool:
     return any(batch >= first for batch in planned - done)
 
 
-def kill_driver_when(arguments: list[str], ready: Callable[[], bool], what: str, timeout_s: float) -> None:
-    """Run ``feedback ARGUMENTS`` as a driver process and SIGKILL it as soon as ``ready()`` holds."""
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "feedback.cli", *arguments],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            if driver.poll() is not None:
-                pytest.fail(f"the driver exited early with {driver.returncode}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the driver did not commit {what} in time")
-            time.sleep(0.05)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    assert driver.returncode == -signal.SIGKILL
-
-
 def test_sigkill_of_the_driver_mid_stream_loses_and_duplicates_nothing(
     spark: SparkSession, app_config: AppConfig, traffic: Path, tmp_path: Path
 ) -> None:
@@ -131,12 +105,12 @@ def test_sigkill_of_the_driver_mid_stream_loses_and_duplicates_nothing(
         )
     )
     # Three micro-batches committed, kill inside a later one (its offsets written, its commit not).
-    kill_driver_when(
+    outcome = kill_driver_when(
         ["stream", "--events", str(traffic / "events"), "--lake", str(lake), "--conf", str(conf)],
         lambda: batch_in_flight(LakePaths.at(lake).checkpoint(BRONZE_QUERY_NAME), 3),
-        "three bronze batches",
         timeout_s=240,
     )
+    assert outcome == KILLED, f"inside the fourth bronze batch: {outcome}"
 
     batches_before = spark.read.format("delta").load(LakePaths.at(lake).ingest_batches).count()
     files = len(list((traffic / "events").glob("*.jsonl")))
@@ -198,12 +172,12 @@ def test_a_backlog_drains_in_bounded_batches_and_a_killed_driver_resumes_where_i
 
     killed = tmp_path / "killed"
     # Two silver batches committed, kill the driver inside a later one.
-    kill_driver_when(
+    outcome = kill_driver_when(
         ["pipeline", "--events", str(events), "--lake", str(killed), "--conf", str(conf)],
         lambda: batch_in_flight(LakePaths.at(killed).checkpoint(SILVER_QUERY_NAME), 2),
-        "two silver batches",
         timeout_s=300,
     )
+    assert outcome == KILLED, f"inside the third silver batch: {outcome}"
     assert 2 <= spark.read.format("delta").load(LakePaths.at(killed).silver_batches).count() < with_turns
 
     run_pipeline(spark, config, events, LakePaths.at(killed))
