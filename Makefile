@@ -20,7 +20,7 @@ setup:
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m feedback.core.jars
 
-## test: the whole suite (real Spark, Delta, Great Expectations, a standalone cluster, the notebooks; about 35 minutes on 2 cores) except the chaos test
+## test: the whole suite (real Spark, Delta, Great Expectations, a standalone cluster, the notebooks; about 40 minutes on 2 cores) except the chaos test
 test:
 	$(PY) -m pytest -m "not chaos"
 
