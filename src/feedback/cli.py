@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from feedback.ops.demo import run as run_demo
 
-            print(run_demo(spark, config, args.workdir))
+            print(run_demo(spark, config, args.workdir, LakePaths.at(args.workdir / "lake")))
         else:
             # The one place a --lake path becomes a lake: everything below takes LakePaths.
             _run_on_lake(spark, config, args, LakePaths.at(args.lake))

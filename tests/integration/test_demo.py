@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from feedback.config import AppConfig, SimulationConfig, replace_section
+from feedback.core.lake import LakePaths
 from feedback.ops.demo import UNKNOWN_REQUEST
 from feedback.ops.demo import run as demo
 
@@ -20,7 +21,7 @@ def test_the_demo_goes_from_simulated_traffic_to_a_served_rewrite(
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = replace_section(app_config, simulation=SimulationConfig(users=40, days=3, seed=11))
-    report = demo(spark, config, tmp_path / "demo")
+    report = demo(spark, config, tmp_path / "demo", LakePaths.at(tmp_path / "demo" / "lake"))
     lake = tmp_path / "demo" / "lake"
     rewrites = spark.read.format("delta").load(str(lake / "gold" / "rewrites"))
     best = rewrites.orderBy(rewrites.support_users.desc(), rewrites.probability.desc(), rewrites.source_utterance).first()

@@ -51,10 +51,9 @@ def serve_one_rewrite(spark: SparkSession, lake: LakePaths, log_path: Path) -> s
     )
 
 
-def run(spark: SparkSession, config: AppConfig, workdir: Path) -> str:
-    """Simulate into ``workdir/traffic``, run everything into ``workdir/lake`` (both replaced); the report."""
+def run(spark: SparkSession, config: AppConfig, workdir: Path, lake: LakePaths) -> str:
+    """Simulate into ``workdir/traffic``, run everything into ``lake`` (both replaced); the report."""
     traffic = workdir / "traffic"
-    lake = LakePaths(str((workdir / "lake").resolve()))  # the demo lays out its own lake inside workdir
     for stale in (traffic, Path(lake.root)):
         if stale.exists():
             shutil.rmtree(stale)
