@@ -32,6 +32,14 @@ test-chaos:
 test-fast:
 	$(PY) -m pytest tests/unit
 
+## kafka-up: start a local single-node Kafka broker (KRaft) under .kafka/ and print its bootstrap servers
+kafka-up:
+	$(PY) -m feedback.ops.kafka up --root .kafka
+
+## kafka-down: stop the local Kafka broker (its topics stay for the next kafka-up)
+kafka-down:
+	$(PY) -m feedback.ops.kafka down --root .kafka
+
 ## demo: simulate a week of traffic, run the pipeline into demo/lake, print every table, mine and register rewrites, serve one over HTTP on 127.0.0.1
 demo:
 	$(VENV)/bin/feedback demo --workdir demo
@@ -49,7 +57,7 @@ bench-ingest:
 	$(PY) benchmarks/bench_ingest.py --users 2700 --days 7 --workdir bench/ingest
 
 clean:
-	rm -rf demo bench spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf .kafka demo bench spark-warehouse metastore_db derby.log .pytest_cache
 
 ## bench-pipeline: events/s through bronze -> silver -> gold on local[2]; state and batch time at three sizes
 bench-pipeline:
