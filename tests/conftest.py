@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from feedback.config import AppConfig, IngestConfig, SparkConfig, ValidationConfig, replace_section
 from feedback.core.spark import build_spark
+from feedback.ops.kafka import Broker, start_broker, stop_broker
 
 from support.spark_settings import TEST_SPARK
 
@@ -41,3 +42,13 @@ def app_config() -> AppConfig:
 @pytest.fixture()
 def lake_dir(tmp_path: Path) -> Path:
     return tmp_path / "lake"
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A real single-node Kafka broker on free ports for the whole session, always stopped at the end."""
+    root = tmp_path_factory.mktemp("kafka")
+    try:
+        yield start_broker(root)
+    finally:
+        stop_broker(root)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from feedback.config import AppConfig, load_config
+from feedback.config import INGEST_SOURCES, AppConfig, load_config
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -53,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conf(simulate)
 
     for name, text in (
-        ("pipeline", "process every file now in --events through every stage, then exit"),
-        ("stream", "keep processing files as they land in --events until interrupted"),
+        ("pipeline", "process every event now in the source (--events, or the Kafka topic) through every stage, then exit"),
+        ("stream", "keep processing events as they arrive (files in --events, or the Kafka topic) until interrupted"),
     ):
         command = commands.add_parser(name, help=text)
-        command.add_argument("--events", type=Path, required=True, help="landing directory of *.jsonl files")
+        command.add_argument("--events", type=Path, default=None, help="landing directory of *.jsonl files (source files)")
         command.add_argument("--lake", type=Path, required=True, help="root directory of the Delta lake")
+        command.add_argument(
+            "--source", choices=INGEST_SOURCES, default=None, help="files (--events) or kafka (ingest.kafka.*); overrides ingest.source"
+        )
         _add_conf(command)
 
     backfill = commands.add_parser("backfill", help="recompute silver and gold for whole days from bronze")
@@ -118,9 +121,15 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from error
 
 
-def _simulation_overrides(args: argparse.Namespace) -> dict[str, object]:
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The configuration the flags set: simulation size and seed, the bronze source."""
+    overrides: dict[str, object] = {}
     section = {key: getattr(args, key) for key in ("users", "days", "seed", "vocabulary") if getattr(args, key, None) is not None}
-    return {"simulation": section} if section else {}
+    if section:
+        overrides["simulation"] = section
+    if getattr(args, "source", None) is not None:
+        overrides["ingest"] = {"source": args.source}
+    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "backfill" and (args.first_day is None) != (args.last_day is None):
         parser.error("backfill: --from and --to go together (or use --late)")
     _configure_logging(args.verbose)
-    config: AppConfig = load_config(args.conf, _simulation_overrides(args))
+    config: AppConfig = load_config(args.conf, _overrides(args))
+    if args.command in ("pipeline", "stream") and (config.ingest.source == "kafka") == (args.events is not None):
+        parser.error(f"{args.command}: give --events with ingest.source files, and leave it out with kafka")
 
     if args.command == "simulate":
         from feedback.simulate import run as simulate

@@ -151,6 +151,34 @@ class ValidationConfig:
         )
 
 
+INGEST_SOURCES = ("files", "kafka")
+KAFKA_STARTING_OFFSETS = ("earliest", "latest")
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """The Kafka topic bronze reads when ``ingest.source`` is ``kafka`` (one contract-v1 JSON event per message value)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "interactions"
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int = 100_000
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.bootstrap_servers.strip()), "ingest.kafka.bootstrap_servers", "must be non-empty", self.bootstrap_servers)
+        _require(bool(self.topic.strip()), "ingest.kafka.topic", "must be non-empty", self.topic)
+        _require(
+            self.starting_offsets in KAFKA_STARTING_OFFSETS or self.starting_offsets.lstrip().startswith("{"),
+            "ingest.kafka.starting_offsets",
+            "must be earliest, latest or Spark's JSON of offsets per partition",
+            self.starting_offsets,
+        )
+        _require(self.max_offsets_per_trigger >= 1, "ingest.kafka.max_offsets_per_trigger", "must be >= 1", self.max_offsets_per_trigger)
+        reserved = sorted(set(self.options) & {"kafka.bootstrap.servers", "subscribe", "startingOffsets", "maxOffsetsPerTrigger"})
+        _require(not reserved, "ingest.kafka.options", "must not repeat the settings above", reserved)
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """Landing files -> bronze/quarantine."""
@@ -164,6 +192,8 @@ class IngestConfig:
     max_file_age: str = "3650 days"
     max_line_bytes: int = 64 * 1024
     max_future_skew: str = "15 minutes"
+    source: str = "files"
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def __post_init__(self) -> None:
@@ -185,6 +215,7 @@ class IngestConfig:
         _require(_interval_ok(self.max_file_age), "ingest.max_file_age", "must be like '3650 days'", self.max_file_age)
         _require(_interval_ok(self.max_future_skew), "ingest.max_future_skew", "must be like '15 minutes'", self.max_future_skew)
         _require(self.max_line_bytes >= 1024, "ingest.max_line_bytes", "must be >= 1024", self.max_line_bytes)
+        _require(self.source in INGEST_SOURCES, "ingest.source", f"must be one of {INGEST_SOURCES}", self.source)
 
 
 VOCABULARIES = ("all", "train", "heldout")

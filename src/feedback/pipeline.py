@@ -71,7 +71,14 @@ def _attach_progress_logger(spark: SparkSession) -> None:
         _LISTENERS[key] = listener
 
 
-def _check_events_dir(events_dir: str | Path) -> str:
+def _check_events_dir(config: AppConfig, events_dir: str | Path | None) -> str | None:
+    """The landing folder as an absolute path; None when bronze reads Kafka (``ingest.source``)."""
+    if config.ingest.source == "kafka":
+        if events_dir is not None:
+            raise ValueError(f"events_dir: ingest.source is kafka, so {events_dir} would not be read; leave it out")
+        return None
+    if events_dir is None:
+        raise ValueError("events_dir: ingest.source is files: give the landing folder (--events)")
     events = Path(events_dir)
     if not events.is_dir():
         raise ValueError(f"events_dir: {events} is not a directory")
@@ -79,10 +86,10 @@ def _check_events_dir(events_dir: str | Path) -> str:
 
 
 def start_queries(
-    spark: SparkSession, config: AppConfig, events_dir: str | Path, lake: LakePaths, available_now: bool
+    spark: SparkSession, config: AppConfig, events_dir: str | Path | None, lake: LakePaths, available_now: bool
 ) -> list[StreamingQuery]:
-    """Start every stage's streaming query, upstream first."""
-    events = _check_events_dir(events_dir)
+    """Start every stage's streaming query, upstream first (``events_dir`` None: bronze reads Kafka)."""
+    events = _check_events_dir(config, events_dir)
     require_lake(lake)
     user_key(lake)  # fail before any query starts when the lake has no usable key for gold's user sketches
     _attach_progress_logger(spark)
@@ -132,7 +139,7 @@ def summarize(spark: SparkSession, lake: LakePaths) -> PipelineSummary:
     return PipelineSummary(ingest=summarize_ingest(spark, lake), silver=summarize_silver(spark, lake))
 
 
-def run_pipeline(spark: SparkSession, config: AppConfig, events_dir: str | Path, lake: LakePaths) -> PipelineSummary:
+def run_pipeline(spark: SparkSession, config: AppConfig, events_dir: str | Path | None, lake: LakePaths) -> PipelineSummary:
     """Process everything now in ``events_dir`` through every stage (Trigger.AvailableNow), then return."""
     queries = start_queries(spark, config, events_dir, lake, available_now=True)
     for query in queries:
@@ -144,7 +151,7 @@ def run_pipeline(spark: SparkSession, config: AppConfig, events_dir: str | Path,
 def run_stream(
     spark: SparkSession,
     config: AppConfig,
-    events_dir: str | Path,
+    events_dir: str | Path | None,
     lake: LakePaths,
     stop_event: threading.Event | None = None,
 ) -> PipelineSummary:

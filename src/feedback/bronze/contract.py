@@ -27,6 +27,7 @@ from feedback.core.schema import (
     REASON_MISSING_FIELD,
     REASON_NOT_JSON,
     REASON_NOT_OBJECT,
+    REASON_NULL_VALUE,
     REASON_OUT_OF_RANGE,
     REASON_TOO_LONG,
     REASON_TRUNCATED_JSON,
@@ -219,16 +220,23 @@ def parse_events(
         raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
     if not max_future_skew_s >= 0:
         raise ValueError(f"max_future_skew_s must be >= 0, got {max_future_skew_s}")
-    line = F.col("value")
+    line = F.coalesce(F.col("value"), F.lit(""))
     line_bytes = F.octet_length(line).cast("long")
     line_state = (
-        F.when(line_bytes > max_line_bytes, F.lit(REASON_LINE_TOO_LONG))
+        F.when(F.col("value").isNull(), F.lit(REASON_NULL_VALUE))
+        .when(line_bytes > max_line_bytes, F.lit(REASON_LINE_TOO_LONG))
         .when(~F.is_valid_utf8(line), F.lit(REASON_INVALID_UTF8))
     )
+    offset = F.col("source_offset") if "source_offset" in lines.columns else F.lit(None).cast("long")
     landed = landed_at if landed_at is not None else F.current_timestamp()
     latest_ts = F.col("landed_at") + F.make_dt_interval(secs=F.lit(float(max_future_skew_s)))
     framed = lines.select(
-        "value", "source_file", line_bytes.alias("line_bytes"), line_state.alias("_line_state"), landed.alias("landed_at")
+        line.alias("value"),
+        "source_file",
+        offset.alias("source_offset"),
+        line_bytes.alias("line_bytes"),
+        line_state.alias("_line_state"),
+        landed.alias("landed_at"),
     ).withColumn("_latest_ts", latest_ts)
     readable = F.col("_line_state").isNull()
     fast = framed.select(
@@ -237,6 +245,7 @@ def parse_events(
         .otherwise(line)
         .alias("raw"),
         "source_file",
+        "source_offset",
         "line_bytes",
         # One unbroken base64 string (Spark's base64 may wrap MIME lines every 76 characters).
         F.when(
@@ -260,7 +269,7 @@ def parse_events(
         .when(F.col("_payload").isNull(), F.lit(REASON_NOT_JSON))
         .when(~is_object, F.lit(REASON_NOT_OBJECT))
     )
-    kept = ("raw", "source_file", "line_bytes", "raw_base64", "landed_at", "_latest_ts")
+    kept = ("raw", "source_file", "source_offset", "line_bytes", "raw_base64", "landed_at", "_latest_ts")
     split = with_payload.select(
         *kept,
         "_fast",
@@ -311,6 +320,7 @@ def parse_events(
         *values,
         F.col("raw"),
         F.col("source_file"),
+        F.col("source_offset"),
         reasons.alias("reasons"),
         F.col("raw_base64"),
         F.col("line_bytes"),

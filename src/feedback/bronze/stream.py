@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from feedback.bronze.contract import parse_events, split_valid
+from feedback.bronze.kafka_source import read_kafka
 from feedback.bronze.landing import read_landing, record_unread_files
 from feedback.bronze.validation import SUITE_NAME, BatchValidator, ValidationOutcome, batch_profile
 from feedback.config import AppConfig, IngestConfig, interval_seconds
@@ -281,6 +282,7 @@ def quarantine_rows(lines: DataFrame, ingest_time: Column, batch_tag: str) -> Da
         F.lit(batch_tag).alias("ingest_batch"),
         "raw_base64",
         "line_bytes",
+        "source_offset",
     )
 
 
@@ -536,21 +538,30 @@ def bronze_writer(config: AppConfig, lake: LakePaths, landing_dir: str | None = 
 def start_bronze_stream(
     spark: SparkSession,
     config: AppConfig,
-    events_dir: str,
+    events_dir: str | None,
     lake: LakePaths,
     available_now: bool,
     writer: BronzeBatchWriter | None = None,
 ) -> StreamingQuery:
-    """Start the landing -> bronze query (availableNow for batch runs, processing time for streams).
+    """Start the source -> bronze query (availableNow for batch runs, processing time for streams).
 
-    ``writer`` defaults to ``bronze_writer(config, lake)``; tests pass one that fails on purpose.
+    The source is ``ingest.source``: the landing folder ``events_dir`` or the Kafka topic of
+    ``ingest.kafka`` (``events_dir`` None). ``writer`` defaults to ``bronze_writer``; tests pass
+    one that fails on purpose.
     """
     ensure_bronze_tables(spark, lake)
-    # Recorded now as well: a folder where nothing matches never runs a batch.
-    record_unread_files(spark, lake, events_dir, config.ingest, app_id_for(lake.checkpoint(BRONZE_QUERY_NAME)), -1)
+    if config.ingest.source == "kafka":
+        if events_dir is not None:
+            raise ValueError("events_dir: ingest.source is kafka, so no landing folder is read; pass None")
+        source = read_kafka(spark, config.ingest.kafka)
+    else:
+        if events_dir is None:
+            raise ValueError("events_dir: ingest.source is files, so a landing folder is needed")
+        # Recorded now as well: a folder where nothing matches never runs a batch.
+        record_unread_files(spark, lake, events_dir, config.ingest, app_id_for(lake.checkpoint(BRONZE_QUERY_NAME)), -1)
+        source = read_landing(spark, events_dir, config)
     stream = (
-        read_landing(spark, events_dir, config)
-        .writeStream.queryName(BRONZE_QUERY_NAME)
+        source.writeStream.queryName(BRONZE_QUERY_NAME)
         .foreachBatch(writer or bronze_writer(config, lake, events_dir))
         .option("checkpointLocation", lake.checkpoint(BRONZE_QUERY_NAME))
     )

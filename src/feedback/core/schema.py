@@ -100,6 +100,7 @@ REASON_BLANK_UTTERANCE = "blank_utterance"
 REASON_UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
 REASON_INVALID_UTF8 = "invalid_utf8"
 REASON_LINE_TOO_LONG = "too_long:line"
+REASON_NULL_VALUE = "null_value"  # a Kafka message without a value (a tombstone)
 REASON_FAILED_EXPECTATION = "failed_expectation"  # "failed_expectation:<expectation>": the batch failed the gate
 
 # ISO-8601 date-time that must carry an offset or Z (a bare local time is ambiguous).
@@ -145,7 +146,8 @@ _BRONZE_COMMENTS = {
     "response_duration_ms": "Milliseconds the response played (>= 0); null for media that keeps playing, or when absent.",
     "explicit_feedback": "Feedback the user gave explicitly: positive or negative; null when none.",
     "raw": "The whole landing line as read, unknown fields included, so nothing the producer sent is lost.",
-    "source_file": "Path of the landing file the line came from.",
+    "source_file": "Path of the landing file the line came from, or kafka://<topic>/<partition> for a Kafka message.",
+    "source_offset": "Offset of the Kafka message in its partition; null for a line of a landing file.",
     "ingest_time": "When the bronze micro-batch that wrote the row ran (UTC).",
     "ingest_batch": "The micro-batch that wrote the row, as '<app id>:<batch id>': tells a replayed batch from a duplicate.",
 }
@@ -165,6 +167,7 @@ BRONZE_SCHEMA = StructType(
         _column("source_file", StringType(), False, _BRONZE_COMMENTS["source_file"]),
         _column("ingest_time", TimestampType(), False, _BRONZE_COMMENTS["ingest_time"]),
         _column("ingest_batch", StringType(), False, _BRONZE_COMMENTS["ingest_batch"]),
+        _column("source_offset", LongType(), True, _BRONZE_COMMENTS["source_offset"]),
     ]
 )
 BRONZE_PARTITION_COLUMNS = ("event_date",)
@@ -231,12 +234,13 @@ QUARANTINE_SCHEMA = StructType(
             "Every contract rule the line breaks, as reason codes (docs/events.md); failed_expectation:<name> for a valid line of a batch that failed the gate.",
         ),
         _column("event_id", StringType(), True, "The line's event_id when one could be read; else null."),
-        _column("source_file", StringType(), False, "Path of the landing file the line came from."),
+        _column("source_file", StringType(), False, _BRONZE_COMMENTS["source_file"]),
         _column("ingest_time", TimestampType(), False, "When the bronze micro-batch that rejected the line ran (UTC)."),
         _column("ingest_date", DateType(), False, "UTC date of ingest_time; the partition column."),
         _column("ingest_batch", StringType(), False, "The micro-batch that rejected the line, as '<app id>:<batch id>'."),
         _column("raw_base64", StringType(), True, "The line's exact bytes in base64 for an invalid_utf8 line; else null."),
         _column("line_bytes", LongType(), True, "Length of the line in bytes, as it arrived."),
+        _column("source_offset", LongType(), True, _BRONZE_COMMENTS["source_offset"]),
     ]
 )
 QUARANTINE_PARTITION_COLUMNS = ("ingest_date",)
