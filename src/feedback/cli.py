@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     rewrites.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     _add_conf(rewrites)
 
+    replay = commands.add_parser("replay", help="publish landing files to a Kafka topic at a steady rate (demos, tests, soak runs)")
+    replay.add_argument("--to-kafka", action="store_true", required=True, help="publish to Kafka (the only target)")
+    replay.add_argument("--events", type=Path, required=True, help="landing directory, e.g. the events/ of `feedback simulate`")
+    replay.add_argument("--topic", default=None, help="topic (default: ingest.kafka.topic)")
+    replay.add_argument("--rate", type=float, default=0.0, help="messages per second (0: as fast as the broker takes them)")
+    replay.add_argument("--bootstrap-servers", default=None, help="default: ingest.kafka.bootstrap_servers")
+    _add_conf(replay)
+
     veto = commands.add_parser("veto-rewrite", help="rule out a rewrite (or every rewrite of a source) for later mining runs")
     veto.add_argument("--lake", type=Path, required=True)
     veto.add_argument("--source", required=True, help="the source utterance (normalized like silver)")
@@ -141,6 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config: AppConfig = load_config(args.conf, _overrides(args))
     if args.command in ("pipeline", "stream") and (config.ingest.source == "kafka") == (args.events is not None):
         parser.error(f"{args.command}: give --events with ingest.source files, and leave it out with kafka")
+
+    if args.command == "replay":
+        from feedback.ops.replay import replay
+
+        kafka = config.ingest.kafka
+        report = replay(args.events, args.bootstrap_servers or kafka.bootstrap_servers, args.topic or kafka.topic, args.rate)
+        print(report.render())
+        return 0
 
     if args.command == "simulate":
         from feedback.simulate import run as simulate
