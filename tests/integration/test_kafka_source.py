@@ -63,3 +63,5 @@ def test_poison_messages_are_quarantined_and_the_good_ones_land(
         F.sum("lines_read"), F.sum("bronze_inserted"), F.sum("quarantined"), F.sum("duplicates_in_batch")
     ).first()
     assert tuple(totals) == (14, 10, 4, 0)
+    offsets = [r["source_offsets"] for r in spark.read.format("delta").load(lake.ingest_batches).collect()]
+    assert offsets == ['{"kafka://poison/0": [0, 13]}']

@@ -181,6 +181,19 @@ def whole_batch_counts(totals: LineTotals) -> BatchCounts:
     return BatchCounts(totals.files, totals.lines, 0, totals.lines, 0, 0)
 
 
+def offset_ranges(parsed: DataFrame) -> str | None:
+    """The first and last ``source_offset`` per ``source_file`` (Kafka partition) of a batch, as JSON; None without offsets."""
+    rows = (
+        parsed.filter(F.col("source_offset").isNotNull())
+        .groupBy("source_file")
+        .agg(F.min("source_offset").alias("first"), F.max("source_offset").alias("last"))
+        .collect()
+    )
+    if not rows:
+        return None
+    return json.dumps({row["source_file"]: [int(row["first"]), int(row["last"])] for row in sorted(rows, key=lambda r: r["source_file"])})
+
+
 def line_totals(parsed: DataFrame) -> LineTotals:
     """Count a ``parse_events`` batch in one aggregation (lines, rejected lines, files, valid event dates)."""
     valid_row = F.size("reasons") == 0
@@ -297,13 +310,18 @@ INGEST_BATCH_RECORD = (
     "app_id string, batch_id long, files long, lines_read long, bronze_inserted long, "
     "quarantined long, duplicates_in_batch long, duplicates_existing long, validation_run boolean, "
     "validation_success boolean, validation_failed_expectations array<string>, "
-    "validation_seconds double, batch_seconds double"
+    "validation_seconds double, batch_seconds double, source_offsets string"
 )
 """The columns of ``ingest_batch_record`` (``_ops/ingest_batches`` less ``ingest_time``)."""
 
 
 def ingest_batch_record(
-    app_id: str, batch_id: int, counts: BatchCounts, outcome: ValidationOutcome | None, batch_seconds: float
+    app_id: str,
+    batch_id: int,
+    counts: BatchCounts,
+    outcome: ValidationOutcome | None,
+    batch_seconds: float,
+    source_offsets: str | None = None,
 ) -> tuple[object, ...]:
     """The ``_ops/ingest_batches`` row of one micro-batch, in ``INGEST_BATCH_RECORD`` order."""
     return (
@@ -320,6 +338,7 @@ def ingest_batch_record(
         list(outcome.failed_expectations) if outcome else [],
         outcome.seconds if outcome else 0.0,
         batch_seconds,
+        source_offsets,
     )
 
 
@@ -400,6 +419,7 @@ class BronzeBatchWriter:
         # Parsed once with its lineage cut, so the writes and GX below do not re-plan or re-parse it.
         with checkpointed(self._parse(batch)) as parsed:
             timer.mark("parse")
+            offsets = offset_ranges(parsed) if "source_offset" in batch.columns else None
             outcome = self._gate(spark, parsed, batch_id, ingest_time)
             timer.mark("validate")
             if outcome is not None and not outcome.success:
@@ -407,7 +427,7 @@ class BronzeBatchWriter:
             else:
                 counts = self._write(spark, parsed, batch_id, batch_tag, ingest_time, timer)
         elapsed = time.perf_counter() - started
-        record = spark.createDataFrame([ingest_batch_record(self.app_id, batch_id, counts, outcome, elapsed)], INGEST_BATCH_RECORD)
+        record = spark.createDataFrame([ingest_batch_record(self.app_id, batch_id, counts, outcome, elapsed, offsets)], INGEST_BATCH_RECORD)
         record = record.withColumn("ingest_time", ingest_time).select(*INGEST_BATCHES_SCHEMA.fieldNames())
         self._append(record, self.lake.ingest_batches, "ops", batch_id)
         if self.landing_dir is not None:

@@ -289,6 +289,10 @@ INGEST_BATCHES_SCHEMA = StructType(
         ),
         _column("validation_seconds", DoubleType(), False, "Seconds the gate took; 0 when it did not run."),
         _column("batch_seconds", DoubleType(), False, "Wall-clock seconds of the whole micro-batch."),
+        _column(
+            "source_offsets", StringType(), True,
+            'Kafka offsets the micro-batch read, as JSON {"kafka://<topic>/<partition>": [first, last]}; null for landing files.',
+        ),
     ]
 )
 

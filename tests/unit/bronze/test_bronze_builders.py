@@ -48,9 +48,10 @@ def test_a_failed_gate_quarantines_every_line() -> None:
 def test_ingest_batch_record_with_and_without_validation() -> None:
     counts = BatchCounts(2, 10, 7, 2, 1, 0)
     assert ingest_batch_record("app", 4, counts, OUTCOME, 1.25) == (
-        "app", 4, 2, 10, 7, 2, 1, 0, True, False, ["a(x)", "b"], 0.5, 1.25
+        "app", 4, 2, 10, 7, 2, 1, 0, True, False, ["a(x)", "b"], 0.5, 1.25, None
     )
-    assert ingest_batch_record("app", 5, counts, None, 2.0) == ("app", 5, 2, 10, 7, 2, 1, 0, False, None, [], 0.0, 2.0)
+    assert ingest_batch_record("app", 5, counts, None, 2.0) == ("app", 5, 2, 10, 7, 2, 1, 0, False, None, [], 0.0, 2.0, None)
+    assert ingest_batch_record("app", 6, counts, None, 2.0, '{"kafka://t/0": [3, 9]}')[-1] == '{"kafka://t/0": [3, 9]}'
 
 
 def test_validation_record_keeps_the_failed_expectations_as_json() -> None:
