@@ -78,8 +78,9 @@ def test_duplicate_stats_tells_replayed_ids_from_earlier_ones(spark: SparkSessio
 
 def test_failed_gate_rows_keep_a_broken_lines_reasons_and_give_valid_lines_the_failed_expectations(spark: SparkSession) -> None:
     parsed = spark.createDataFrame(
-        [("good", [], "e1", "f1", None, 4), ("bad", ["not_json"], None, "f1", None, 3)],
-        "raw string, reasons array<string>, event_id string, source_file string, raw_base64 string, line_bytes int",
+        [("good", [], "e1", "f1", None, 4, None), ("bad", ["not_json"], None, "f1", None, 3, None)],
+        "raw string, reasons array<string>, event_id string, source_file string, raw_base64 string, line_bytes int, "
+        "source_offset long",
     )
     ingest_time = F.to_timestamp(F.lit("2026-11-02 10:00:00"))
     rows = failed_gate_rows(parsed, ("a(x)", "b"), ingest_time, "app:4").select("raw", "reasons", "ingest_date", "ingest_batch")
