@@ -34,15 +34,19 @@ test-fast:
 
 ## kafka-up: start a local single-node Kafka broker (KRaft) under .kafka/ and print its bootstrap servers
 kafka-up:
-	$(PY) -m feedback.ops.kafka up --root .kafka
+	$(VENV)/bin/feedback kafka up --root .kafka
 
 ## kafka-down: stop the local Kafka broker (its topics stay for the next kafka-up)
 kafka-down:
-	$(PY) -m feedback.ops.kafka down --root .kafka
+	$(VENV)/bin/feedback kafka down --root .kafka
 
 ## demo: simulate a week of traffic, run the pipeline into demo/lake, print every table, mine and register rewrites, serve one over HTTP on 127.0.0.1
 demo:
 	$(VENV)/bin/feedback demo --workdir demo
+
+## demo-kafka: the same simulated week through a local Kafka broker: up, replay, the pipeline from the topic, every table, down
+demo-kafka:
+	$(VENV)/bin/feedback demo-kafka --workdir demo
 
 ## notebooks-html: run the analyst notebooks on NOTEBOOK_LAKE (default demo/lake: run `make demo` first) and render them, plots included, to docs/notebooks/*.html
 notebooks-html:

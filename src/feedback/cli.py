@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from feedback.config import INGEST_SOURCES, AppConfig, load_config
+from feedback.ops.kafka import add_commands as add_kafka_commands
+from feedback.ops.kafka import run_command as run_kafka_command
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -116,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument("--lake", type=Path, required=True)
     _add_conf(maintain)
 
+    demo_kafka = commands.add_parser(
+        "demo-kafka", help="the demo week through Kafka: a local broker, replay, the pipeline from the topic, every table"
+    )
+    demo_kafka.add_argument("--workdir", type=Path, default=Path("demo"), help="where the traffic and the lake (kafka-lake/) go")
+    demo_kafka.add_argument(
+        "--broker-root", type=Path, default=Path(".kafka"), help="the broker's folder: one running there is used, else one is started and stopped"
+    )
+    _add_conf(demo_kafka)
+
+    kafka = commands.add_parser("kafka", help="start or stop a local single-node Kafka broker (KRaft), for demos, tests and benchmarks")
+    add_kafka_commands(kafka)
+
     demo = commands.add_parser("demo", help="simulate a week of traffic, run the pipeline, mine and register rewrites, serve one over HTTP")
     demo.add_argument("--workdir", type=Path, default=Path("demo"), help="where the traffic and the lake go")
     _add_conf(demo)
@@ -158,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.render())
         return 0
 
+    if args.command == "kafka":
+        print(run_kafka_command(args))
+        return 0
+
     if args.command == "simulate":
         from feedback.simulate import run as simulate
 
@@ -174,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from feedback.ops.demo import run as run_demo
 
             print(run_demo(spark, config, args.workdir, LakePaths.at(args.workdir / "lake")))
+        elif args.command == "demo-kafka":
+            from feedback.ops.demo import run_kafka
+
+            print(run_kafka(spark, config, args.workdir, LakePaths.at(args.workdir / "kafka-lake"), args.broker_root))
         else:
             # The one place a --lake path becomes a lake: everything below takes LakePaths.
             _run_on_lake(spark, config, args, LakePaths.at(args.lake))

@@ -7,17 +7,21 @@ and one request it does not know, print both, stop the server.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from feedback.config import AppConfig
+from feedback.config import AppConfig, replace_section
 from feedback.core.lake import LakePaths
 from feedback.core.registry import QUERY_REWRITER, champion_version, configure_mlflow
+from feedback.ops.kafka import running_broker, start_broker, stop_broker
+from feedback.ops.replay import replay
 from feedback.ops.serve import invoke, served_rewriter
 from feedback.pipeline import describe_lake, run_pipeline
 from feedback.rewrites.mine import run as mine_rewrites
@@ -64,3 +68,36 @@ def run(spark: SparkSession, config: AppConfig, workdir: Path, lake: LakePaths) 
     return "\n\n".join(
         [f"simulated: {simulation}", summary.render(), describe_lake(spark, lake, config.privacy.min_users), mining.render(), served]
     )
+
+
+DEMO_TOPIC = "demo-interactions"
+
+
+def run_kafka(spark: SparkSession, config: AppConfig, workdir: Path, lake: LakePaths, broker_root: Path) -> str:
+    """The same week through Kafka: replay into a fresh topic, the pipeline from the topic, the tables.
+
+    A broker already running under ``broker_root`` (``make kafka-up``) is used and left running;
+    otherwise one is started there and always stopped at the end. Each run publishes to a topic
+    of its own, so a rerun never reads an earlier run's messages into its fresh ``lake``.
+    """
+    traffic = workdir / "traffic"
+    for stale in (traffic, Path(lake.root)):
+        if stale.exists():
+            shutil.rmtree(stale)
+    simulation = simulate(config.simulation, traffic)
+    broker = running_broker(broker_root)
+    started_here = broker is None
+    if broker is None:
+        broker = start_broker(broker_root)
+    topic = f"{DEMO_TOPIC}-{time.strftime('%Y%m%d%H%M%S')}"
+    try:
+        replayed = replay(traffic / "events", broker.bootstrap_servers, topic)
+        kafka = dataclasses.replace(config.ingest.kafka, bootstrap_servers=broker.bootstrap_servers, topic=topic)
+        from_kafka = replace_section(config, ingest=dataclasses.replace(config.ingest, source="kafka", kafka=kafka))
+        summary = run_pipeline(spark, from_kafka, None, lake)
+        tables = describe_lake(spark, lake, config.privacy.min_users)
+    finally:
+        if started_here:
+            stop_broker(broker_root)
+    ending = "kafka broker stopped" if started_here else f"kafka broker left running at {broker.bootstrap_servers}"
+    return "\n\n".join([f"simulated: {simulation}", replayed.render(), summary.render(), tables, ending])

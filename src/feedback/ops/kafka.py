@@ -231,21 +231,29 @@ def _reap(pid: int) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m feedback.ops.kafka", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """The ``up`` and ``down`` commands, shared by ``feedback kafka`` and ``python -m feedback.ops.kafka``."""
+    commands = parser.add_subparsers(dest="kafka_command", required=True)
     up = commands.add_parser("up", help="start the broker and wait until it accepts connections")
     up.add_argument("--root", type=Path, default=Path(".kafka"))
     up.add_argument("--port", type=int, default=0, help="PLAINTEXT port (0: a free one)")
     up.add_argument("--controller-port", type=int, default=0, help="KRaft controller port (0: a free one)")
     down = commands.add_parser("down", help="stop the broker (its topics stay for the next up)")
     down.add_argument("--root", type=Path, default=Path(".kafka"))
-    args = parser.parse_args(argv)
-    if args.command == "up":
+
+
+def run_command(args: argparse.Namespace) -> str:
+    """Carry out a parsed ``up`` or ``down``; what happened, in one line."""
+    if args.kafka_command == "up":
         broker = start_broker(args.root, args.port, args.controller_port)
-        print(f"kafka broker up: bootstrap servers {broker.bootstrap_servers} (pid {broker.pid}, files in {broker.root})")
-    else:
-        print("kafka broker stopped" if stop_broker(args.root) else "no kafka broker was running")
+        return f"kafka broker up: bootstrap servers {broker.bootstrap_servers} (pid {broker.pid}, files in {broker.root})"
+    return "kafka broker stopped" if stop_broker(args.root) else "no kafka broker was running"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m feedback.ops.kafka", description=__doc__.split("\n\n")[0])
+    add_commands(parser)
+    print(run_command(parser.parse_args(argv)))
     return 0
 
 
