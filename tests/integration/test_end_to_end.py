@@ -18,7 +18,7 @@ from feedback.pipeline import run_pipeline
 from feedback.silver.stream import SILVER_QUERY_NAME
 from feedback.simulate import run as simulate
 
-from support.drivers import KILLED, kill_driver_when
+from support.drivers import KILLED, batch_in_flight, kill_driver_when
 
 pytestmark = pytest.mark.slow
 
@@ -80,15 +80,6 @@ def test_simulated_week_lands_exactly_once_with_every_reject_explained(
     summary = run_pipeline(spark, app_config, traffic / "events", LakePaths.at(tmp_path / "lake")).ingest
     check_lake(spark, traffic, tmp_path / "lake", summary)
     assert summary["failed_validations"] == 0
-
-
-def batch_in_flight(checkpoint: str, first: int) -> bool:
-    """Whether the query of ``checkpoint`` has planned a micro-batch ``>= first`` (its offsets are
-    written) that it has not committed yet: the driver is inside that batch."""
-    offsets, commits = Path(checkpoint) / "offsets", Path(checkpoint) / "commits"
-    planned = {int(p.name) for p in offsets.glob("[0-9]*")} if offsets.is_dir() else set()
-    done = {int(p.name) for p in commits.glob("[0-9]*")} if commits.is_dir() else set()
-    return any(batch >= first for batch in planned - done)
 
 
 def test_sigkill_of_the_driver_mid_stream_loses_and_duplicates_nothing(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.config import AppConfig, KafkaConfig, SimulationConfig, replace_section
@@ -15,25 +15,7 @@ from feedback.ops.replay import replay
 from feedback.pipeline import run_pipeline
 from feedback.simulate import run as simulate
 
-# Columns that record when, from where or by which batch a row was written: they differ by source.
-PROVENANCE = {"ingest_time", "ingest_batch", "source_file", "source_offset", "processed_at", "ingest_date"}
-
-
-def comparable(spark: SparkSession, lake: LakePaths) -> dict[str, DataFrame]:
-    tables = {
-        "bronze": lake.bronze,
-        "quarantine": lake.quarantine,
-        "silver": lake.silver_turns,
-        "defect_metrics": lake.defect_metrics,
-        "utterance_defects": lake.utterance_defects,
-        "rephrase_pairs": lake.rephrase_pairs,
-    }
-    frames = {}
-    for name, path in tables.items():
-        frame = spark.read.format("delta").load(path)
-        frame = frame.drop(*[c for c in frame.columns if c in PROVENANCE or c.endswith("_sketch")])
-        frames[name] = frame
-    return frames
+from support.kafka_lakes import comparable
 
 
 def test_a_simulated_week_through_kafka_equals_the_same_week_through_files(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 KILLED = "killed"
 FINISHED_FIRST = "finished first"
@@ -40,3 +41,18 @@ def kill_driver_when(arguments: list[str], ready: Callable[[], bool], timeout_s:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+
+
+def batch_in_flight(checkpoint: str, first: int) -> bool:
+    """Whether the query of ``checkpoint`` has planned a micro-batch ``>= first`` (its offsets are
+    written) that it has not committed yet: the driver is inside that batch."""
+    offsets, commits = Path(checkpoint) / "offsets", Path(checkpoint) / "commits"
+    planned = {int(p.name) for p in offsets.glob("[0-9]*")} if offsets.is_dir() else set()
+    done = {int(p.name) for p in commits.glob("[0-9]*")} if commits.is_dir() else set()
+    return any(batch >= first for batch in planned - done)
+
+
+def committed_batches(checkpoint: str) -> int:
+    """How many micro-batches the query of ``checkpoint`` has committed."""
+    commits = Path(checkpoint) / "commits"
+    return len(list(commits.glob("[0-9]*"))) if commits.is_dir() else 0
