@@ -61,7 +61,7 @@ def small_lake(spark: SparkSession, root: Path, *, bronze: bool) -> LakePaths:
     ensure_table(spark, lake.defect_metrics, DEFECT_METRICS_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["defect_metrics"])
     for batch in range(3):
         spark.createDataFrame(
-            [("app", batch, HOUR, 1, 10, 9, 1, 0, 0, True, True, [], 0.5, 2.0)], INGEST_BATCHES_SCHEMA
+            [("app", batch, HOUR, 1, 10, 9, 1, 0, 0, True, True, [], 0.5, 2.0, None)], INGEST_BATCHES_SCHEMA
         ).coalesce(1).write.format("delta").mode("append").save(lake.ingest_batches)
         spark.createDataFrame(
             [(HOUR + dt.timedelta(hours=batch), "music", "PlayMusic", "speaker", 4, 1, 1, 0, 0, 0.25)], DEFECT_METRICS_SCHEMA

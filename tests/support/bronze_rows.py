@@ -41,6 +41,7 @@ def bronze_row(event_id: str = "e1", at_s: float = 0.0, **fields: object) -> dic
         "source_file": "file:/landing/events-1.jsonl",
         "ingest_time": START + dt.timedelta(hours=1),
         "ingest_batch": "test-app:0",
+        "source_offset": None,
     }
     unknown = set(fields) - set(row)
     if unknown:
