@@ -44,7 +44,7 @@ kafka-down:
 demo:
 	$(VENV)/bin/feedback demo --workdir demo
 
-## demo-kafka: the same simulated week through a local Kafka broker: up, replay, the pipeline from the topic, every table, down
+## demo-kafka: the simulated week through Kafka: replay into a fresh topic, the pipeline from the topic, every table (uses the kafka-up broker, else starts and stops its own)
 demo-kafka:
 	$(VENV)/bin/feedback demo-kafka --workdir demo
 

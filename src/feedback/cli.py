@@ -159,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "backfill" and (args.first_day is None) != (args.last_day is None):
         parser.error("backfill: --from and --to go together (or use --late)")
+    if args.command == "kafka":
+        print(run_kafka_command(args))
+        return 0
     _configure_logging(args.verbose)
     config: AppConfig = load_config(args.conf, _overrides(args))
     if args.command in ("pipeline", "stream") and (config.ingest.source == "kafka") == (args.events is not None):
@@ -170,10 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         kafka = config.ingest.kafka
         report = replay(args.events, args.bootstrap_servers or kafka.bootstrap_servers, args.topic or kafka.topic, args.rate)
         print(report.render())
-        return 0
-
-    if args.command == "kafka":
-        print(run_kafka_command(args))
         return 0
 
     if args.command == "simulate":
