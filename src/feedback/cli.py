@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--topic", default=None, help="topic (default: ingest.kafka.topic)")
     replay.add_argument("--rate", type=float, default=0.0, help="messages per second (0: as fast as the broker takes them)")
     replay.add_argument("--bootstrap-servers", default=None, help="default: ingest.kafka.bootstrap_servers")
+    replay.add_argument(
+        "--in-event-time", action="store_true", help="send each event when its ts falls due, its ts shifted to now (gaps and late events kept)"
+    )
     _add_conf(replay)
 
     veto = commands.add_parser("veto-rewrite", help="rule out a rewrite (or every rewrite of a source) for later mining runs")
@@ -171,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from feedback.ops.replay import replay
 
         kafka = config.ingest.kafka
-        report = replay(args.events, args.bootstrap_servers or kafka.bootstrap_servers, args.topic or kafka.topic, args.rate)
+        report = replay(
+            args.events, args.bootstrap_servers or kafka.bootstrap_servers, args.topic or kafka.topic, args.rate, in_event_time=args.in_event_time
+        )
         print(report.render())
         return 0
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+from kafka import KafkaConsumer
+
 from pyspark.sql import SparkSession
 
-from feedback.ops.kafka import accepts_connections, running_broker, start_broker, stop_broker
+from feedback.ops.kafka import Broker, accepts_connections, running_broker, start_broker, stop_broker
+from feedback.ops.replay import replay
 
 
 def test_the_broker_serves_spark_and_keeps_its_topics_across_a_restart(spark: SparkSession, tmp_path: Path) -> None:
@@ -32,3 +36,33 @@ def test_the_broker_serves_spark_and_keeps_its_topics_across_a_restart(spark: Sp
     finally:
         stop_broker(root)
     assert stop_broker(root) is False
+
+
+def test_replay_in_event_time_keeps_the_gaps_and_stamps_the_send_time(kafka_broker: Broker, tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    lines = [
+        {"event_id": "a", "user_id": "u1", "ts": "2026-11-03T02:00:00.000Z"},
+        {"event_id": "b", "user_id": "u1", "ts": "2026-11-03T02:00:01.500Z"},
+        {"event_id": "late", "user_id": "u2", "ts": "2026-11-03T01:59:58.250Z"},
+    ]
+    (events / "0001.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n", encoding="utf-8")
+    before = dt.datetime.now(dt.timezone.utc)
+    report = replay(events, kafka_broker.bootstrap_servers, "event-time", progress=False, in_event_time=True)
+    after = dt.datetime.now(dt.timezone.utc)
+    assert report.messages == 4
+
+    consumer = KafkaConsumer(
+        "event-time", bootstrap_servers=kafka_broker.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=10000
+    )
+    received = sorted((message.offset, message.partition, message.value) for message in consumer)
+    consumer.close()
+    values = [value for _, _, value in received]
+    assert b"not json" in values
+    stamped = {record["event_id"]: record for record in (json.loads(v) for v in values if v != b"not json")}
+    assert set(stamped) == {"a", "b", "late"}
+    ts = {key: dt.datetime.fromisoformat(record["ts"].replace("Z", "+00:00")) for key, record in stamped.items()}
+    assert before - dt.timedelta(milliseconds=1) <= ts["a"] <= after
+    assert ts["b"] - ts["a"] == dt.timedelta(milliseconds=1500)
+    assert ts["a"] - ts["late"] == dt.timedelta(milliseconds=1750)
+    assert {key: record["user_id"] for key, record in stamped.items()} == {"a": "u1", "b": "u1", "late": "u2"}

@@ -4,11 +4,17 @@ The files are read in name order, which for the simulator's output is arrival or
 line becomes one message, so late files become late messages and duplicate lines duplicate
 messages. A message is keyed by its ``user_id`` when the line has one, so one user's events
 stay in one partition, in order; a line that is not JSON goes unkeyed.
+
+In event time (``event_time=True``) a message is sent when its ``ts`` falls due, counted from
+the first event's ``ts``, and its ``ts`` is shifted by the same amount to the wall clock: the
+traffic arrives as if it were happening now, with its gaps, bursts and late events kept. This
+is what latency is measured against (event ``ts`` to the row in silver).
 """
 
 from __future__ import annotations
 
 import gzip
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -58,14 +64,40 @@ def file_lines(path: Path) -> Iterator[bytes]:
             yield line
 
 
-def message_key(line: bytes) -> bytes | None:
-    """The line's ``user_id`` as the message key; None when the line is no JSON object with a string user_id."""
+def json_object(line: bytes) -> dict[str, object] | None:
+    """The line as a JSON object; None for anything else (malformed lines are sent as they are)."""
     try:
         record = json.loads(line)
     except (ValueError, UnicodeDecodeError):
         return None
-    user = record.get("user_id") if isinstance(record, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def message_key(record: dict[str, object] | None) -> bytes | None:
+    """The record's ``user_id`` as the message key; None without a non-empty string user_id."""
+    user = record.get("user_id") if record is not None else None
     return user.encode("utf-8") if isinstance(user, str) and user else None
+
+
+def event_time(record: dict[str, object] | None) -> dt.datetime | None:
+    """The record's ``ts`` as an aware datetime; None when it has none that parses."""
+    ts = record.get("ts") if record is not None else None
+    if not isinstance(ts, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def iso_utc(moment: dt.datetime) -> str:
+    """``moment`` as the contract writes a ``ts``: ISO 8601 UTC with milliseconds and ``Z``.
+
+    >>> iso_utc(dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone.utc))
+    '2026-01-02T03:04:05.678Z'
+    """
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def paced(count: int, rate: float, started: float) -> float:
@@ -79,13 +111,19 @@ def paced(count: int, rate: float, started: float) -> float:
     return started + count / rate
 
 
-def replay(events_dir: Path, bootstrap_servers: str, topic: str, rate: float = 0.0, progress: bool = True) -> ReplayReport:
+def replay(
+    events_dir: Path, bootstrap_servers: str, topic: str, rate: float = 0.0, progress: bool = True, in_event_time: bool = False
+) -> ReplayReport:
     """Publish every line of ``events_dir`` to ``topic``, ``rate`` messages per second (0: as fast as possible).
 
+    ``in_event_time``: each event is sent when its ``ts`` falls due and stamped with that moment
+    (see the module's docstring); ``rate`` must then be 0. Lines without a ``ts`` go out at once.
     Waits until the broker acknowledged every message (``acks=all``) before returning.
     """
     if rate < 0:
         raise ValueError(f"rate must be >= 0, got {rate}")
+    if in_event_time and rate:
+        raise ValueError(f"rate must be 0 with in_event_time (the events' ts set the pace), got {rate}")
     if not topic:
         raise ValueError("topic must be non-empty")
     files = landing_files(events_dir)
@@ -94,15 +132,25 @@ def replay(events_dir: Path, bootstrap_servers: str, topic: str, rate: float = 0
     )
     sent = 0
     started = time.monotonic()
+    wall_started = dt.datetime.now(dt.timezone.utc)
+    first_event: dt.datetime | None = None
     try:
         with tqdm(desc=f"replay to {topic}", unit="msg", disable=not progress) as bar:
             for path in files:
                 for line in file_lines(path):
+                    record = json_object(line)
                     due = paced(sent, rate, started)
+                    moment = event_time(record) if in_event_time else None
+                    if moment is not None and record is not None:
+                        first_event = first_event or moment
+                        offset = moment - first_event
+                        due = started + offset.total_seconds()
+                        record["ts"] = iso_utc(wall_started + offset)
+                        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
                     wait = due - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
-                    producer.send(topic, value=line, key=message_key(line))
+                    producer.send(topic, value=line, key=message_key(record))
                     sent += 1
                     bar.update(1)
         producer.flush()
