@@ -10,7 +10,7 @@ CLUSTER_DIR ?= .cluster
 CLUSTER_PORT ?= 7077
 CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down
+.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -78,6 +78,10 @@ bench-pipeline-model:
 ## bench-rewrites: rewrite mining (components, sparse absorbing-chain solves, thresholds, MERGE) on synthetic rephrase graphs of 10k, 100k and 1M states on local[2]
 bench-rewrites:
 	$(PY) benchmarks/bench_rewrites.py --states 10000 100000 1000000 --workdir bench/rewrites --json bench/rewrites/results.json
+
+## bench-kafka: `feedback stream` from a local broker while 2,000 events/s are replayed in event time for 10 minutes (lag, latency), then a 1.2M-message backlog through bronze (about 25 minutes)
+bench-kafka:
+	$(PY) benchmarks/bench_kafka.py --rate 2000 --minutes 10 --workdir bench/kafka
 
 ## cluster-up: a Spark standalone master and two 1-core workers on 127.0.0.1 from the installed pyspark (state in .cluster/)
 cluster-up:
