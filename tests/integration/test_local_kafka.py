@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 from kafka import KafkaConsumer
-
 from pyspark.sql import SparkSession
 
-from feedback.ops.kafka import Broker, accepts_connections, running_broker, start_broker, stop_broker
+from feedback.ops.kafka import Broker, accepts_connections, ensure_topic, running_broker, start_broker, stop_broker
 from feedback.ops.replay import replay
 
 
@@ -66,3 +65,11 @@ def test_replay_in_event_time_keeps_the_gaps_and_stamps_the_send_time(kafka_brok
     assert ts["b"] - ts["a"] == dt.timedelta(milliseconds=1500)
     assert ts["a"] - ts["late"] == dt.timedelta(milliseconds=1750)
     assert {key: record["user_id"] for key, record in stamped.items()} == {"a": "u1", "b": "u1", "late": "u2"}
+
+
+def test_ensure_topic_creates_a_topic_once(kafka_broker: Broker) -> None:
+    assert ensure_topic(kafka_broker.bootstrap_servers, "ensured", partitions=3) is True
+    assert ensure_topic(kafka_broker.bootstrap_servers, "ensured", partitions=3) is False
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap_servers)
+    assert consumer.partitions_for_topic("ensured") == {0, 1, 2}
+    consumer.close()

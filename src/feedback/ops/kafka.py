@@ -231,6 +231,24 @@ def _reap(pid: int) -> None:
         pass
 
 
+def ensure_topic(bootstrap_servers: str, topic: str, partitions: int = 2) -> bool:
+    """Create ``topic`` unless it exists (whether it was created). A stream subscribed to a topic
+    that does not exist yet fails with ``UnknownTopicOrPartitionException``: create it first."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()
+
+
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """The ``up`` and ``down`` commands, shared by ``feedback kafka`` and ``python -m feedback.ops.kafka``."""
     commands = parser.add_subparsers(dest="kafka_command", required=True)

@@ -13,8 +13,8 @@ is what latency is measured against (event ``ts`` to the row in silver).
 
 from __future__ import annotations
 
-import gzip
 import datetime as dt
+import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -135,7 +135,7 @@ def replay(
     wall_started = dt.datetime.now(dt.timezone.utc)
     first_event: dt.datetime | None = None
     try:
-        with tqdm(desc=f"replay to {topic}", unit="msg", disable=not progress) as bar:
+        with tqdm(desc=f"replay to {topic}", unit="msg", disable=not progress, mininterval=1.0) as bar:
             for path in files:
                 for line in file_lines(path):
                     record = json_object(line)

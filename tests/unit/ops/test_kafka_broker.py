@@ -49,3 +49,14 @@ def test_the_broker_and_connector_jars_are_pinned() -> None:
         "commons-pool2-2.12.1.jar",
     ]
     assert SPARK_JARS[-4:] == KAFKA_CONNECTOR_JARS
+
+
+def test_feedback_kafka_parses_up_and_down_with_their_defaults() -> None:
+    from feedback.cli import build_parser
+
+    up = build_parser().parse_args(["kafka", "up", "--port", "19092"])
+    assert (up.command, up.kafka_command, up.root, up.port, up.controller_port) == ("kafka", "up", Path(".kafka"), 19092, 0)
+    down = build_parser().parse_args(["kafka", "down", "--root", "/tmp/broker"])
+    assert (down.kafka_command, down.root) == ("down", Path("/tmp/broker"))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["kafka"])
