@@ -30,7 +30,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from feedback.ops.processes import free_port as any_free_port
+from feedback.ops.processes import process_alive
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -123,11 +125,8 @@ def spark_home() -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    check_host(host)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A TCP port nobody listens on right now (the OS picks it), on a checked host."""
+    return any_free_port(check_host(host))
 
 
 def daemon_env(spec: ClusterSpec, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -241,19 +240,6 @@ def _read_pid(pid_file: Path) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (0 or less, as an empty pid file reads, never does)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def up(spec: ClusterSpec, timeout_s: float = 120.0) -> dict[str, object]:
     """Start the master and the workers, wait until every worker registered; returns the saved state.
 
@@ -262,7 +248,7 @@ def up(spec: ClusterSpec, timeout_s: float = 120.0) -> dict[str, object]:
         TimeoutError: the workers did not register in time (the daemons are stopped again).
     """
     root = spec.root.resolve()
-    running = [p for p in _pid_files(root) if _alive(_read_pid(p))]
+    running = [p for p in _pid_files(root) if process_alive(_read_pid(p))]
     if running:
         raise RuntimeError(f"a cluster is already running under {root} ({', '.join(p.name for p in running)}); run `down` first")
     for sub in ("logs", "pids", "work"):
@@ -331,12 +317,12 @@ def down(root: Path, timeout_s: float = 60.0) -> list[str]:
     for pid_file in ordered:
         pid = _read_pid(pid_file)
         command, _, instance = pid_file.name.removeprefix(f"spark-{IDENT}-").removesuffix(".pid").rpartition("-")
-        if _alive(pid):
+        if process_alive(pid):
             _daemon(env, "stop", command, int(instance))
             deadline = time.monotonic() + timeout_s
-            while _alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
             stopped.append(f"{command.rsplit('.', 1)[-1]} {instance} (pid {pid})")
         pid_file.unlink(missing_ok=True)

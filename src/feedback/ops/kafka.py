@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from feedback.core.jars import broker_jar_paths
+from feedback.ops.processes import free_port, process_alive
 
 STATE_FILE = "broker.json"
 PROPERTIES_FILE = "server.properties"
@@ -81,13 +82,6 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def accepts_connections(port: int, timeout_s: float = 0.5) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
@@ -108,23 +102,13 @@ def _class_path() -> str:
     return os.pathsep.join(str(path) for path in broker_jar_paths())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_broker(root: Path) -> Broker | None:
     """The broker ``broker.json`` under ``root`` names, if its process is alive."""
     state = root / STATE_FILE
     if not state.is_file():
         return None
     broker = Broker(**json.loads(state.read_text(encoding="utf-8")))
-    return broker if _alive(broker.pid) else None
+    return broker if process_alive(broker.pid) else None
 
 
 def _format_storage(root: Path, properties: Path) -> None:
@@ -211,12 +195,12 @@ def stop_broker(root: Path, timeout_s: float = 30.0, kill: bool = False) -> bool
     if broker is not None:
         os.killpg(broker.pid, signal.SIGKILL if kill else signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _alive(broker.pid) and time.monotonic() < deadline:
+        while process_alive(broker.pid) and time.monotonic() < deadline:
             _reap(broker.pid)
             time.sleep(0.2)
-        if _alive(broker.pid):
+        if process_alive(broker.pid):
             os.killpg(broker.pid, signal.SIGKILL)
-            while _alive(broker.pid):
+            while process_alive(broker.pid):
                 _reap(broker.pid)
                 time.sleep(0.1)
     (root / STATE_FILE).unlink(missing_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,9 @@ from typing import Any
 
 from feedback.core.lake import LakePaths
 from feedback.core.registry import QUERY_REWRITER, champion_uri, tracking_uri_for
+from feedback.ops.processes import free_port
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_ping(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -67,7 +60,7 @@ def served_rewriter(lake: LakePaths, log_path: Path, model_uri: str | None = Non
 
     The server's output goes to ``log_path``; it is stopped when the block ends.
     """
-    port = free_port()
+    port = free_port(HOST)
     bin_dir = str(Path(sys.executable).parent)  # the server runs `uvicorn` from PATH: this venv's
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri_for(lake), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     command = [
