@@ -275,7 +275,8 @@ def soak(args: argparse.Namespace, traffic: Path, workdir: Path, bootstrap: str,
         "offered_events_per_s": messages / float(report.seconds),  # type: ignore[attr-defined]
         "messages": messages,
         "replay_seconds": float(report.seconds),  # type: ignore[attr-defined]
-        "ingested_events_per_s": samples[-1].bronze_read / samples[-1].seconds if samples else 0.0,
+        # Events in silver per second, from the start of the replay until silver had read everything.
+        "end_to_end_events_per_s": None if drained_at is None else samples[-1].silver_read / drained_at,
         "drained_after_replay_s": None if drained_at is None else drained_at - replay_seconds,
         "max_bronze_lag": max((s.bronze_lag for s in samples), default=0),
         "max_silver_lag": max((s.silver_lag for s in samples), default=0),
@@ -294,7 +295,8 @@ def lake_latency(lake: LakePaths, args: argparse.Namespace) -> dict[str, dict[st
         seconds = lambda end, start: F.col(end).cast("double") - F.col(start).cast("double")  # noqa: E731
         # A bronze row is readable once its micro-batch has committed: ingest_time + batch_seconds.
         batches = spark.read.format("delta").load(lake.ingest_batches).select(
-            F.concat_ws(":", "app_id", F.col("batch_id").cast("string")).alias("ingest_batch"), (F.col("ingest_time").cast("double") + F.col("batch_seconds")).alias("committed")
+            F.concat_ws(":", "app_id", F.col("batch_id").cast("string")).alias("ingest_batch"),
+            (F.col("ingest_time").cast("double") + F.col("batch_seconds")).alias("committed"),
         )
         bronze = [
             r[0]
