@@ -98,12 +98,12 @@ def sessions_of(events_dir: Path) -> tuple[list[list[dict[str, object]]], list[b
     for events in by_device.values():
         events.sort(key=lambda pair: pair[0])
         current: list[dict[str, object]] = []
-        last: dt.datetime | None = None
+        start = last = events[0][0]
         for moment, record in events:
-            if last is not None and (moment - last).total_seconds() > SESSION_GAP_S:
+            if (moment - last).total_seconds() > SESSION_GAP_S:
                 sessions.append(current)
-                current = []
-            current.append({**record, "_offset": 0.0 if not current else (moment - event_time(current[0])).total_seconds()})
+                current, start = [], moment
+            current.append({**record, "_offset": (moment - start).total_seconds()})
             last = moment
         sessions.append(current)
     return sessions, noise

@@ -5,7 +5,7 @@ line becomes one message, so late files become late messages and duplicate lines
 messages. A message is keyed by its ``user_id`` when the line has one, so one user's events
 stay in one partition, in order; a line that is not JSON goes unkeyed.
 
-In event time (``event_time=True``) a message is sent when its ``ts`` falls due, counted from
+In event time (``in_event_time=True``) a message is sent when its ``ts`` falls due, counted from
 the first event's ``ts``, and its ``ts`` is shifted by the same amount to the wall clock: the
 traffic arrives as if it were happening now, with its gaps, bursts and late events kept. This
 is what latency is measured against (event ``ts`` to the row in silver).
