@@ -1,6 +1,6 @@
 """Entry point for scheduled simulations: write contract-v1 traffic and its ground truth.
 
-    python jobs/simulate.py --out DIR [--users N] [--days D] [--seed S] [--conf FILE]
+    python jobs/simulate.py --out DIR [--users N] [--days D] [--seed S] [--corpus snips|sgd] [--conf FILE]
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="all intents and slot values, or the training / held-out part (simulation.heldout_*)",
     )
+    simulate.add_argument("--corpus", choices=("snips", "sgd"), default=None, help="the corpus requests are composed from (simulation.corpus)")
     _add_conf(simulate)
 
     for name, text in (
@@ -149,7 +150,7 @@ def _date(text: str) -> dt.date:
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     """The configuration the flags set: simulation size and seed, the bronze source."""
     overrides: dict[str, object] = {}
-    section = {key: getattr(args, key) for key in ("users", "days", "seed", "vocabulary") if getattr(args, key, None) is not None}
+    section = {key: getattr(args, key) for key in ("users", "days", "seed", "vocabulary", "corpus") if getattr(args, key, None) is not None}
     if section:
         overrides["simulation"] = section
     if getattr(args, "source", None) is not None:

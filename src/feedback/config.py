@@ -219,6 +219,7 @@ class IngestConfig:
 
 
 VOCABULARIES = ("all", "train", "heldout")
+CORPORA = ("snips", "sgd")
 """``all``: every intent and value; ``train``: without the held-out intents and values; ``heldout``: only those."""
 
 
@@ -244,8 +245,9 @@ class SimulationConfig:
     explicit_feedback_rate: float = 0.03
     max_attempts: int = 3
     silent_give_up_rate: float = 0.2
+    corpus: str = "snips"
     vocabulary: str = "all"
-    heldout_intents: tuple[str, ...] = ("RateBook", "SearchScreeningEvent")
+    heldout_intents: tuple[str, ...] = ()
     heldout_value_share: float = 0.3
 
     def __post_init__(self) -> None:
@@ -258,7 +260,7 @@ class SimulationConfig:
             "must be in (0, 1)",
             self.heldout_value_share,
         )
-        _require(len(self.heldout_intents) > 0, "simulation.heldout_intents", "must be non-empty", self.heldout_intents)
+        _require(self.corpus in CORPORA, "simulation.corpus", f"must be one of {CORPORA}", self.corpus)
         _require(self.users >= 1, "simulation.users", "must be >= 1", self.users)
         _require(self.days >= 1, "simulation.days", "must be >= 1", self.days)
         _require(self.sessions_per_user_day > 0, "simulation.sessions_per_user_day", "must be > 0", self.sessions_per_user_day)

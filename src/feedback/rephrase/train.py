@@ -139,7 +139,7 @@ def prepare_simulation(
     base = Path(lake.training) / name
     sim_config = replace(config.simulation, users=users, days=days, seed=seed, vocabulary=vocabulary)
     manifest_path = base / "traffic" / "manifest.json"
-    wanted = {"vocabulary": vocabulary, "users": users, "days": days, "seed": seed}
+    wanted = {"vocabulary": vocabulary, "users": users, "days": days, "seed": seed, "corpus": sim_config.corpus}
     if not manifest_path.is_file() or any(json.loads(manifest_path.read_text()).get(k) != v for k, v in wanted.items()):
         LOG.info("simulating %s: %d households x %d days, seed %d, vocabulary %s", name, users, days, seed, vocabulary)
         if base.exists():

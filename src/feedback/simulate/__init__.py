@@ -1,7 +1,8 @@
 """Traffic simulator: the project's demo, test and training data.
 
-Simulates households talking to a voice assistant built on the SNIPS intents (vendored under
-``feedback/resources/snips``) plus system commands, with systematic and random ASR errors, NLU
+Simulates households talking to a voice assistant built on the intents of one corpus
+(``simulation.corpus``: SNIPS or Schema-Guided Dialogue, vendored under ``feedback/resources``;
+see ``feedback.simulate.corpus``) plus system commands, with systematic and random ASR errors, NLU
 misroutes, unhandled/unsupported/error responses, and the users' implicit feedback: barge-ins,
 "stop", rephrases (repeat, paraphrase, careful re-say), abandonment and rare explicit feedback.
 

@@ -6,6 +6,7 @@ defective turn carries visibly wrong content ("Playing the beetles") that the us
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +130,38 @@ def success_content(intent: str, slots: dict[str, str], rng: np.random.Generator
     if intent == "SearchScreeningEvent":
         return "speech", _screening_text(slots, rng)
     raise ValueError(f"intent: unknown intent {intent!r}")
+
+
+_LOOKUP_VERBS = ("Find", "Search", "Get", "Lookup", "Check")
+_FOUND = ("I found {count} {domain} options{detail}. The first one looks good, want to hear more?",
+          "Here is what I found{detail}: {count} {domain} results. Shall I read them out?",
+          "There are {count} {domain} results{detail}. The top one is rated {stars} stars.")
+_DONE = ("Okay, {action}{detail}. Anything else?",
+         "All set: {action}{detail}.",
+         "Done, {action}{detail}. I sent the details to your phone.")
+
+
+def _words(intent: str) -> str:
+    """``ReserveRestaurant`` -> ``reserve restaurant``."""
+    return " ".join(part.lower() for part in re.findall(r"[A-Z][a-z]*", intent)) or intent.lower()
+
+
+def composed_content(intent: str, domain: str, slots: dict[str, str], media: bool, rng: np.random.Generator) -> tuple[str, str]:
+    """(response_type, text) of a served request of a corpus without scripted responses.
+
+    Why composed from the intent's name, its domain and the understood values: the response
+    still echoes what the NLU understood, so a misheard or misrouted request gets visibly wrong
+    content, as with the scripted ones.
+    """
+    values = [_name(v) for v in slots.values() if v]
+    detail = " for " + " and ".join(values[:2]) if values else ""
+    if media:
+        return "media", f"Playing {' by '.join(values[:2]) if values else 'that'} now."
+    if intent.startswith(_LOOKUP_VERBS):
+        template = _pick(_FOUND, rng)
+        count = int(rng.integers(2, 11))
+        return "speech", template.format(count=count, domain=domain, detail=detail, stars=_pick(("4", "4.5", "5"), rng))
+    return "action", _pick(_DONE, rng).format(action=f"I will {_words(intent)}", detail=detail)
 
 
 def unhandled_text(missing_value: str | None, rng: np.random.Generator) -> str:

@@ -50,6 +50,7 @@ class SimulationSummary:
     system_commands: int
     defect_causes: dict[str, int] = field(default_factory=dict, hash=False)
     vocabulary: str = "all"
+    corpus: str = "snips"
 
     def manifest(self) -> dict[str, Any]:
         """The manifest.json content (everything but ``out_dir``, so outputs are path-free)."""
@@ -73,6 +74,7 @@ class SimulationSummary:
             "system_commands": self.system_commands,
             "defect_causes": dict(self.defect_causes),
             "vocabulary": self.vocabulary,
+            "corpus": self.corpus,
         }
 
 
@@ -94,7 +96,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
 def simulate_turns(config: SimulationConfig, progress: bool) -> tuple[list[Turn], int]:
     """All turns of all households (with timestamps and interaction flags) and the session count."""
     split = VocabularySplit(config.vocabulary, config.heldout_intents, config.heldout_value_share)
-    world = build_world(config.seed, split)
+    world = build_world(config.seed, split, config.corpus)
     start_day = date.fromisoformat(config.start_date)
     start_ms = (start_day - date(1970, 1, 1)).days * MS_PER_DAY
     window = (start_ms, start_ms + config.days * MS_PER_DAY)
@@ -171,6 +173,7 @@ def run(config: SimulationConfig, out_dir: Path, progress: bool = True) -> Simul
         system_commands=sum(1 for t in turns if t.is_system),
         defect_causes={cause: sum(1 for t in turns if cause in t.causes) for cause in DEFECT_CAUSES},
         vocabulary=config.vocabulary,
+        corpus=config.corpus,
     )
     (out_path / "manifest.json").write_text(json.dumps(summary.manifest(), indent=2) + "\n", encoding="utf-8")
     return summary

@@ -19,21 +19,17 @@ from feedback.simulate.asr import carrier_word_error, random_word_error
 from feedback.simulate.constants import (
     DEFECT_CAUSES,
     DIURNAL,
-    ENTITY_SLOTS,
-    INTENT_DOMAINS,
     MS_PER_DAY,
-    PRIMARY_SLOT,
     SESSION_GAP_S,
-    SNIPS_INTENTS,
     SYSTEM_COMMANDS,
     SYSTEM_DOMAIN,
-    UNSUPPORTED_ON_DEVICE,
 )
 from feedback.simulate.population import Device, Household, pick_request
 from feedback.simulate.responses import (
     ERROR_TEXT,
     Response,
     build_response,
+    composed_content,
     success_content,
     unhandled_text,
     unsupported_text,
@@ -202,15 +198,18 @@ class SessionSimulator:
         if target is not None and rng.random() < self.config.nlu_systematic_misroute_rate:
             return target
         if rng.random() < self.config.nlu_misroute_rate:
-            others = [i for i in SNIPS_INTENTS if i != request.intent]
+            others = [i for i in self.world.corpus.intents if i != request.intent]
             return others[int(rng.integers(len(others)))]
         return None
 
     def _unsupported(self, request: Request, heard: dict[str, str], device: Device) -> str | None:
         """Why the request cannot be served here ("" for the device, the value for a service)."""
-        if (request.intent, device.device_type) in UNSUPPORTED_ON_DEVICE:
+        corpus = self.world.corpus
+        if (request.intent, device.device_type) in corpus.unsupported_on_device:
             return ""
-        service = heard.get("service")
+        if corpus.unsupported_slot is None:
+            return None
+        service = heard.get(corpus.unsupported_slot[1])
         if service is not None and service in self.world.unsupported_values:
             return service
         return None
@@ -226,11 +225,12 @@ class SessionSimulator:
         asr_error = bool(asr_causes)
         routed = target or request.intent
         intent: str | None = routed
-        domain: str | None = INTENT_DOMAINS[routed]
+        domain: str | None = self.world.corpus.domains[routed]
         first_value = heard[request.slots[0][0]] if request.slots else None
         slots: dict[str, str] | None = dict(heard)
         if target is not None:
-            slots = {PRIMARY_SLOT[target]: first_value} if first_value else {}
+            primary = self.world.corpus.primary_slot[target]
+            slots = {primary: first_value} if first_value and primary else {}
         nlu_conf: float | None = _beta(rng, 5, 3) if target else _beta(rng, 12, 1.5 if not asr_error else 3.0)
         unsupported = self._unsupported(request, heard, device) if target is None else None
         status = "success"
@@ -263,12 +263,19 @@ class SessionSimulator:
             slots = None
             nlu_conf = _beta(rng, 2, 6) if rng.random() < 0.5 else None
         else:
-            response_type, text = success_content(str(intent), slots or {}, rng)
+            response_type, text = self._success_content(str(intent), slots or {})
             kind = "media" if response_type == "media" else "ok"
             shown: str | None = text if response_type != "media" or rng.random() < 0.6 else None
             response = build_response(response_type, shown, kind, rng)
         ordered = [c for c in DEFECT_CAUSES if c in causes]
         return _Outcome(utterance, heard, ordered, asr_error, domain, intent, slots or None, status, response, nlu_conf)
+
+    def _success_content(self, intent: str, slots: dict[str, str]) -> tuple[str, str]:
+        """(response_type, text) of a served request, scripted for SNIPS, composed otherwise."""
+        corpus = self.world.corpus
+        if corpus.scripted_responses:
+            return success_content(intent, slots, self.rng)
+        return composed_content(intent, corpus.domains[intent], slots, intent in corpus.media_intents, self.rng)
 
     def _asr_confidence(self, outcome: _Outcome) -> float:
         """Lower when the recogniser erred, but overlapping with correct turns."""
@@ -310,7 +317,7 @@ class SessionSimulator:
             utterance=outcome.utterance,
             intended_text=request.text(),
             intended_intent=request.intent,
-            intended_domain=INTENT_DOMAINS[request.intent],
+            intended_domain=self.world.corpus.domains[request.intent],
             intended_slots=request.slot_dict(),
             is_system=False,
             asr_confidence=asr_conf,
@@ -493,7 +500,7 @@ class SessionSimulator:
     def _follow_up(self, previous: Request) -> Request | None:
         """A same-domain follow-up (another city's weather): same wording, one value changed."""
         rng = self.rng
-        entity = [slot for slot, _ in previous.slots if slot in ENTITY_SLOTS]
+        entity = [slot for slot, _ in previous.slots if slot in self.world.corpus.entity_slots]
         if not entity:
             return None
         slot = entity[int(rng.integers(len(entity)))]

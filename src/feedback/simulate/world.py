@@ -7,23 +7,15 @@ the same way for all of them, and an ambiguous wording is misrouted whoever says
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 import zlib
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from feedback.simulate.asr import confusion_for
-from feedback.simulate.constants import (
-    ENTITY_SLOTS,
-    INTENT_POPULARITY,
-    MISROUTE_TARGETS,
-    SNIPS_INTENTS,
-)
+from feedback.simulate.corpus import Corpus, load_corpus
 
 CATALOG_SIZE = 6000
 ZIPF_EXPONENT = 1.1
@@ -99,13 +91,6 @@ def render(template: Template, values: dict[str, str]) -> str:
     return " ".join(p for p in pieces if p)
 
 
-def load_snips() -> dict[str, Any]:
-    """Read the vendored SNIPS templates and vocabularies (``feedback/resources/snips``)."""
-    blob = resources.files("feedback.resources.snips").joinpath("templates.json.gz").read_bytes()
-    data: dict[str, Any] = json.loads(gzip.decompress(blob).decode("utf-8"))
-    return data
-
-
 def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
     """Cumulative Zipf weights over ranks 1..n, normalised to end at 1."""
     weights = 1.0 / np.power(np.arange(1, n + 1, dtype=np.float64), exponent)
@@ -128,6 +113,7 @@ class World:
     vocab: dict[tuple[str, str], list[str]]
     vocab_cdf: dict[tuple[str, str], np.ndarray]
     paraphrases: dict[tuple[str, tuple[str, ...]], list[Template]]
+    corpus: Corpus
     catalog: list[Request] = field(default_factory=list)
     catalog_cdf: np.ndarray = field(default_factory=lambda: np.ones(1))
     confusions: dict[str, str] = field(default_factory=dict)
@@ -168,7 +154,8 @@ class VocabularySplit:
     ``all``: everything. ``train``: every intent but ``heldout_intents``, and in each slot with at least
     ``HELDOUT_MIN_VALUES`` values only those outside the held-out share. ``heldout``: only the held-out
     intents and, in such slots, only the held-out values. Values are assigned by a hash of the text, not
-    by the seed, so a train and a heldout simulation with different seeds never share them.
+    by the seed, so a train and a heldout simulation with different seeds never share them. Empty
+    ``heldout_intents`` stand for the corpus's own (``Corpus.heldout_intents``, see ``for_corpus``).
     """
 
     vocabulary: str = "all"
@@ -178,13 +165,18 @@ class VocabularySplit:
     def __post_init__(self) -> None:
         if self.vocabulary not in ("all", "train", "heldout"):
             raise ValueError(f"vocabulary must be all, train or heldout, got {self.vocabulary!r}")
-        unknown = [i for i in self.heldout_intents if i not in SNIPS_INTENTS]
-        if unknown:
-            raise ValueError(f"heldout_intents has unknown intents {unknown}; known: {SNIPS_INTENTS}")
-        if self.vocabulary != "all" and not 0 < len(self.heldout_intents) < len(SNIPS_INTENTS):
-            raise ValueError("heldout_intents must name at least one intent and leave at least one for training")
         if not 0.0 < self.heldout_value_share < 1.0:
             raise ValueError(f"heldout_value_share must be in (0, 1), got {self.heldout_value_share}")
+
+    def for_corpus(self, corpus: Corpus) -> VocabularySplit:
+        """This split with its held-out intents checked against ``corpus`` (empty: the corpus's own)."""
+        heldout = self.heldout_intents or corpus.heldout_intents
+        unknown = [i for i in heldout if i not in corpus.intents]
+        if unknown:
+            raise ValueError(f"heldout_intents has intents unknown to {corpus.name} {unknown}; known: {corpus.intents}")
+        if self.vocabulary != "all" and not 0 < len(heldout) < len(corpus.intents):
+            raise ValueError("heldout_intents must name at least one intent and leave at least one for training")
+        return VocabularySplit(self.vocabulary, tuple(heldout), self.heldout_value_share)
 
     def keeps_intent(self, intent: str) -> bool:
         if self.vocabulary == "all":
@@ -200,7 +192,7 @@ class VocabularySplit:
         return [v for v in values if (zlib.crc32(v.lower().encode("utf-8")) % 10_000 < cut) == want_heldout]
 
 
-def _build_vocab(data: dict[str, Any], split: VocabularySplit) -> tuple[
+def _build_vocab(corpus: Corpus, split: VocabularySplit) -> tuple[
     dict[str, list[Template]],
     dict[str, np.ndarray],
     dict[tuple[str, str], list[str]],
@@ -213,7 +205,8 @@ def _build_vocab(data: dict[str, Any], split: VocabularySplit) -> tuple[
     vocab: dict[tuple[str, str], list[str]] = {}
     vocab_cdf: dict[tuple[str, str], np.ndarray] = {}
     paraphrases: dict[tuple[str, tuple[str, ...]], list[Template]] = {}
-    for intent in SNIPS_INTENTS:
+    data: Any = corpus.data
+    for intent in corpus.intents:
         body = data["intents"][intent]
         parsed = [
             parse_template(intent, i, str(text), float(count))
@@ -237,8 +230,9 @@ def _build_catalog(world: World, rng: np.random.Generator, split: VocabularySpli
     Why a weighted random permutation: the head should be "what's the weather in {city}"-like
     requests rather than four-slot restaurant bookings, without being the same for every seed.
     """
-    intents = [intent for intent in INTENT_POPULARITY if split.keeps_intent(intent)]
-    shares = np.array([INTENT_POPULARITY[i] for i in intents], dtype=np.float64)
+    popularity = world.corpus.popularity
+    intents = [intent for intent in popularity if split.keeps_intent(intent)]
+    shares = np.array([popularity[i] for i in intents], dtype=np.float64)
     intent_cdf = np.cumsum(shares) / shares.sum()
     seen: dict[tuple[str, str], int] = {}
     requests: list[Request] = []
@@ -269,7 +263,7 @@ def _build_confusions(world: World, rng: np.random.Generator) -> None:
     known: dict[str, bool] = {}
     for request in world.catalog[:POPULAR_REQUESTS]:
         for slot, value in request.slots:
-            if slot in ENTITY_SLOTS and value not in known:
+            if slot in world.corpus.entity_slots and value not in known:
                 known[value] = True
                 popular.append(value)
     for value in popular:
@@ -285,8 +279,8 @@ def _build_ambiguous(world: World, rng: np.random.Generator) -> None:
 
     Only wordings with a paraphrase qualify, so a rephrase can find the wording that succeeds.
     """
-    for intent in SNIPS_INTENTS:
-        targets = MISROUTE_TARGETS[intent]
+    for intent in world.corpus.intents:
+        targets = world.corpus.misroute_targets[intent]
         for template in world.templates[intent]:
             has_paraphrase = len(world.paraphrases[(intent, template.signature)]) > 1
             if has_paraphrase and rng.random() < AMBIGUOUS_TEMPLATE_SHARE:
@@ -294,20 +288,24 @@ def _build_ambiguous(world: World, rng: np.random.Generator) -> None:
 
 
 def _build_unsupported(world: World, rng: np.random.Generator) -> None:
-    """Pick the music services the assistant cannot play from (failures no rephrase can fix)."""
-    services = list(world.vocab.get(("PlayMusic", "service"), []))
+    """Pick the services the assistant cannot use (failures no rephrase can fix), if the corpus names any."""
+    if world.corpus.unsupported_slot is None:
+        return
+    services = list(world.vocab.get(world.corpus.unsupported_slot, []))
     if not services:
         return
     chosen = rng.choice(len(services), size=min(UNSUPPORTED_SERVICES, len(services)), replace=False)
     world.unsupported_values = tuple(services[int(i)] for i in sorted(chosen))
 
 
-def build_world(seed: int, split: VocabularySplit | None = None) -> World:
-    """Build the world of ``seed`` (deterministic: its own numpy Generator stream) on ``split``'s vocabulary."""
-    split = split or VocabularySplit()
+def build_world(seed: int, split: VocabularySplit | None = None, corpus: str = "snips") -> World:
+    """Build the world of ``seed`` (deterministic: its own numpy Generator stream) on ``split``'s
+    vocabulary of ``corpus`` (``snips`` or ``sgd``)."""
+    chosen = load_corpus(corpus)
+    split = (split or VocabularySplit()).for_corpus(chosen)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED, 0]))
-    templates, template_cdf, vocab, vocab_cdf, paraphrases = _build_vocab(load_snips(), split)
-    world = World(templates, template_cdf, vocab, vocab_cdf, paraphrases)
+    templates, template_cdf, vocab, vocab_cdf, paraphrases = _build_vocab(chosen, split)
+    world = World(templates, template_cdf, vocab, vocab_cdf, paraphrases, chosen)
     _build_catalog(world, rng, split)
     _build_confusions(world, rng)
     _build_ambiguous(world, rng)

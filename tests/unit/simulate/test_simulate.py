@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from feedback.simulate import (
     SimulationSummary,
     run,
 )
+from feedback.simulate.corpus import load_corpus
 from feedback.simulate.world import HELDOUT_MIN_VALUES, VocabularySplit, build_world
 
 from support.paths import REPO
@@ -194,10 +195,11 @@ def load(out: Path, summary: SimulationSummary) -> Output:
     return Output(summary, files, lines, events, deliveries, first_file, truth, malformed, manifest)
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Output:
-    out = tmp_path_factory.mktemp("sim")
-    return load(out, run(SMALL, out, progress=False))
+@pytest.fixture(scope="module", params=["snips", "sgd"])
+def small(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Output:
+    """The small simulation on each corpus: every property below holds whatever the wording."""
+    out = tmp_path_factory.mktemp(f"sim-{request.param}")
+    return load(out, run(replace(SMALL, corpus=request.param), out, progress=False))
 
 
 def _ms(ts: str) -> int:
@@ -287,6 +289,7 @@ def test_manifest_equals_recount(small: Output) -> None:
         "sessions": len({t["session_key"] for t in small.truth}),
         "defect_causes": {c: sum(c in t["defect_causes"] for t in small.truth) for c in DEFECT_CAUSES},
         "vocabulary": "all",
+        "corpus": small.summary.corpus,
     }
     assert manifest == recount
     assert total_lines == len(small.truth) + recount["duplicate_lines"] + len(small.malformed)
@@ -460,9 +463,7 @@ def test_run_rejects_wrong_argument_types(tmp_path: Path) -> None:
 
 
 def test_vendored_snips_resources_are_compact_and_attributed() -> None:
-    from feedback.simulate.world import load_snips
-
-    data = load_snips()
+    data = load_corpus("snips").data
     assert sorted(data["intents"]) == [
         "AddToPlaylist",
         "BookRestaurant",
@@ -500,5 +501,5 @@ def test_vocabulary_split_shares_no_intent_and_no_open_slot_value() -> None:
             assert len(values) + len(held) == len(full), (intent, slot)
         else:
             assert values == held == full, (intent, slot)
-    with pytest.raises(ValueError, match="heldout_intents"):
-        VocabularySplit("train", heldout_intents=("NoSuchIntent",))
+    with pytest.raises(ValueError, match="heldout_intents has intents unknown to snips"):
+        build_world(3, VocabularySplit("train", heldout_intents=("NoSuchIntent",)))
