@@ -1,0 +1,117 @@
+"""``feedback evaluate``'s figures on a hand-made silver/turns table: ours and the naive baseline's.
+
+Silver rows carry literal predictions of ours; the baseline's are worked out by hand from the
+same rows (docs/quality.md, "The naive baseline"):
+
+- d1: a1 (ends 3.5 s) is cut by a2 at 2 s; a2 (media) by the stop a3 at 10 s (8 s: terminated);
+  a2 rephrases a1 ("beetles"/"beatles", 0.96); b1 -> b2 is at most 20/35 = 0.57 (no link).
+- d2: c1 (media) is followed 15 s later (no barge-in) by c2, which rephrases it ("play jazz" in
+  "play jazz please", 18/25 = 0.72): a false link, and c1 a defect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from feedback.core.lake import LakePaths
+from feedback.silver.evaluate import run
+
+from support.turn_data import DAY
+
+T0 = DAY + dt.timedelta(hours=10)
+SILVER_COLUMNS = (
+    "event_id string, user_id string, device_id string, ts timestamp, utterance string, status string, "
+    "response_type string, response_end_ts timestamp, barge_in boolean, terminated boolean, defect boolean, rephrase_of string"
+)
+
+
+def at(seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else T0 + dt.timedelta(seconds=seconds)
+
+
+# event, device, ts s, utterance, status, response type, response end s, ours: barge-in, terminated, defect, rephrase_of
+SILVER = [
+    ("a1", "d1", 0, "play songs by the beetles", "unhandled", "speech", 3.5, True, False, True, None),
+    ("a2", "d1", 2, "play songs by the beatles", "success", "media", None, True, True, True, "a1"),
+    ("a3", "d1", 10, "stop", "success", "speech", 10.5, False, False, False, None),
+    ("b1", "d1", 100, "whats the weather", "success", "speech", 103.5, False, False, True, None),
+    ("b2", "d1", 110, "turn on the lights", "success", "speech", 113.5, False, False, False, "b1"),
+    ("c1", "d2", 0, "play jazz", "success", "media", None, False, False, True, None),
+    ("c2", "d2", 15, "play jazz please", "success", "speech", 18.5, False, False, False, None),
+]
+# event: barge-in, terminated, defective, rephrase_of (x1 is not in silver yet)
+TRUTH = {
+    "a1": (True, False, True, None),
+    "a2": (True, True, True, "a1"),
+    "a3": (False, False, False, None),
+    "b1": (False, False, True, None),
+    "b2": (False, False, False, None),
+    "c1": (True, False, True, None),
+    "c2": (False, False, False, None),
+    "x1": (False, False, False, None),
+}
+
+
+def lake_and_truth(spark: SparkSession, tmp_path: Path) -> tuple[LakePaths, Path]:
+    lake = LakePaths.at(tmp_path / "lake")
+    rows = [(e, "u1", d, at(t), u, s, r, at(end), *ours) for e, d, t, u, s, r, end, *ours in SILVER]
+    spark.createDataFrame(rows, SILVER_COLUMNS).write.format("delta").save(lake.silver_turns)
+    truth = tmp_path / "ground_truth.jsonl"
+    lines = [
+        {"event_id": e, "barge_in": b, "terminated": t, "defective": d, "rephrase_of": r} for e, (b, t, d, r) in TRUTH.items()
+    ]
+    truth.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return lake, truth
+
+
+def score(tp: int, fp: int, fn: int, precision: float, recall: float, f1: float) -> dict[str, float | int]:
+    return {"true_positives": tp, "false_positives": fp, "false_negatives": fn, "precision": precision, "recall": recall, "f1": f1}
+
+
+def test_evaluate_reports_the_baseline_beside_ours(spark: SparkSession, tmp_path: Path) -> None:
+    lake, truth = lake_and_truth(spark, tmp_path)
+    out = tmp_path / "evaluation.json"
+    evaluation = run(spark, lake, truth, out)
+    assert evaluation.render() == "\n".join(
+        [
+            "scored 7 of 8 ground-truth events (coverage 0.8750)",
+            "| signal | precision | recall | F1 | TP | FP | FN | baseline P | baseline R | baseline F1 |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            "| barge_in | 1.0000 | 0.6667 | 0.8000 | 2 | 0 | 1 | 1.0000 | 0.6667 | 0.8000 |",
+            "| terminated | 1.0000 | 1.0000 | 1.0000 | 1 | 0 | 0 | 1.0000 | 1.0000 | 1.0000 |",
+            "| defect | 1.0000 | 1.0000 | 1.0000 | 4 | 0 | 0 | 1.0000 | 0.7500 | 0.8571 |",
+            "| rephrase_link | 0.5000 | 1.0000 | 0.6667 | 1 | 1 | 0 | 0.5000 | 1.0000 | 0.6667 |",
+        ]
+    )
+    figures = json.loads(out.read_text())
+    assert sorted(figures) == ["barge_in", "baseline", "coverage", "defect", "rephrase_link", "scored_events", "terminated", "truth_events"]
+    assert (figures["truth_events"], figures["scored_events"], figures["coverage"]) == (8, 7, 0.875)
+    assert figures["barge_in"] == pytest.approx(score(2, 0, 1, 1.0, 2 / 3, 0.8))
+    assert figures["rephrase_link"] == pytest.approx(score(1, 1, 0, 0.5, 1.0, 2 / 3))
+    baseline = {
+        "barge_in": score(2, 0, 1, 1.0, 2 / 3, 0.8),
+        "terminated": score(1, 0, 0, 1.0, 1.0, 1.0),
+        "defect": score(3, 0, 1, 1.0, 0.75, 6 / 7),
+        "rephrase_link": score(1, 1, 0, 0.5, 1.0, 2 / 3),
+    }
+    assert sorted(figures["baseline"]) == sorted(baseline)
+    for signal, expected in baseline.items():
+        assert figures["baseline"][signal] == pytest.approx(expected), signal
+
+
+def test_a_caller_may_leave_the_baseline_out(spark: SparkSession, tmp_path: Path) -> None:
+    lake, truth = lake_and_truth(spark, tmp_path)
+    out = tmp_path / "evaluation.json"
+    evaluation = run(spark, lake, truth, out, baseline=False)
+    assert evaluation.baseline is None
+    assert evaluation.render().splitlines()[1:4] == [
+        "| signal | precision | recall | F1 | TP | FP | FN |",
+        "|---|---|---|---|---|---|---|",
+        "| barge_in | 1.0000 | 0.6667 | 0.8000 | 2 | 0 | 1 |",
+    ]
+    assert "baseline" not in json.loads(out.read_text())
