@@ -223,6 +223,84 @@ CORPORA = ("snips", "sgd")
 """``all``: every intent and value; ``train``: without the held-out intents and values; ``heldout``: only those."""
 
 
+REPHRASE_STYLES = ("repeat", "reword", "careful", "shorten", "add_words", "correct_slot", "switch")
+
+
+@dataclass(frozen=True)
+class RephraseMix:
+    """How often users choose each way of saying a request again (weights, normalised on use).
+
+    ``repeat``: the same words. ``reword``: another wording with the same slots. ``careful``: the
+    same words, the slot values said slowly. ``shorten``: leading words dropped ("play X" for
+    "i want to listen to X"). ``add_words``: a lead-in added ("i said ..."). ``correct_slot``:
+    "no i said ..." with the slot values said slowly. ``switch``: another phrasing of the intent
+    that keeps only some of the slots. A style a request cannot take falls back to ``reword``,
+    then to ``repeat``.
+    """
+
+    repeat: float = 0.0
+    reword: float = 0.0
+    careful: float = 0.0
+    shorten: float = 0.0
+    add_words: float = 0.0
+    correct_slot: float = 0.0
+    switch: float = 0.0
+
+    def weights(self) -> tuple[float, ...]:
+        """The weights in ``REPHRASE_STYLES`` order."""
+        return tuple(float(getattr(self, name)) for name in REPHRASE_STYLES)
+
+
+def _range(values: tuple[float, ...], key: str, low: float, high: float) -> None:
+    _require(len(values) == 2 and low <= values[0] <= values[1] <= high, key, f"must be [min, max] within [{low}, {high}]", values)
+
+
+@dataclass(frozen=True)
+class BehaviourConfig:
+    """How the simulated people behave: one profile (``conf/behaviour-*.yaml`` holds others).
+
+    The defaults are profile ``a``: patient users who wait for the answer to end, interrupt late
+    in it, say "stop" before retrying a third of the time, and rephrase by repeating, rewording or
+    saying the slot carefully.
+    """
+
+    name: str = "a"
+    retry_delay_s: tuple[float, ...] = (1.0, 8.0)
+    barge_in_point: tuple[float, ...] = (0.25, 0.85)
+    media_reaction_s: tuple[float, ...] = (3.0, 20.0)
+    speech_barge_in_rate: float = 0.35
+    stop_first_share: float = 0.3
+    media_stop_share: float = 0.45
+    media_skip_share: float = 0.15
+    give_up_stop_share: float = 0.6
+    rephrase_misheard: RephraseMix = field(default_factory=lambda: RephraseMix(repeat=0.3, reword=0.25, careful=0.45))
+    rephrase_misunderstood: RephraseMix = field(default_factory=lambda: RephraseMix(repeat=0.3, reword=0.7))
+
+    def __post_init__(self) -> None:
+        _require(bool(re.fullmatch(r"[a-z0-9_-]+", self.name)), "simulation.behaviour.name", "must be a short lower-case name", self.name)
+        _range(self.retry_delay_s, "simulation.behaviour.retry_delay_s", 0.0, 60.0)
+        _range(self.barge_in_point, "simulation.behaviour.barge_in_point", 0.0, 1.0)
+        _range(self.media_reaction_s, "simulation.behaviour.media_reaction_s", 0.0, float(MEDIA_REACTION_LIMIT_S))
+        for name in ("speech_barge_in_rate", "stop_first_share", "media_stop_share", "media_skip_share", "give_up_stop_share"):
+            value = getattr(self, name)
+            _require(0.0 <= value <= 1.0, f"simulation.behaviour.{name}", "must be in [0, 1]", value)
+        for mix in ("rephrase_misheard", "rephrase_misunderstood"):
+            weights = getattr(self, mix).weights()
+            for name, value in zip(REPHRASE_STYLES, weights):
+                _require(0.0 <= value <= 1.0, f"simulation.behaviour.{mix}.{name}", "must be in [0, 1]", value)
+            _require(sum(weights) > 0.0, f"simulation.behaviour.{mix}", "needs a positive weight", getattr(self, mix))
+        _require(
+            self.media_stop_share + self.media_skip_share <= 1.0,
+            "simulation.behaviour.media_skip_share",
+            "plus media_stop_share must be <= 1",
+            self.media_skip_share,
+        )
+
+
+MEDIA_REACTION_LIMIT_S = 29
+"""A reaction to media is a barge-in only within 30 s of playback start (the ground-truth window)."""
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """Size, seed and fault rates of the traffic simulator (``feedback.simulate``)."""
@@ -249,6 +327,7 @@ class SimulationConfig:
     vocabulary: str = "all"
     heldout_intents: tuple[str, ...] = ()
     heldout_value_share: float = 0.3
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
 
     def __post_init__(self) -> None:
         _require(

@@ -96,6 +96,7 @@ def truth_dict(turn: Turn) -> dict[str, Any]:
         "barge_in": turn.barge_in,
         "terminated": turn.terminated,
         "rephrase_of": turn.rephrase_of,
+        "rephrase_style": turn.rephrase_style,
         "abandoned": turn.abandoned,
         "explicit_feedback": turn.explicit_feedback,
         "late": turn.late,

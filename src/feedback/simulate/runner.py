@@ -51,6 +51,7 @@ class SimulationSummary:
     defect_causes: dict[str, int] = field(default_factory=dict, hash=False)
     vocabulary: str = "all"
     corpus: str = "snips"
+    profile: str = "a"
 
     def manifest(self) -> dict[str, Any]:
         """The manifest.json content (everything but ``out_dir``, so outputs are path-free)."""
@@ -75,6 +76,7 @@ class SimulationSummary:
             "defect_causes": dict(self.defect_causes),
             "vocabulary": self.vocabulary,
             "corpus": self.corpus,
+            "profile": self.profile,
         }
 
 
@@ -174,6 +176,7 @@ def run(config: SimulationConfig, out_dir: Path, progress: bool = True) -> Simul
         defect_causes={cause: sum(1 for t in turns if cause in t.causes) for cause in DEFECT_CAUSES},
         vocabulary=config.vocabulary,
         corpus=config.corpus,
+        profile=config.behaviour.name,
     )
     (out_path / "manifest.json").write_text(json.dumps(summary.manifest(), indent=2) + "\n", encoding="utf-8")
     return summary

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from feedback.config import SimulationConfig
+from feedback.config import REPHRASE_STYLES, RephraseMix, SimulationConfig
 from feedback.simulate.asr import carrier_word_error, random_word_error
 from feedback.simulate.constants import (
     DEFECT_CAUSES,
@@ -34,7 +34,7 @@ from feedback.simulate.responses import (
     unhandled_text,
     unsupported_text,
 )
-from feedback.simulate.world import Request, World, sample_cdf
+from feedback.simulate.world import Request, World, sample_cdf, shortened, with_lead_in
 
 CAREFUL_FACTOR = 0.25
 """Saying a slot slowly and clearly cuts the chance of a systematic misrecognition to a quarter."""
@@ -51,6 +51,8 @@ MEDIA_CONTROL_RATE = 0.45
 NEED_STOP_P = 0.3
 """Needs per session are geometric: mean about 1 / 0.3, so ~3.3 requests per session."""
 MIN_BARGE_SPEECH_MS = 1500
+LEAD_INS = ("i said", "i want", "please", "can you")
+"""What ``add_words`` puts before the request."""
 _DIURNAL_CDF = np.cumsum(np.array(DIURNAL)) / float(np.sum(DIURNAL))
 
 
@@ -80,6 +82,7 @@ class Turn:
     omit_locale: bool
     omit_device_type: bool
     rephrase_of: str | None = None
+    rephrase_style: str | None = None
     abandoned: bool = False
     explicit_feedback: str | None = None
     barge_in: bool = False
@@ -125,6 +128,13 @@ def _same_meaning(request: Request, other: Request | None) -> bool:
     return other is not None and request.intent == other.intent and sorted(request.slots) == sorted(other.slots)
 
 
+def _pick_style(mix: RephraseMix, draw: float) -> str:
+    """The rephrase style whose share of ``mix`` holds ``draw`` (uniform in [0, 1))."""
+    weights = np.array(mix.weights(), dtype=np.float64)
+    cumulative = np.cumsum(weights) / weights.sum()
+    return REPHRASE_STYLES[min(int(np.searchsorted(cumulative, draw, side="right")), len(REPHRASE_STYLES) - 1)]
+
+
 def _beta(rng: np.random.Generator, a: float, b: float) -> float:
     """A confidence score in [0, 1] with three decimals."""
     return round(float(rng.beta(a, b)), 3)
@@ -142,6 +152,7 @@ class SessionSimulator:
         window: tuple[int, int],
     ) -> None:
         self.config = config
+        self.behaviour = config.behaviour
         self.world = world
         self.household = household
         self.rng = rng
@@ -376,6 +387,16 @@ class SessionSimulator:
         """A moment ``low_s..high_s`` seconds after the response ended."""
         return turn.end_ms + self._uniform_ms(low_s, high_s)
 
+    def _retry_delay(self, turn: Turn) -> int:
+        """When a user who waited for the end says the request again (the profile's think time)."""
+        low, high = self.behaviour.retry_delay_s
+        return self._after_end(turn, low, high)
+
+    def _media_reaction(self, turn: Turn) -> int:
+        """When a user reacts to media that started playing (the profile's reaction time)."""
+        low, high = self.behaviour.media_reaction_s
+        return self._into_playback(turn, low, high)
+
     def _into_playback(self, turn: Turn, low_s: float, high_s: float) -> int:
         """A moment ``low_s..high_s`` seconds after playback started."""
         return turn.play_start_ms + self._uniform_ms(low_s, high_s)
@@ -383,7 +404,8 @@ class SessionSimulator:
     def _during_speech(self, turn: Turn) -> int:
         """A moment while the response is still being spoken (a barge-in)."""
         duration = turn.response.duration_ms or 0
-        return turn.play_start_ms + int(duration * self.rng.uniform(0.25, 0.85))
+        low, high = self.behaviour.barge_in_point
+        return turn.play_start_ms + int(duration * self.rng.uniform(low, high))
 
     def _can_barge_speech(self, turn: Turn) -> bool:
         """Speech long enough to be interrupted."""
@@ -391,29 +413,40 @@ class SessionSimulator:
 
     # ----- needs and reactions ---------------------------------------------------------------
 
-    def _rephrase(self, request: Request, causes: list[str]) -> tuple[Request, bool]:
-        """The next attempt's wording and whether the slot is said carefully.
+    def _rephrase(self, request: Request, causes: list[str]) -> tuple[Request, bool, str]:
+        """The next attempt's wording, whether the slot is said carefully, and the style used.
 
         Why by cause: misheard slots call for saying them again clearly, misroutes for another
-        wording, errors for a plain retry.
+        wording (the profile's mixes say how often each), errors for a plain retry.
         """
         rng = self.rng
         draw = rng.random()
         asr = "asr_systematic" in causes or "asr_random" in causes
         if asr:
-            strategy = "repeat" if draw < 0.3 else "paraphrase" if draw < 0.55 else "careful"
+            style = _pick_style(self.behaviour.rephrase_misheard, draw)
         elif "nlu_misroute" in causes or "unhandled" in causes:
-            strategy = "repeat" if draw < 0.3 else "paraphrase"
+            style = _pick_style(self.behaviour.rephrase_misunderstood, draw)
         elif "error" in causes:
-            strategy = "repeat" if draw < 0.8 else "paraphrase"
+            style = "repeat" if draw < 0.8 else "reword"
         else:
-            strategy = "repeat" if draw < 0.5 else "paraphrase"
-        if strategy == "paraphrase":
+            style = "repeat" if draw < 0.5 else "reword"
+        derived: Request | None = None
+        if style == "shorten":
+            derived = shortened(request)
+        elif style == "add_words":
+            derived = with_lead_in(request, LEAD_INS[int(rng.integers(len(LEAD_INS)))])
+        elif style == "correct_slot" and request.slots:
+            return with_lead_in(request, "no i said"), True, style
+        elif style == "switch":
+            derived = self.world.switched_phrasing(request, rng)
+        if derived is not None:
+            return derived, False, style
+        if style not in ("repeat", "careful"):
             paraphrase = self.world.paraphrase_of(request, rng)
             if paraphrase is not None:
-                return paraphrase, False
-            strategy = "careful" if asr else "repeat"
-        return request, strategy == "careful"
+                return paraphrase, False, "reword"
+            style = "careful" if asr else "repeat"
+        return request, style == "careful", style
 
     def _abandon(self, attempt: int, causes: list[str]) -> bool:
         """Whether the user gives up after a failed attempt (more likely the more they tried)."""
@@ -434,32 +467,33 @@ class SessionSimulator:
         if rng.random() < self.config.silent_give_up_rate:
             return None
         if turn.is_media:
-            return self.command_turn("Stop", turn.device, self._into_playback(turn, 3, 20), session_key)
-        if self._can_barge_speech(turn) and rng.random() < 0.6:
+            return self.command_turn("Stop", turn.device, self._media_reaction(turn), session_key)
+        if self._can_barge_speech(turn) and rng.random() < self.behaviour.give_up_stop_share:
             return self.command_turn("Stop", turn.device, self._during_speech(turn), session_key)
         return self.command_turn("Cancel", turn.device, self._after_end(turn, 0.5, 4), session_key)
 
     def _retry_timing(self, turn: Turn, session_key: str) -> tuple[int, Turn | None]:
         """When the rephrase comes, and the stop/skip said before it, if any."""
         rng = self.rng
+        behaviour = self.behaviour
         if turn.is_media:
             draw = rng.random()
-            if draw < 0.45:
-                stop = self.command_turn("Stop", turn.device, self._into_playback(turn, 3, 20), session_key)
+            if draw < behaviour.media_stop_share:
+                stop = self.command_turn("Stop", turn.device, self._media_reaction(turn), session_key)
                 return self._after_end(stop, 0.8, 3), stop
-            if draw < 0.6:
-                skip = self.command_turn("Next", turn.device, self._into_playback(turn, 3, 20), session_key)
+            if draw < behaviour.media_stop_share + behaviour.media_skip_share:
+                skip = self.command_turn("Next", turn.device, self._media_reaction(turn), session_key)
                 return self._into_playback(skip, 2, 10), skip
-            return self._into_playback(turn, 3, 20), None
-        if self._can_barge_speech(turn) and rng.random() < 0.35:
-            if rng.random() < 0.3:
+            return self._media_reaction(turn), None
+        if self._can_barge_speech(turn) and rng.random() < behaviour.speech_barge_in_rate:
+            if rng.random() < behaviour.stop_first_share:
                 stop = self.command_turn("Stop", turn.device, self._during_speech(turn), session_key)
                 return self._after_end(stop, 0.8, 3), stop
             return self._during_speech(turn), None
         if rng.random() < 0.05:
             cancel = self.command_turn("Cancel", turn.device, self._after_end(turn, 0.5, 3), session_key)
             return self._after_end(cancel, 0.8, 3), cancel
-        return self._after_end(turn, 1, 8), None
+        return self._retry_delay(turn), None
 
     def run_need(self, request: Request, ts_ms: int, device: Device, session_key: str) -> list[Turn]:
         """All turns of one need: attempts, stops in between, the final give-up reaction."""
@@ -468,10 +502,12 @@ class SessionSimulator:
         previous: Turn | None = None
         wording = request
         careful = False
+        style = "repeat"
         attempt = 1
         while True:
             turn = self.request_turn(wording, careful, device, ts_ms, session_key)
-            turn.rephrase_of = previous.event_id if previous is not None else None
+            if previous is not None:
+                turn.rephrase_of, turn.rephrase_style = previous.event_id, style
             turns.append(turn)
             if not turn.causes:
                 repeat = (
@@ -481,7 +517,7 @@ class SessionSimulator:
                 )
                 if not repeat:
                     return turns
-                previous, careful, attempt = turn, False, attempt + 1
+                previous, careful, style, attempt = turn, False, "repeat", attempt + 1
                 ts_ms = self._after_end(turn, 1, 3)
                 continue
             if self._abandon(attempt, turn.causes):
@@ -490,7 +526,7 @@ class SessionSimulator:
                 if reaction is not None:
                     turns.append(reaction)
                 return turns
-            wording, careful = self._rephrase(wording, turn.causes)
+            wording, careful, style = self._rephrase(wording, turn.causes)
             ts_ms, interjection = self._retry_timing(turn, session_key)
             if interjection is not None:
                 turns.append(interjection)

@@ -91,6 +91,41 @@ def render(template: Template, values: dict[str, str]) -> str:
     return " ".join(p for p in pieces if p)
 
 
+def _template_text(parts: tuple[tuple[str, bool], ...]) -> str:
+    return " ".join("{" + text + "}" if is_slot else text for text, is_slot in parts)
+
+
+def derived_template(template: Template, parts: tuple[tuple[str, bool], ...]) -> Template:
+    """A wording made from ``template`` by the user (index ``-1 - index``: no corpus wording's, so
+    no systematic misroute of the corpus wording carries over)."""
+    return parse_template(template.intent, -1 - abs(template.index), _template_text(parts), template.weight)
+
+
+def shortened(request: Request) -> Request | None:
+    """The request said tersely: each slot value with at most the two words before it ("tell me
+    the weather in X on D" -> "weather in X on D"); a wording without slots keeps its last four
+    words. None when that would not be shorter or would leave no words but values."""
+    parts = request.template.parts
+    kept: list[tuple[str, bool]] = []
+    if request.template.slots:
+        for index, (text, is_slot) in enumerate(parts):
+            if is_slot:
+                kept.append((text, True))
+            elif index + 1 < len(parts) and parts[index + 1][1]:
+                kept.append((" ".join(text.split()[-2:]), False))
+    elif len(parts[0][0].split()) > 5:
+        kept.append((" ".join(parts[0][0].split()[-4:]), False))
+    if not any(not is_slot for _, is_slot in kept) or _template_text(tuple(kept)) == request.template.text:
+        return None
+    return Request(request.intent, derived_template(request.template, tuple(kept)), request.slots)
+
+
+def with_lead_in(request: Request, lead_in: str) -> Request:
+    """The request said after ``lead_in`` ("i said", "no i said")."""
+    parts = ((lead_in, False), *request.template.parts)
+    return Request(request.intent, derived_template(request.template, parts), request.slots)
+
+
 def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
     """Cumulative Zipf weights over ranks 1..n, normalised to end at 1."""
     weights = 1.0 / np.power(np.arange(1, n + 1, dtype=np.float64), exponent)
@@ -132,6 +167,21 @@ class World:
     def draw_catalog(self, rng: np.random.Generator) -> Request:
         """A popular request (Zipf over the catalog ranks)."""
         return self.catalog[sample_cdf(self.catalog_cdf, rng)]
+
+    def switched_phrasing(self, request: Request, rng: np.random.Generator) -> Request | None:
+        """Another phrasing of the intent that keeps only some of the slots ("weather in X" for
+        "will it rain in X tomorrow"), or None when the corpus has none."""
+        names = {slot for slot, _ in request.slots}
+        options = [
+            t
+            for t in self.templates[request.intent]
+            if t.slots and set(t.slots) < names and len(set(t.slots)) == len(t.slots)
+        ]
+        if not options:
+            return None
+        template = options[int(rng.integers(len(options)))]
+        kept = tuple((slot, value) for slot, value in request.slots if slot in template.slots)
+        return Request(request.intent, template, kept)
 
     def paraphrase_of(self, request: Request, rng: np.random.Generator) -> Request | None:
         """Another wording with the same slots, or None when the corpus has none."""
