@@ -273,6 +273,7 @@ class BehaviourConfig:
     media_stop_share: float = 0.45
     media_skip_share: float = 0.15
     give_up_stop_share: float = 0.6
+    asr_confusions: str = "rules"
     rephrase_misheard: RephraseMix = field(default_factory=lambda: RephraseMix(repeat=0.3, reword=0.25, careful=0.45))
     rephrase_misunderstood: RephraseMix = field(default_factory=lambda: RephraseMix(repeat=0.3, reword=0.7))
 
@@ -284,6 +285,9 @@ class BehaviourConfig:
         for name in ("speech_barge_in_rate", "stop_first_share", "media_stop_share", "media_skip_share", "give_up_stop_share"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"simulation.behaviour.{name}", "must be in [0, 1]", value)
+        _require(
+            self.asr_confusions in ("rules", "lexicon"), "simulation.behaviour.asr_confusions", "must be rules or lexicon", self.asr_confusions
+        )
         for mix in ("rephrase_misheard", "rephrase_misunderstood"):
             weights = getattr(self, mix).weights()
             for name, value in zip(REPHRASE_STYLES, weights):

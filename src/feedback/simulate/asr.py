@@ -10,8 +10,11 @@ confusable (per seed). ``random_word_error`` models the occasional one-off error
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Callable
 
+import jellyfish
 import numpy as np
 
 # Whole-value confusions of words an ASR splits or merges (service and brand names mostly).
@@ -196,6 +199,45 @@ def confusion_for(value: str, rng: np.random.Generator) -> str | None:
         if _acceptable(value, confused):
             return " ".join(str(confused).split())
     return None
+
+
+@dataclass(frozen=True)
+class PhoneticLexicon:
+    """The words of a corpus grouped by how they sound (their Metaphone code).
+
+    Why: a recogniser's language model turns what it half-heard into a word it knows, so its
+    confusions land on other words of the vocabulary ("settle" for "seattle"), not only on the
+    spellings a fixed list of rules produces.
+    """
+
+    by_code: Mapping[str, tuple[str, ...]]
+
+    def sound_alikes(self, word: str) -> tuple[str, ...]:
+        """Other words of the lexicon that sound like ``word`` (same Metaphone code)."""
+        return tuple(w for w in self.by_code.get(jellyfish.metaphone(word), ()) if w != word)
+
+
+def build_lexicon(texts: Iterable[str]) -> PhoneticLexicon:
+    """The lexicon of every alphabetic word of three letters or more in ``texts`` (sorted, so the
+    same corpus always gives the same lexicon)."""
+    words = sorted({w for text in texts for w in text.split() if len(w) >= 3 and w.isalpha()})
+    by_code: dict[str, list[str]] = {}
+    for word in words:
+        by_code.setdefault(jellyfish.metaphone(word), []).append(word)
+    return PhoneticLexicon({code: tuple(group) for code, group in by_code.items() if len(group) > 1})
+
+
+def lexicon_confusion(value: str, lexicon: PhoneticLexicon, rng: np.random.Generator) -> str | None:
+    """``value`` with one word replaced by a vocabulary word that sounds the same; None when no
+    word of it has one."""
+    words = value.split()
+    confusable = [(i, lexicon.sound_alikes(w)) for i, w in enumerate(words)]
+    confusable = [(i, alikes) for i, alikes in confusable if alikes]
+    if not confusable:
+        return None
+    index, alikes = confusable[int(rng.integers(len(confusable)))]
+    words[index] = alikes[int(rng.integers(len(alikes)))]
+    return " ".join(words)
 
 
 def _garble_word(word: str, rng: np.random.Generator) -> str:

@@ -98,7 +98,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
 def simulate_turns(config: SimulationConfig, progress: bool) -> tuple[list[Turn], int]:
     """All turns of all households (with timestamps and interaction flags) and the session count."""
     split = VocabularySplit(config.vocabulary, config.heldout_intents, config.heldout_value_share)
-    world = build_world(config.seed, split, config.corpus)
+    world = build_world(config.seed, split, config.corpus, config.behaviour.asr_confusions)
     start_day = date.fromisoformat(config.start_date)
     start_ms = (start_day - date(1970, 1, 1)).days * MS_PER_DAY
     window = (start_ms, start_ms + config.days * MS_PER_DAY)

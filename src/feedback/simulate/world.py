@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from feedback.simulate.asr import confusion_for
+from feedback.simulate.asr import PhoneticLexicon, build_lexicon, confusion_for, lexicon_confusion
 from feedback.simulate.corpus import Corpus, load_corpus
 
 CATALOG_SIZE = 6000
@@ -307,8 +307,22 @@ def _build_catalog(world: World, rng: np.random.Generator, split: VocabularySpli
     world.catalog_cdf = _zipf_cdf(len(world.catalog), ZIPF_EXPONENT)
 
 
-def _build_confusions(world: World, rng: np.random.Generator) -> None:
-    """Pick ~25% of the popular entity values and give each one fixed misrecognition."""
+def corpus_lexicon(corpus: Corpus) -> PhoneticLexicon:
+    """Every word the corpus's wordings and slot values use, grouped by sound."""
+    texts: list[str] = []
+    for body in corpus.data["intents"].values():
+        texts.extend(_SLOT_RE.sub(" ", str(text)) for text, _ in body["templates"])
+        texts.extend(str(value) for values in body["slots"].values() for value, _ in values)
+    return build_lexicon(texts)
+
+
+def _build_confusions(world: World, rng: np.random.Generator, asr_confusions: str) -> None:
+    """Pick ~20% of the popular entity values and give each one fixed misrecognition.
+
+    ``asr_confusions``: ``rules`` derives it from phonetic spelling rules and a list of
+    homophones; ``lexicon`` first looks for a word of the corpus that sounds the same.
+    """
+    lexicon = corpus_lexicon(world.corpus) if asr_confusions == "lexicon" else None
     popular: list[str] = []
     known: dict[str, bool] = {}
     for request in world.catalog[:POPULAR_REQUESTS]:
@@ -319,7 +333,8 @@ def _build_confusions(world: World, rng: np.random.Generator) -> None:
     for value in popular:
         if rng.random() >= CONFUSABLE_SHARE:
             continue
-        confused = confusion_for(value, rng)
+        confused = lexicon_confusion(value, lexicon, rng) if lexicon is not None else None
+        confused = confused or confusion_for(value, rng)
         if confused is not None:
             world.confusions[value] = confused
 
@@ -348,16 +363,19 @@ def _build_unsupported(world: World, rng: np.random.Generator) -> None:
     world.unsupported_values = tuple(services[int(i)] for i in sorted(chosen))
 
 
-def build_world(seed: int, split: VocabularySplit | None = None, corpus: str = "snips") -> World:
+def build_world(seed: int, split: VocabularySplit | None = None, corpus: str = "snips", asr_confusions: str = "rules") -> World:
     """Build the world of ``seed`` (deterministic: its own numpy Generator stream) on ``split``'s
-    vocabulary of ``corpus`` (``snips`` or ``sgd``)."""
+    vocabulary of ``corpus`` (``snips`` or ``sgd``), its misrecognitions from ``asr_confusions``
+    (``rules`` or ``lexicon``, see ``_build_confusions``)."""
+    if asr_confusions not in ("rules", "lexicon"):
+        raise ValueError(f"asr_confusions must be rules or lexicon, got {asr_confusions!r}")
     chosen = load_corpus(corpus)
     split = (split or VocabularySplit()).for_corpus(chosen)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED, 0]))
     templates, template_cdf, vocab, vocab_cdf, paraphrases = _build_vocab(chosen, split)
     world = World(templates, template_cdf, vocab, vocab_cdf, paraphrases, chosen)
     _build_catalog(world, rng, split)
-    _build_confusions(world, rng)
+    _build_confusions(world, rng, asr_confusions)
     _build_ambiguous(world, rng)
     _build_unsupported(world, rng)
     return world

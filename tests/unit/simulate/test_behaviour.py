@@ -9,10 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from feedback.config import BehaviourConfig, ConfigError, RephraseMix, SimulationConfig, load_config
 from feedback.simulate import run
+from feedback.simulate.asr import build_lexicon, lexicon_confusion
 from feedback.simulate.sessions import LEAD_INS, _pick_style
 from feedback.simulate.world import Request, parse_template, shortened, with_lead_in
 
@@ -61,7 +63,7 @@ def test_profile_files_load_and_a_equals_the_defaults() -> None:
     a, b = profile_a.behaviour, profile_b.behaviour
     for name in (
         "retry_delay_s", "barge_in_point", "media_reaction_s", "speech_barge_in_rate", "stop_first_share",
-        "media_stop_share", "media_skip_share", "give_up_stop_share", "rephrase_misheard", "rephrase_misunderstood",
+        "media_stop_share", "media_skip_share", "give_up_stop_share", "asr_confusions", "rephrase_misheard", "rephrase_misunderstood",
     ):
         assert getattr(a, name) != getattr(b, name), name
     assert (profile_a.abandon_rate, profile_a.silent_give_up_rate) != (profile_b.abandon_rate, profile_b.silent_give_up_rate)
@@ -158,3 +160,13 @@ def test_each_profile_produces_the_behaviour_it_names(tmp_path: Path, profile: s
         assert set(styles) == {"repeat", "reword", "careful"}
     else:
         assert {"shorten", "add_words", "correct_slot", "switch"} <= set(styles)
+
+
+def test_lexicon_confusions_land_on_a_word_of_the_corpus_that_sounds_the_same() -> None:
+    lexicon = build_lexicon(["weather in seattle", "settle the bill", "paris", "parris island", "a cat"])
+    assert lexicon.sound_alikes("seattle") == ("settle",)
+    assert lexicon.sound_alikes("parris") == ("paris",)
+    assert lexicon.sound_alikes("cat") == ()  # alone with its sound (and "a" is too short to count)
+    rng = np.random.default_rng(0)
+    assert lexicon_confusion("seattle wa", lexicon, rng) == "settle wa"
+    assert lexicon_confusion("the bronx", lexicon, rng) is None
