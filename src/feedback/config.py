@@ -437,13 +437,14 @@ class HeuristicWeights:
     """Weights of the transparent rephrase scorer (see ``feedback.silver.detect.score_pairs_heuristic``)."""
 
     lexical: float = 0.0
-    phonetic: float = 0.3
-    characters: float = 0.3
-    visible_failure: float = 0.3
-    step_penalty: float = 0.4
+    phonetic: float = 0.0
+    characters: float = 0.0
+    visible_failure: float = 0.2
+    containment: float = 0.5
+    step_penalty: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("lexical", "phonetic", "characters", "visible_failure", "step_penalty"):
+        for name in ("lexical", "phonetic", "characters", "visible_failure", "containment", "step_penalty"):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, f"detect.heuristic_weights.{name}", "must be in [0, 1]", value)
 

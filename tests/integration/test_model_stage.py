@@ -18,6 +18,7 @@ from feedback.rephrase.evidence import Candidate, RephraseQuery, word_counts
 from feedback.rephrase.model import DetectorSettings, SpanRephraseDetector, base_model_dir, cap_tokens, score_isolating_failures
 from feedback.rephrase.spark import DetectorHandle, DetectorScorer, cascade_passes, score_pairs_with_detector
 from feedback.rephrase.train import NO_REPHRASE, LabelledSet, distillation_loss, student_of, with_cascade
+from feedback.silver.detect import HEURISTIC_DETECTOR
 from feedback.silver.sessionize import aggregate_sessions
 from feedback.silver.stream import SilverBatchWriter, ensure_silver_tables
 
@@ -257,7 +258,7 @@ def test_a_failing_group_falls_back_to_the_heuristic_and_is_counted(
     assertDataFrameEqual(
         detectors,
         spark.createDataFrame(
-            [("a1", None), ("a2", "rephrase-detector/9"), ("b1", None), ("b2", "heuristic-v1")], "event_id string, rephrase_detector string"
+            [("a1", None), ("a2", "rephrase-detector/9"), ("b1", None), ("b2", HEURISTIC_DETECTOR)], "event_id string, rephrase_detector string"
         ),
     )
 

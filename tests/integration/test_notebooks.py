@@ -45,6 +45,7 @@ from feedback.rephrase.train import labelled_set, link_score, score_set
 from feedback.rewrites.evaluate import RewriteEvaluation
 from feedback.rewrites.mine import MiningResult
 from feedback.rewrites.mine import run as mine
+from feedback.silver.detect import HEURISTIC_DETECTOR
 from feedback.simulate import run as simulate
 
 from support.paths import REPO
@@ -235,7 +236,7 @@ def test_model_monitoring(spark: SparkSession, notebook_lake: NotebookLake) -> N
         row["rephrase_detector"]
         for row in spark.read.format("delta").load(paths.silver_turns).select("rephrase_detector").distinct().collect()
     }
-    assert detectors == {None, "heuristic-v1", f"{REPHRASE_DETECTOR}/1+int8"}
+    assert detectors == {None, HEURISTIC_DETECTOR, f"{REPHRASE_DETECTOR}/1+int8"}
 
 
 @pytest.mark.slow

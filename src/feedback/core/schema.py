@@ -375,7 +375,7 @@ SILVER_TURNS_SCHEMA = StructType(
         ),
         _column(
             "rephrase_detector", StringType(), True,
-            "What scored that candidate: heuristic-v1 or rephrase-detector/<version>; null without a candidate.",
+            "What scored that candidate: heuristic-v2 or rephrase-detector/<version>; null without a candidate.",
         ),
         _column("rephrased", BooleanType(), False, "A later turn of the session rephrases this one."),
         _column(

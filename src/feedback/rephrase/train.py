@@ -53,7 +53,7 @@ from feedback.rephrase.model import (
 )
 from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
 from feedback.rephrase.spark import champion_detector_dir, request_groups
-from feedback.silver.detect import rephrase_candidates, score_pairs_heuristic
+from feedback.silver.detect import HEURISTIC_DETECTOR, rephrase_candidates, score_pairs_heuristic
 from feedback.silver.evaluate import Score
 from feedback.simulate import run as simulate
 
@@ -632,7 +632,7 @@ def run(
         mlflow.log_metrics(scores.metrics())
         version = log_detector(detector, data.evaluation)
         champion_f1 = champion_link_f1(client, lake, data.evaluation, settings, threshold, serves_int8)
-        baseline = ("heuristic-v1", scores.heuristic.f1) if settings.must_beat_heuristic else None
+        baseline = (HEURISTIC_DETECTOR, scores.heuristic.f1) if settings.must_beat_heuristic else None
         served = scores.int8 if serves_int8 else scores.fp32
         decision = apply_champion_rule(
             client, REPHRASE_DETECTOR, version, "link_f1", served.f1, champion_f1, allow_equal=False, baseline=baseline

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from feedback.config import DetectConfig
 
-HEURISTIC_DETECTOR = "heuristic-v1"
+HEURISTIC_DETECTOR = "heuristic-v2"
 
 SCORING_MODEL = "model"
 SCORING_CASCADE = "cascade"
@@ -120,11 +120,17 @@ def _jaccard(left: Column, right: Column) -> Column:
     return F.when(union == 0, F.lit(0.0)).otherwise(F.size(F.array_intersect(left, right)) / union)
 
 
+def _overlap(left: Column, right: Column) -> Column:
+    """Overlap coefficient: shared items over the smaller set's size (1 when one set holds the other)."""
+    smaller = F.least(F.size(left), F.size(right))
+    return F.when(smaller == 0, F.lit(0.0)).otherwise(F.size(F.array_intersect(left, right)) / smaller)
+
+
 def _words(normalized: Column) -> Column:
     return F.array_distinct(F.filter(F.split(normalized, " "), lambda w: w != F.lit("")))
 
 
-HEURISTIC_FEATURES = ("lexical", "phonetic", "characters", "visible_failure")
+HEURISTIC_FEATURES = ("lexical", "phonetic", "characters", "visible_failure", "containment")
 
 
 def heuristic_features(pairs: DataFrame) -> DataFrame:
@@ -133,20 +139,19 @@ def heuristic_features(pairs: DataFrame) -> DataFrame:
     ``lexical``: word Jaccard overlap. ``phonetic``: Jaccard overlap of the words' Soundex
     codes (catches "spot if i" for "spotify"). ``characters``: 1 - Levenshtein / longer
     length. ``visible_failure``: 1 when the source was not ``success``, barged into or
-    terminated.
+    terminated. ``containment``: the share of the shorter request's Soundex codes that the
+    other one has (1 for "no i said X" after "X", or "weather in X" after "tell me the weather
+    in X": a follow-up that adds or drops words around the same request).
     """
     source_words = _words(F.col("source_normalized"))
     target_words = _words(F.col("target_normalized"))
+    source_codes = F.array_distinct(F.transform(source_words, lambda w: F.soundex(w)))
+    target_codes = F.array_distinct(F.transform(target_words, lambda w: F.soundex(w)))
     longest = F.greatest(F.length("source_normalized"), F.length("target_normalized"))
     return (
         pairs.withColumn("lexical", _jaccard(source_words, target_words))
-        .withColumn(
-            "phonetic",
-            _jaccard(
-                F.array_distinct(F.transform(source_words, lambda w: F.soundex(w))),
-                F.array_distinct(F.transform(target_words, lambda w: F.soundex(w))),
-            ),
-        )
+        .withColumn("phonetic", _jaccard(source_codes, target_codes))
+        .withColumn("containment", _overlap(source_codes, target_codes))
         .withColumn(
             "characters",
             F.when(longest == 0, F.lit(0.0)).otherwise(
@@ -175,6 +180,7 @@ def score_pairs_heuristic(pairs: DataFrame, config: DetectConfig) -> DataFrame:
         + F.lit(weights.phonetic) * F.col("phonetic")
         + F.lit(weights.characters) * F.col("characters")
         + F.lit(weights.visible_failure) * F.col("visible_failure")
+        + F.lit(weights.containment) * F.col("containment")
         - F.lit(weights.step_penalty) * (F.col("steps_back") - 1)
     )
     bounded = F.least(F.lit(1.0), F.greatest(F.lit(0.0), score))
