@@ -48,6 +48,13 @@ def table(results: dict[str, Evaluation]) -> str:
                 f"| {name} | {signal} | {ours.precision:.4f} | {ours.recall:.4f} | **{ours.f1:.4f}** | "
                 f"{reference:.4f} | {ours.f1 - reference:+.4f} |"
             )
+        found = evaluation.detectable
+        if found is not None:
+            reference = base.detectable.recall if base is not None and base.detectable is not None else float("nan")
+            lines.append(
+                f"| {name} | detectable defects found (silent share {found.silent_share:.4f}) | | {found.recall:.4f} | | "
+                f"{reference:.4f} (recall) | {found.recall - reference:+.4f} |"
+            )
     return "\n".join(lines)
 
 

@@ -54,6 +54,32 @@ class Score:
 
 
 @dataclass(frozen=True)
+class DetectableDefects:
+    """How many defects left a signal an implicit detector can see, and how many of those were found.
+
+    A defect is *detectable* when the user barged in, stopped the answer, rephrased the request or
+    gave negative feedback, or the assistant said it failed (status unhandled or error). The
+    rest are silent: a wrong answer the user just let go, invisible to any implicit signal.
+    """
+
+    detectable: int
+    silent: int
+    found: int
+
+    @property
+    def silent_share(self) -> float:
+        total = self.detectable + self.silent
+        return self.silent / total if total else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.detectable if self.detectable else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self) | {"silent_share": self.silent_share, "recall": self.recall}
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Our scores per signal, and the naive baseline's on the same events when it was scored."""
 
@@ -63,6 +89,7 @@ class Evaluation:
     terminated: Score
     defect: Score
     rephrase_link: Score
+    detectable: DetectableDefects | None = None
     baseline: Evaluation | None = None
 
     @property
@@ -80,8 +107,12 @@ class Evaluation:
             "coverage": self.coverage,
             **{name: score.as_dict() for name, score in self.scores().items()},
         }
+        if self.detectable is not None:
+            figures["detectable_defects"] = self.detectable.as_dict()
         if self.baseline is not None:
             figures["baseline"] = {name: score.as_dict() for name, score in self.baseline.scores().items()}
+            if self.baseline.detectable is not None:
+                figures["baseline"]["detectable_defects"] = self.baseline.detectable.as_dict()
         return figures
 
     def render(self) -> str:
@@ -104,6 +135,14 @@ class Evaluation:
                 reference: Score = getattr(base, name)
                 line += f" {reference.precision:.4f} | {reference.recall:.4f} | {reference.f1:.4f} |"
             lines.append(line)
+        if self.detectable is not None:
+            found = f"ours {self.detectable.found} (recall {self.detectable.recall:.4f})"
+            if base is not None and base.detectable is not None:
+                found += f", baseline {base.detectable.found} (recall {base.detectable.recall:.4f})"
+            lines.append(
+                f"defects: {self.detectable.detectable} detectable, {self.detectable.silent} silent "
+                f"(silent share {self.detectable.silent_share:.4f}); detectable defects found: {found}"
+            )
         return "\n".join(lines)
 
 
@@ -116,8 +155,43 @@ def _binary(joined: DataFrame, predicted: str, actual: str) -> Score:
     return Score(int(row["tp"] or 0), int(row["fp"] or 0), int(row["fn"] or 0))
 
 
-def evaluate_turns(turns: DataFrame, truth: DataFrame) -> Evaluation:
-    """Compare silver turns with ground truth, joined on event_id."""
+def visible_defects(turns: DataFrame, truth: DataFrame) -> DataFrame:
+    """``event_id``, ``visible``: for each defective ground-truth turn, whether it left a signal
+    (``DetectableDefects``); the assistant's own status is read from silver ``turns``."""
+    rephrased = truth.filter(F.col("rephrase_of").isNotNull()).select(F.col("rephrase_of").alias("event_id")).distinct()
+    status = turns.select("event_id", "status")
+    visible = (
+        F.coalesce(F.col("barge_in"), F.lit(False))
+        | F.coalesce(F.col("terminated"), F.lit(False))
+        | F.col("_rephrased")
+        | (F.coalesce(F.col("explicit_feedback"), F.lit("")) == F.lit("negative"))
+        | F.coalesce(F.col("status").isin("unhandled", "error"), F.lit(False))
+    )
+    return (
+        truth.filter(F.col("defective"))
+        .join(rephrased.withColumn("_rephrased", F.lit(True)), "event_id", "left")
+        .fillna(False, subset=["_rephrased"])
+        .join(status, "event_id", "inner")
+        .select("event_id", visible.alias("visible"))
+    )
+
+
+def _detectable(turns: DataFrame, visible: DataFrame) -> DetectableDefects:
+    row = (
+        visible.join(turns.select("event_id", "defect"), "event_id", "inner")
+        .agg(
+            F.sum(F.col("visible").cast("long")).alias("detectable"),
+            F.sum((~F.col("visible")).cast("long")).alias("silent"),
+            F.sum((F.col("visible") & F.col("defect")).cast("long")).alias("found"),
+        )
+        .first()
+    )
+    return DetectableDefects(int(row["detectable"] or 0), int(row["silent"] or 0), int(row["found"] or 0))
+
+
+def evaluate_turns(turns: DataFrame, truth: DataFrame, visible: DataFrame | None = None) -> Evaluation:
+    """Compare silver turns with ground truth, joined on event_id; with ``visible``
+    (``visible_defects``), also how many detectable defects the turns found."""
     predicted = turns.select(
         "event_id",
         F.col("barge_in").alias("p_barge_in"),
@@ -158,6 +232,7 @@ def evaluate_turns(turns: DataFrame, truth: DataFrame) -> Evaluation:
             terminated=_binary(joined, "p_terminated", "t_terminated"),
             defect=_binary(joined, "p_defect", "t_defect"),
             rephrase_link=Score(int(links["tp"] or 0), int(links["fp"] or 0), int(links["fn"] or 0)),
+            detectable=_detectable(turns, visible) if visible is not None else None,
         )
     finally:
         joined.unpersist()
@@ -178,9 +253,14 @@ def run(
     """
     turns = spark.read.format("delta").load(require_lake(lake).silver_turns)
     truth = read_truth(spark, truth_path)
-    evaluation = evaluate_turns(turns, truth)
-    if baseline:
-        evaluation = replace(evaluation, baseline=evaluate_turns(baseline_predictions(silver_traffic(turns)), truth))
+    visible = visible_defects(turns, truth).persist()
+    try:
+        evaluation = evaluate_turns(turns, truth, visible)
+        if baseline:
+            reference = evaluate_turns(baseline_predictions(silver_traffic(turns)), truth, visible)
+            evaluation = replace(evaluation, baseline=reference)
+    finally:
+        visible.unpersist()
     if json_out is not None:
         Path(json_out).write_text(json.dumps(evaluation.as_dict(), indent=2, sort_keys=True) + "\n")
     return evaluation

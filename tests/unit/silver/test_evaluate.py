@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
 from feedback.core.lake import LakePaths
-from feedback.silver.evaluate import run
+from feedback.silver.evaluate import run, visible_defects
 
 from support.turn_data import DAY
 
@@ -86,10 +88,18 @@ def test_evaluate_reports_the_baseline_beside_ours(spark: SparkSession, tmp_path
             "| terminated | 1.0000 | 1.0000 | 1.0000 | 1 | 0 | 0 | 1.0000 | 1.0000 | 1.0000 |",
             "| defect | 1.0000 | 1.0000 | 1.0000 | 4 | 0 | 0 | 1.0000 | 0.7500 | 0.8571 |",
             "| rephrase_link | 0.5000 | 1.0000 | 0.6667 | 1 | 1 | 0 | 0.5000 | 1.0000 | 0.6667 |",
+            # a1, a2, c1 were barged into; b1 left no signal (nobody barged in, rephrased it, and its status is success)
+            "defects: 3 detectable, 1 silent (silent share 0.2500); detectable defects found: "
+            "ours 3 (recall 1.0000), baseline 3 (recall 1.0000)",
         ]
     )
     figures = json.loads(out.read_text())
-    assert sorted(figures) == ["barge_in", "baseline", "coverage", "defect", "rephrase_link", "scored_events", "terminated", "truth_events"]
+    assert sorted(figures) == [
+        "barge_in", "baseline", "coverage", "defect", "detectable_defects", "rephrase_link", "scored_events", "terminated", "truth_events"
+    ]  # fmt: skip
+    detectable = {"detectable": 3, "silent": 1, "found": 3, "silent_share": 0.25, "recall": 1.0}
+    assert figures["detectable_defects"] == pytest.approx(detectable)
+    assert figures["baseline"].pop("detectable_defects") == pytest.approx(detectable)
     assert (figures["truth_events"], figures["scored_events"], figures["coverage"]) == (8, 7, 0.875)
     assert figures["barge_in"] == pytest.approx(score(2, 0, 1, 1.0, 2 / 3, 0.8))
     assert figures["rephrase_link"] == pytest.approx(score(1, 1, 0, 0.5, 1.0, 2 / 3))
@@ -115,3 +125,29 @@ def test_a_caller_may_leave_the_baseline_out(spark: SparkSession, tmp_path: Path
         "| barge_in | 1.0000 | 0.6667 | 0.8000 | 2 | 0 | 1 |",
     ]
     assert "baseline" not in json.loads(out.read_text())
+
+
+def test_a_defect_is_visible_through_any_signal_and_silent_without_one(spark: SparkSession) -> None:
+    truth = spark.createDataFrame(
+        [
+            ("barged", True, False, None, None),
+            ("stopped", False, True, None, None),
+            ("rephrased", False, False, None, None),
+            ("rephrase", False, False, "rephrased", None),
+            ("rated", False, False, None, "negative"),
+            ("failed", False, False, None, None),
+            ("silent", False, False, None, "positive"),
+            ("fine", True, False, None, None),
+        ],
+        "event_id string, barge_in boolean, terminated boolean, rephrase_of string, explicit_feedback string",
+    ).withColumn("defective", F.col("event_id") != F.lit("fine"))
+    statuses = {"failed": "unhandled"}
+    turns = spark.createDataFrame(
+        [(e, statuses.get(e, "success")) for e in ("barged", "stopped", "rephrased", "rephrase", "rated", "failed", "silent", "fine")],
+        "event_id string, status string",
+    )
+    expected = spark.createDataFrame(
+        [("barged", True), ("stopped", True), ("rephrased", True), ("rephrase", False), ("rated", True), ("failed", True), ("silent", False)],
+        "event_id string, visible boolean",
+    )
+    assertDataFrameEqual(visible_defects(turns, truth), expected)
