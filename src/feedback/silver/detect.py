@@ -7,8 +7,9 @@ scorer alone:
    ``rephrase_max_back`` requests apart and ``rephrase_window_s`` seconds apart. System
    commands ("stop", "cancel") are skipped, so a "stop" between a request and its rephrase
    does not break the link.
-2. ``score_pairs_heuristic``: the transparent baseline: word overlap, phonetic (Soundex)
-   overlap, character edit similarity, and whether the earlier request visibly failed.
+2. ``score_pairs_heuristic``: the transparent scorer: a weighted sum of word overlap, phonetic
+   (Soundex) overlap, character edit similarity, containment (the shorter request's sounds found
+   in the other) and whether the earlier request visibly failed (``detect.heuristic_weights``).
 3. ``link_rephrases``: each request links to its best-scoring earlier request above the
    threshold; ``label_defects`` then derives every defect reason per turn.
 """
