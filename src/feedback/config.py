@@ -234,8 +234,9 @@ class RephraseMix:
     same words, the slot values said slowly. ``shorten``: leading words dropped ("play X" for
     "i want to listen to X"). ``add_words``: a lead-in added ("i said ..."). ``correct_slot``:
     "no i said ..." with the slot values said slowly. ``switch``: another phrasing of the intent
-    that keeps only some of the slots. A style a request cannot take falls back to ``reword``,
-    then to ``repeat``.
+    that keeps only some of the slots. A style a request cannot take falls back to another
+    wording with the same slots (``reword``), and failing that to the same words (said carefully
+    after a mishearing).
     """
 
     repeat: float = 0.0
