@@ -109,13 +109,13 @@ def _pair(source_id: str, target_id: str, source: str, target: str, status: str,
 
 
 def test_cascade_settles_an_unrelated_pair_and_passes_a_rephrase(spark: SparkSession) -> None:
-    """Heuristic scores by hand (weights 0.3 phonetic, 0.3 characters, 0.3 visible failure):
+    """Heuristic-v2 scores by hand (weights 0.5 containment, 0.2 visible failure):
 
-    - "jazz" -> "news" after a success: no shared Soundex code (J200 / N200), Levenshtein 4 of 4
-      characters, no failure: 0.0, settled at 0.15;
-    - "play jazz" -> "play some jazz" after "unhandled": codes {P400, J200} of {P400, S500, J200}
-      = 2/3 -> 0.2; 1 - 5/14 characters -> 0.19286; failure 0.3: 0.69286, passed on;
-    - "jazz" -> "news" after "unhandled": the failure alone, 0.3: passed at 0.15, settled at 0.35.
+    - "jazz" -> "news" after a success: no shared Soundex code (J200 / N200), no failure: 0.0,
+      settled at 0.15;
+    - "play jazz" -> "play some jazz" after "unhandled": both codes of {P400, J200} are in
+      {P400, S500, J200}, containment 1 -> 0.5; failure 0.2: 0.7, passed on;
+    - "jazz" -> "news" after "unhandled": the failure alone, 0.2: passed at 0.15, settled at 0.35.
     """
     from feedback.config import DetectConfig
     from feedback.silver.detect import score_pairs_heuristic
@@ -137,7 +137,7 @@ def test_cascade_settles_an_unrelated_pair_and_passes_a_rephrase(spark: SparkSes
         cascade_passes(F.col("rephrase_score"), 0.0).alias("passes_0"),
     )
     expected = spark.createDataFrame(
-        [("a1", 0.0, False, False, True), ("b1", 0.69286, True, True, True), ("c1", 0.3, True, False, True)],
+        [("a1", 0.0, False, False, True), ("b1", 0.7, True, True, True), ("c1", 0.2, True, False, True)],
         "source_event_id string, score double, passes_015 boolean, passes_035 boolean, passes_0 boolean",
     )
     assertDataFrameEqual(decided, expected)
@@ -167,8 +167,9 @@ def test_the_request_scope_passes_a_requests_candidates_together(spark: SparkSes
 
 
 def test_the_request_scope_shows_the_model_the_whole_request(spark: SparkSession, working_dir: Path) -> None:
-    """b1's candidates score 0.69286 and 0.3 by hand (see above): at 0.35 the pair scope settles the
-    second, the request scope sends both, in one sequence, to the model."""
+    """b1's candidates score 0.7 and 0.0 by hand (see above; b3 is two requests back: 0.2 failure
+    - 0.2 step penalty): at 0.35 the pair scope settles the second, the request scope sends both,
+    in one sequence, to the model."""
     pairs = spark.createDataFrame(
         [
             _pair("b1", "b2", "play jazz", "play some jazz", "unhandled"),
