@@ -256,6 +256,10 @@ def _range(values: tuple[float, ...], key: str, low: float, high: float) -> None
     _require(len(values) == 2 and low <= values[0] <= values[1] <= high, key, f"must be [min, max] within [{low}, {high}]", values)
 
 
+MEDIA_REACTION_LIMIT_S = 29
+"""A reaction to media is a barge-in only within 30 s of playback start (the ground-truth window)."""
+
+
 @dataclass(frozen=True)
 class BehaviourConfig:
     """How the simulated people behave: one profile (``conf/behaviour-*.yaml`` holds others).
@@ -300,10 +304,6 @@ class BehaviourConfig:
             "plus media_stop_share must be <= 1",
             self.media_skip_share,
         )
-
-
-MEDIA_REACTION_LIMIT_S = 29
-"""A reaction to media is a barge-in only within 30 s of playback start (the ground-truth window)."""
 
 
 @dataclass(frozen=True)
