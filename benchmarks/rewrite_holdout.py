@@ -14,15 +14,30 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from feedback.config import SparkConfig, load_config
+from feedback.config import AppConfig, SparkConfig, load_config
 from feedback.core.lake import LakePaths
 from feedback.core.schema import REWRITE_VETOES_SCHEMA
 from feedback.core.spark import build_spark
 from feedback.core.truth import read_truth
-from feedback.rewrites.evaluate import evaluate_rewrites, truth_traffic
+from feedback.rewrites.evaluate import RewriteEvaluation, evaluate_rewrites, truth_traffic
 from feedback.rewrites.mine import mine_rewrites
+
+
+def out_of_time(
+    spark: SparkSession, config: AppConfig, lake: LakePaths, truth_path: Path, split: dt.date
+) -> tuple[int, RewriteEvaluation]:
+    """Mine rewrites from ``lake``'s silver turns dated before ``split`` and judge them on the
+    ground-truth requests of ``truth_path`` dated at or after it; the number mined and the figures."""
+    turns = spark.read.format("delta").load(lake.silver_turns).filter(F.col("event_date") < F.lit(split))
+    outcome = mine_rewrites(
+        turns, spark.createDataFrame([], REWRITE_VETOES_SCHEMA), config.mining, "holdout", dt.datetime(2026, 1, 1)
+    )
+    rewrites = outcome.rewrites.localCheckpoint(eager=True)
+    truth = read_truth(spark, truth_path).filter(F.to_date(F.to_timestamp("ts")) >= F.lit(split))
+    return rewrites.count(), evaluate_rewrites(rewrites, truth_traffic(truth))
 
 
 def main() -> None:
@@ -34,15 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.conf)
     spark = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, extra={"spark.ui.enabled": "false"}))
-    lake = LakePaths.at(args.lake)
-    turns = spark.read.format("delta").load(lake.silver_turns).filter(F.col("event_date") < F.lit(args.split))
-    outcome = mine_rewrites(
-        turns, spark.createDataFrame([], REWRITE_VETOES_SCHEMA), config.mining, "holdout", dt.datetime(2026, 1, 1)
-    )
-    rewrites = outcome.rewrites.localCheckpoint(eager=True)
-    truth = read_truth(spark, args.truth).filter(F.to_date(F.to_timestamp("ts")) >= F.lit(args.split))
-    evaluation = evaluate_rewrites(rewrites, truth_traffic(truth))
-    print(f"mined on silver before {args.split} ({rewrites.count()} rewrites), judged on ground truth from {args.split}:")
+    mined, evaluation = out_of_time(spark, config, LakePaths.at(args.lake), args.truth, args.split)
+    print(f"mined on silver before {args.split} ({mined} rewrites), judged on ground truth from {args.split}:")
     print(evaluation.render())
     spark.stop()
 

@@ -38,7 +38,16 @@ from feedback.config import AppConfig, load_config, replace_section
 from feedback.core.lake import LakePaths
 from feedback.core.spark import build_spark
 from feedback.rephrase.model import SpanRephraseDetector
-from feedback.rephrase.train import LabelledSet, link_score, prepare_simulation, score_set, simulated_sets, with_cascade
+from feedback.rephrase.train import (
+    LabelledSet,
+    link_score,
+    prepare_simulation,
+    score_set,
+    simulated_sets,
+    simulation_of,
+    training_folder,
+    with_cascade,
+)
 
 
 def decisions(detector: SpanRephraseDetector, data: LabelledSet, config: AppConfig, batch_size: int) -> np.ndarray:
@@ -66,9 +75,10 @@ def main() -> None:
     spark = build_spark(config.spark)
     settings = config.rephrase_model
     model_lake = LakePaths.at(args.model_lake)
+    corpus = settings.train_corpora[0]
     prepare_simulation(  # the choice's simulation: made (once) when --conf names one train-rephrase did not
-        spark, config, model_lake, f"train-{settings.train_seed}", "train",
-        settings.train_users, settings.train_days, settings.train_seed,
+        spark, config, model_lake, training_folder(corpus, settings.train_seed), "train",
+        settings.train_users, settings.train_days, settings.train_seed, simulation_of(config.simulation, corpus),
     )
     sets = simulated_sets(spark, config, model_lake)
     spark.stop()

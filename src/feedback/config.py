@@ -509,6 +509,9 @@ class RephraseModelConfig:
     eval_users: int = 200
     eval_days: int = 3
     eval_seed: int = 2002
+    train_corpora: tuple[str, ...] = CORPORA
+    eval_corpora: tuple[str, ...] = CORPORA
+    cross_profile: str | None = "conf/behaviour-b.yaml"
 
     def __post_init__(self) -> None:
         _require(32 <= self.max_length <= 512, "rephrase_model.max_length", "must be in [32, 512]", self.max_length)
@@ -522,6 +525,13 @@ class RephraseModelConfig:
             "must be in [1, max_length - 16]",
             self.max_request_tokens,
         )
+        for key, corpora in (("train_corpora", self.train_corpora), ("eval_corpora", self.eval_corpora)):
+            _require(
+                len(corpora) > 0 and set(corpora) <= set(CORPORA) and len(set(corpora)) == len(corpora),
+                f"rephrase_model.{key}",
+                f"must name one or more of {CORPORA}, each once",
+                corpora,
+            )
         _require(self.device in ("auto", "cpu", "cuda"), "rephrase_model.device", "must be auto, cpu or cuda", self.device)
         _require(self.student_layers >= 0, "rephrase_model.student_layers", "must be >= 0 (0: fine-tune the whole encoder)", self.student_layers)
         _require(self.distill_temperature > 0, "rephrase_model.distill_temperature", "must be > 0", self.distill_temperature)

@@ -2,13 +2,19 @@
 
 Data: simulator traffic run through this project's own pipeline, so the model trains on exactly
 the candidate pairs the stream will score (``detect.rephrase_candidates`` over ``silver/turns``),
-labelled from the simulator's ground truth. Evaluation uses a separate simulation on the held-out
-vocabulary (``simulation.vocabulary = heldout``: intents and slot values never seen in training),
-so the figure measures generalisation, and scores the heuristic baseline on the same pairs.
+labelled from the simulator's ground truth. It trains on one simulation per corpus of
+``rephrase_model.train_corpora`` (training vocabulary, the configured behaviour profile).
+
+Evaluation uses separate simulations on the held-out vocabulary (``simulation.vocabulary =
+heldout``: intents and slot values never seen in training), one per corpus of
+``rephrase_model.eval_corpora`` with the training profile, and one per corpus with the other
+profile of ``rephrase_model.cross_profile`` (other timing, other rephrasing, other ASR errors):
+the cross figure is the one that says whether the model learned rephrasing or the simulator.
+Each set also scores the heuristic and the naive baseline (``silver.baseline``) on the same traffic.
 
 Registry: the model is logged as a pyfunc and registered as ``rephrase-detector``; the
-``champion`` alias moves only when its link F1 beats the current champion re-scored on this
-evaluation set (``feedback.core.registry.apply_champion_rule``).
+``champion`` alias moves only when its link F1, pooled over every evaluation set, beats the
+current champion re-scored on the same sets (``feedback.core.registry.apply_champion_rule``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +41,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
-from feedback.config import AppConfig, RephraseModelConfig, replace_section
+from feedback.config import AppConfig, RephraseModelConfig, SimulationConfig, load_config, replace_section
 from feedback.core.lake import LakePaths, require_lake
 from feedback.core.registry import REPHRASE_DETECTOR, apply_champion_rule, champion_version, configure_mlflow, ensure_experiment
 from feedback.core.truth import read_truth
@@ -53,8 +60,9 @@ from feedback.rephrase.model import (
 )
 from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT, RephraseDetectorModel
 from feedback.rephrase.spark import champion_detector_dir, request_groups
+from feedback.silver.baseline import baseline_predictions, silver_traffic
 from feedback.silver.detect import HEURISTIC_DETECTOR, rephrase_candidates, score_pairs_heuristic
-from feedback.silver.evaluate import Score
+from feedback.silver.evaluate import Score, evaluate_turns
 from feedback.simulate import run as simulate
 
 LOG = logging.getLogger(__name__)
@@ -95,51 +103,153 @@ class LabelledSet:
         return queries_from_pandas(self.groups)
 
 
+def pooled(scores: Iterable[Score]) -> Score:
+    """One score over several sets: their counts added (not their rates averaged)."""
+    counted = list(scores)
+    return Score(
+        sum(score.true_positives for score in counted),
+        sum(score.false_positives for score in counted),
+        sum(score.false_negatives for score in counted),
+    )
+
+
+@dataclass(frozen=True)
+class SetScores:
+    """Link scores on one evaluation set: the model (fp32, int8), the heuristic and the naive baseline."""
+
+    name: str
+    cross_profile: bool
+    groups: int
+    pairs: int
+    fp32: Score
+    int8: Score
+    heuristic: Score
+    baseline: Score
+
+    def metrics(self) -> dict[str, float]:
+        key = self.name.replace(" / profile ", "_").replace(" ", "_")
+        metrics: dict[str, float] = {}
+        for prefix, score in (("", self.fp32), ("int8_", self.int8), ("heuristic_", self.heuristic), ("baseline_", self.baseline)):
+            metrics |= {f"eval_{key}_{prefix}{name}": getattr(score, name) for name in ("precision", "recall", "f1")}
+        return metrics
+
+
 @dataclass(frozen=True)
 class TrainingResult:
     run_id: str
     version: str
     promoted: bool
-    model: Score
-    heuristic: Score
-    quantized: Score
+    sets: tuple[SetScores, ...]
     served: str
     champion_f1: float | None
     train_groups: int
-    eval_groups: int
-    eval_pairs: int
     fp32_sequences_per_s: float
     int8_sequences_per_s: float
 
+    @property
+    def model(self) -> Score:
+        return pooled(scores.fp32 for scores in self.sets)
+
+    @property
+    def quantized(self) -> Score:
+        return pooled(scores.int8 for scores in self.sets)
+
+    @property
+    def heuristic(self) -> Score:
+        return pooled(scores.heuristic for scores in self.sets)
+
+    @property
+    def eval_groups(self) -> int:
+        return sum(scores.groups for scores in self.sets)
+
+    @property
+    def eval_pairs(self) -> int:
+        return sum(scores.pairs for scores in self.sets)
+
     def render(self) -> str:
-        def line(name: str, score: Score) -> str:
-            return f"| {name} | {score.precision:.4f} | {score.recall:.4f} | {score.f1:.4f} |"
+        def line(name: str, fp32: Score, int8: Score, heuristic: Score, baseline: Score | None) -> str:
+            reference = f"{baseline.f1:.4f}" if baseline is not None else "–"
+            return (
+                f"| {name} | {fp32.precision:.4f} | {fp32.recall:.4f} | **{fp32.f1:.4f}** | {int8.f1:.4f} | "
+                f"{heuristic.f1:.4f} | {reference} |"
+            )
 
         verdict = "champion" if self.promoted else "challenger (champion kept)"
+        rows = [
+            line(f"{scores.name}{' (cross profile)' if scores.cross_profile else ''}", scores.fp32, scores.int8, scores.heuristic, scores.baseline)
+            for scores in self.sets
+        ]
+        cross = [scores for scores in self.sets if scores.cross_profile]
+        if cross:
+            rows.append(
+                line(
+                    "**cross-profile sets, pooled**",
+                    pooled(c.fp32 for c in cross), pooled(c.int8 for c in cross), pooled(c.heuristic for c in cross),
+                    pooled(c.baseline for c in cross),
+                )
+            )  # fmt: skip
+        rows.append(line("every set, pooled", self.model, self.quantized, self.heuristic, pooled(c.baseline for c in self.sets)))
         return "\n".join(
             [
                 f"rephrase-detector v{self.version} ({verdict}), MLflow run {self.run_id}",
-                f"evaluation: {self.eval_groups} requests with candidates, {self.eval_pairs} candidate pairs (held-out vocabulary)",
-                "| detector | precision | recall | F1 |",
-                "|---|---|---|---|",
-                line("model (fp32)", self.model),
-                line("model (int8)", self.quantized),
-                line("heuristic", self.heuristic),
-                f"champion rule on the {self.served} model's F1; champion before this run: "
-                f"{'none' if self.champion_f1 is None else f'F1 {self.champion_f1:.4f}'}",
+                f"evaluation: {self.eval_groups} requests with candidates, {self.eval_pairs} candidate pairs "
+                "(held-out vocabulary); rephrase-link scores:",
+                "| evaluation set | model precision | model recall | model F1 (fp32) | model F1 (int8) | heuristic F1 | naive baseline F1 |",
+                "|---|---|---|---|---|---|---|",
+                *rows,
+                f"champion rule on the {self.served} model's pooled F1; champion before this run: "
+                + (f"{self.champion_f1:.4f}" if self.champion_f1 is not None else "none"),
+                f"trained on {self.train_groups} sequences; "
                 f"inference: {self.fp32_sequences_per_s:.1f} sequences/s fp32, {self.int8_sequences_per_s:.1f} int8",
             ]
         )
 
 
+def training_folder(corpus: str, seed: int) -> str:
+    """The folder under ``LAKE/_training`` of a training simulation."""
+    return f"train-{corpus}-{seed}"
+
+
+def evaluation_folder(corpus: str, profile: str, seed: int) -> str:
+    """The folder under ``LAKE/_training`` of an evaluation simulation."""
+    return f"eval-{corpus}-{profile}-{seed}"
+
+
+def simulation_of(simulation: SimulationConfig, corpus: str) -> SimulationConfig:
+    """``simulation`` on ``corpus``: its held-out intents are kept for its own corpus; another
+    corpus holds out its own defaults."""
+    return simulation if simulation.corpus == corpus else replace(simulation, corpus=corpus, heldout_intents=())
+
+
+def cross_simulation(path: str) -> SimulationConfig:
+    """The simulation section of the configuration file ``path`` (``rephrase_model.cross_profile``)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"rephrase_model.cross_profile: no such file {path} (relative paths are read from the working directory)")
+    return load_config(path).simulation
+
+
 def prepare_simulation(
-    spark: SparkSession, config: AppConfig, lake: LakePaths, name: str, vocabulary: str, users: int, days: int, seed: int
+    spark: SparkSession,
+    config: AppConfig,
+    lake: LakePaths,
+    name: str,
+    vocabulary: str,
+    users: int,
+    days: int,
+    seed: int,
+    simulation: SimulationConfig | None = None,
 ) -> SimulatedSet:
-    """Simulate (once) and run the pipeline (once) into ``LAKE/_training/name``; reused when already there."""
+    """Simulate (once) and run the pipeline (once) into ``LAKE/_training/name``; reused when already there.
+
+    ``simulation`` (default: ``config.simulation``) gives the corpus, behaviour profile and rates.
+    """
     base = Path(lake.training) / name
-    sim_config = replace(config.simulation, users=users, days=days, seed=seed, vocabulary=vocabulary)
+    sim_config = replace(simulation or config.simulation, users=users, days=days, seed=seed, vocabulary=vocabulary)
     manifest_path = base / "traffic" / "manifest.json"
-    wanted = {"vocabulary": vocabulary, "users": users, "days": days, "seed": seed, "corpus": sim_config.corpus}
+    wanted = {
+        "vocabulary": vocabulary, "users": users, "days": days, "seed": seed,
+        "corpus": sim_config.corpus, "profile": sim_config.behaviour.name,
+    }  # fmt: skip
     if not manifest_path.is_file() or any(json.loads(manifest_path.read_text()).get(k) != v for k, v in wanted.items()):
         LOG.info("simulating %s: %d households x %d days, seed %d, vocabulary %s", name, users, days, seed, vocabulary)
         if base.exists():
@@ -200,11 +310,16 @@ def labelled_set(spark: SparkSession, config: AppConfig, lake: LakePaths, truth_
 
 
 def simulated_sets(spark: SparkSession, config: AppConfig, lake: LakePaths) -> dict[str, LabelledSet]:
-    """The training and evaluation simulations ``run`` left under ``LAKE/_training`` (for the
-    ``rephrase_model`` seeds of ``config``), labelled: keys ``training`` and ``evaluation``."""
+    """The training and in-profile evaluation simulations of the first training corpus that ``run``
+    left under ``LAKE/_training`` (for the ``rephrase_model`` seeds of ``config``), labelled: keys
+    ``training`` and ``evaluation``."""
     settings = config.rephrase_model
     root = Path(lake.training)
-    folders = {"training": f"train-{settings.train_seed}", "evaluation": f"eval-{settings.eval_seed}"}
+    corpus, profile = settings.train_corpora[0], config.simulation.behaviour.name
+    folders = {
+        "training": training_folder(corpus, settings.train_seed),
+        "evaluation": evaluation_folder(corpus, profile, settings.eval_seed),
+    }
     missing = [name for name in folders.values() if not (Path(lake.training_lake(name).root) / "_SUCCESS_feedback").is_file()]
     if missing:
         raise FileNotFoundError(f"{root}: no simulation {', '.join(missing)}; run `feedback train-rephrase --lake {lake.root}` first")
@@ -262,31 +377,39 @@ def link_score(pairs: pd.DataFrame, score_column: str, truth_links: set[tuple[st
 
 
 def training_examples(
-    detector: SpanRephraseDetector, data: LabelledSet, config: RephraseModelConfig
+    detector: SpanRephraseDetector, sets: Sequence[LabelledSet], config: RephraseModelConfig
 ) -> tuple[list[EncodedQuery], list[tuple[int, int]]]:
-    """Encoded sequences with their target span: every positive, a sample of negatives (seeded)."""
+    """Encoded sequences with their target span: every positive of each set and a sample of its
+    negatives (seeded), then at most ``max_train_groups`` of them all, drawn evenly."""
     rng = np.random.default_rng(config.seed)
-    labels = data.groups["label"].to_numpy()
-    positives = np.flatnonzero(labels != NO_REPHRASE)
-    negatives = np.flatnonzero(labels == NO_REPHRASE)
-    wanted = min(len(negatives), int(round(config.negatives_per_positive * len(positives))))
-    chosen = np.concatenate([positives, rng.choice(negatives, size=wanted, replace=False)])
+    chosen: list[tuple[int, int]] = []
+    for number, data in enumerate(sets):
+        labels = data.groups["label"].to_numpy()
+        positives = np.flatnonzero(labels != NO_REPHRASE)
+        negatives = np.flatnonzero(labels == NO_REPHRASE)
+        wanted = min(len(negatives), int(round(config.negatives_per_positive * len(positives))))
+        picked = np.concatenate([positives, rng.choice(negatives, size=wanted, replace=False)])
+        chosen.extend((number, int(index)) for index in picked)
     if len(chosen) > config.max_train_groups:
-        chosen = rng.choice(chosen, size=config.max_train_groups, replace=False)
+        kept = rng.choice(len(chosen), size=config.max_train_groups, replace=False)
+        chosen = [chosen[i] for i in kept]
     chosen.sort()
-    queries = data.queries
-    # The saved counts are this traffic's own: nothing to add (as the scorer adds the scored traffic).
-    encoded = detector.encode([queries[i] for i in chosen], traffic_counts={})
     examples: list[EncodedQuery] = []
     targets: list[tuple[int, int]] = []
-    for item, index in zip(encoded, chosen, strict=True):
-        label = int(labels[index])
-        if label == NO_REPHRASE:
-            examples.append(item)
-            targets.append((0, 0))
-        elif item.segments[label] is not None:  # a truncated rephrase cannot be pointed at
-            examples.append(item)
-            targets.append(item.segments[label])  # type: ignore[arg-type]
+    for number, data in enumerate(sets):
+        indices = [index for owner, index in chosen if owner == number]
+        labels = data.groups["label"].to_numpy()
+        queries = data.queries
+        # The saved counts are the training traffic's own: nothing to add (as the scorer adds the scored traffic).
+        encoded = detector.encode([queries[i] for i in indices], traffic_counts={})
+        for item, index in zip(encoded, indices, strict=True):
+            label = int(labels[index])
+            if label == NO_REPHRASE:
+                examples.append(item)
+                targets.append((0, 0))
+            elif item.segments[label] is not None:  # a truncated rephrase cannot be pointed at
+                examples.append(item)
+                targets.append(item.segments[label])  # type: ignore[arg-type]
     return examples, targets
 
 
@@ -429,56 +552,111 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "transformers", "pandas", "numpy", "pyspark")]
 
 
-def _datasets(train: SimulatedSet | None, train_lake: LakePaths, eval_set: SimulatedSet, versions: tuple[int, int]) -> None:
-    for context, lake, version in (("training", train_lake, versions[0]), ("evaluation", eval_set.lake, versions[1])):
-        dataset = mlflow.data.load_delta(path=lake.silver_turns, version=version, name=f"silver_turns_{context}")
-        mlflow.log_input(dataset, context=context)
-    if train is not None:
-        mlflow.log_dict(train.manifest, "data/training_simulation.json")
-    mlflow.log_dict(eval_set.manifest, "data/evaluation_simulation.json")
+def _datasets(data: TrainingData) -> None:
+    for name, lake, version in data.training_lakes:
+        dataset = mlflow.data.load_delta(path=lake.silver_turns, version=version, name=f"silver_turns_training_{name}")
+        mlflow.log_input(dataset, context="training")
+    for evaluation in data.evaluation:
+        key = evaluation.simulated.name
+        dataset = mlflow.data.load_delta(
+            path=evaluation.simulated.lake.silver_turns, version=evaluation.labelled.silver_version, name=f"silver_turns_{key}"
+        )
+        mlflow.log_input(dataset, context="evaluation")
+        mlflow.log_dict(evaluation.simulated.manifest, f"data/{key}.json")
+    for simulated in data.train_sets:
+        mlflow.log_dict(simulated.manifest, f"data/{simulated.name}.json")
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """One held-out simulation the model is judged on, and the naive baseline's link score on it."""
+
+    name: str
+    cross_profile: bool
+    simulated: SimulatedSet
+    labelled: LabelledSet
+    baseline: Score
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The labelled training and held-out evaluation sets, and where they came from."""
+    """The labelled training sets and held-out evaluation sets, and where they came from."""
 
-    training: LabelledSet
-    evaluation: LabelledSet
-    train_set: SimulatedSet | None
-    train_lake: LakePaths
-    eval_set: SimulatedSet
+    training: tuple[LabelledSet, ...]
+    training_lakes: tuple[tuple[str, LakePaths, int], ...]
+    train_sets: tuple[SimulatedSet, ...]
+    evaluation: tuple[EvaluationSet, ...]
+
+
+def baseline_link_score(spark: SparkSession, lake: LakePaths, truth_path: Path, version: int) -> Score:
+    """The naive baseline's rephrase-link score on ``lake``'s silver turns (at ``version``)."""
+    turns = spark.read.format("delta").option("versionAsOf", version).load(lake.silver_turns)
+    return evaluate_turns(baseline_predictions(silver_traffic(turns)), read_truth(spark, truth_path)).rephrase_link
+
+
+def evaluation_sets(spark: SparkSession, config: AppConfig, paths: LakePaths) -> tuple[EvaluationSet, ...]:
+    """One held-out simulation per ``eval_corpora`` with the configured profile, then one per
+    corpus with the ``cross_profile`` (when set); each run through the pipeline once."""
+    settings = config.rephrase_model
+    variants: list[tuple[SimulationConfig, bool]] = [(config.simulation, False)]
+    if settings.cross_profile is not None:
+        cross = cross_simulation(settings.cross_profile)
+        if cross.behaviour.name == config.simulation.behaviour.name:
+            raise ValueError(
+                f"rephrase_model.cross_profile: {settings.cross_profile} has the training profile's name "
+                f"{cross.behaviour.name!r}; a cross set needs another profile"
+            )
+        variants.append((cross, True))
+    sets: list[EvaluationSet] = []
+    for simulation, is_cross in variants:
+        for corpus in settings.eval_corpora:
+            profile = simulation.behaviour.name
+            simulated = prepare_simulation(
+                spark, config, paths, evaluation_folder(corpus, profile, settings.eval_seed), "heldout",
+                settings.eval_users, settings.eval_days, settings.eval_seed, simulation_of(simulation, corpus),
+            )  # fmt: skip
+            labelled = labelled_set(spark, config, simulated.lake, simulated.truth)
+            baseline = baseline_link_score(spark, simulated.lake, simulated.truth, labelled.silver_version)
+            sets.append(EvaluationSet(f"{corpus} / profile {profile}", is_cross, simulated, labelled, baseline))
+    return tuple(sets)
 
 
 def training_data(
     spark: SparkSession, config: AppConfig, paths: LakePaths, events: str | Path | None, truth: str | Path | None
 ) -> TrainingData:
-    """Training traffic (a fresh simulation, or ``events`` with ``truth``) and the held-out
-    evaluation simulation, each run through the pipeline once and labelled from its ground truth."""
+    """Training traffic (a fresh simulation per training corpus, or ``events`` with ``truth``) and
+    the held-out evaluation simulations, each run through the pipeline once and labelled from its
+    ground truth."""
     if (events is None) != (truth is None):
         raise ValueError("events and truth must be given together (or neither, to train on a fresh simulation)")
     settings = config.rephrase_model
-    train_set: SimulatedSet | None = None
+    train_sets: tuple[SimulatedSet, ...] = ()
     if events is None or truth is None:
-        train_set = prepare_simulation(
-            spark, config, paths, f"train-{settings.train_seed}", "train", settings.train_users, settings.train_days, settings.train_seed
-        )
-        train_lake, train_truth = train_set.lake, train_set.truth
+        train_sets = tuple(
+            prepare_simulation(
+                spark, config, paths, training_folder(corpus, settings.train_seed), "train",
+                settings.train_users, settings.train_days, settings.train_seed,
+                simulation_of(config.simulation, corpus),
+            )
+            for corpus in settings.train_corpora
+        )  # fmt: skip
+        sources = [(simulated.name, simulated.lake, simulated.truth) for simulated in train_sets]
     else:
-        train_lake = paths.training_lake("given")
-        pipeline_once(spark, config, Path(events), train_lake)
-        train_truth = Path(truth)
-    eval_set = prepare_simulation(
-        spark, config, paths, f"eval-{settings.eval_seed}", "heldout", settings.eval_users, settings.eval_days, settings.eval_seed
-    )
+        given = paths.training_lake("given")
+        pipeline_once(spark, config, Path(events), given)
+        sources = [("given", given, Path(truth))]
+    training = tuple(labelled_set(spark, config, lake, truth_path) for _, lake, truth_path in sources)
     data = TrainingData(
-        labelled_set(spark, config, train_lake, train_truth), labelled_set(spark, config, eval_set.lake, eval_set.truth),
-        train_set, train_lake, eval_set,
-    )  # fmt: skip
+        training,
+        tuple((name, lake, labelled.silver_version) for (name, lake, _), labelled in zip(sources, training, strict=True)),
+        train_sets,
+        evaluation_sets(spark, config, paths),
+    )
     LOG.info(
-        "training groups: %d (%d with a rephrase); evaluation groups: %d",
-        len(data.training.groups),
-        int((data.training.groups["label"] != NO_REPHRASE).sum()),
-        len(data.evaluation.groups),
+        "training groups: %d (%d with a rephrase); evaluation groups: %s",
+        sum(len(labelled.groups) for labelled in training),
+        sum(int((labelled.groups["label"] != NO_REPHRASE).sum()) for labelled in training),
+        ", ".join(f"{e.name} {len(e.labelled.groups)}" for e in data.evaluation),
     )
     return data
 
@@ -515,35 +693,53 @@ def initial_detector(
 
 @dataclass(frozen=True)
 class HeldOutScores:
-    """A detector's link scores on the evaluation set as the stage serves it (behind the cascade)."""
+    """A detector's link scores on each evaluation set as the stage serves it (behind the cascade)."""
 
-    fp32: Score
-    int8: Score
-    heuristic: Score
+    sets: tuple[SetScores, ...]
     fp32_sequences_per_s: float
     int8_sequences_per_s: float
 
     def metrics(self) -> dict[str, float]:
         metrics = {"eval_sequences_per_s_fp32": self.fp32_sequences_per_s, "eval_sequences_per_s_int8": self.int8_sequences_per_s}
-        for prefix, score in (("eval", self.fp32), ("eval_int8", self.int8), ("eval_heuristic", self.heuristic)):
-            metrics |= {f"{prefix}_precision": score.precision, f"{prefix}_recall": score.recall, f"{prefix}_f1": score.f1}
+        cross = [scores for scores in self.sets if scores.cross_profile]
+        pools = [("eval", self.sets), ("eval_cross", cross)] if cross else [("eval", self.sets)]
+        for prefix, chosen in pools:
+            for kind, attribute in (("", "fp32"), ("_int8", "int8"), ("_heuristic", "heuristic"), ("_baseline", "baseline")):
+                score = pooled(getattr(scores, attribute) for scores in chosen)
+                metrics |= {f"{prefix}{kind}_{name}": getattr(score, name) for name in ("precision", "recall", "f1")}
+        for scores in self.sets:
+            metrics |= scores.metrics()
         return metrics
 
 
-def held_out_scores(detector: SpanRephraseDetector, evaluation: LabelledSet, settings: RephraseModelConfig, threshold: float) -> HeldOutScores:
-    """Score ``detector`` in fp32 and int8 and the heuristic on the same pairs of ``evaluation``."""
+def held_out_scores(
+    detector: SpanRephraseDetector, evaluation: Sequence[EvaluationSet], settings: RephraseModelConfig, threshold: float
+) -> HeldOutScores:
+    """Score ``detector`` in fp32 and int8, and the heuristic, on the same pairs of each evaluation set."""
     cascade, scope = settings.cascade_min_score, settings.cascade_scope
-    scored, fp32_rate = score_set(detector, evaluation, settings.batch_size, cascade, scope)
     quantized = copy.deepcopy(detector)
     quantized.quantize(settings.fp32_ffn_output_layers)
-    scored_int8, int8_rate = score_set(quantized, evaluation, settings.batch_size, cascade, scope)
-    return HeldOutScores(
-        fp32=link_score(scored, "model_score", evaluation.truth_links, threshold),
-        int8=link_score(scored_int8, "model_score", evaluation.truth_links, threshold),
-        heuristic=link_score(scored, "heuristic_score", evaluation.truth_links, threshold),
-        fp32_sequences_per_s=fp32_rate,
-        int8_sequences_per_s=int8_rate,
-    )
+    sets: list[SetScores] = []
+    rates: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for item in evaluation:
+        data = item.labelled
+        scored, fp32_rate = score_set(detector, data, settings.batch_size, cascade, scope)
+        scored_int8, int8_rate = score_set(quantized, data, settings.batch_size, cascade, scope)
+        rates["fp32"].append(fp32_rate)
+        rates["int8"].append(int8_rate)
+        sets.append(
+            SetScores(
+                name=item.name,
+                cross_profile=item.cross_profile,
+                groups=len(data.groups),
+                pairs=len(data.pairs),
+                fp32=link_score(scored, "model_score", data.truth_links, threshold),
+                int8=link_score(scored_int8, "model_score", data.truth_links, threshold),
+                heuristic=link_score(scored, "heuristic_score", data.truth_links, threshold),
+                baseline=item.baseline,
+            )
+        )
+    return HeldOutScores(tuple(sets), float(np.median(rates["fp32"])), float(np.median(rates["int8"])))
 
 
 def log_detector(detector: SpanRephraseDetector, evaluation: LabelledSet) -> str:
@@ -565,9 +761,9 @@ def log_detector(detector: SpanRephraseDetector, evaluation: LabelledSet) -> str
 
 
 def champion_link_f1(
-    client: MlflowClient, paths: LakePaths, evaluation: LabelledSet, settings: RephraseModelConfig, threshold: float, int8: bool
+    client: MlflowClient, paths: LakePaths, evaluation: Sequence[EvaluationSet], settings: RephraseModelConfig, threshold: float, int8: bool
 ) -> float | None:
-    """The current champion's link F1 on ``evaluation``, served as the pipeline serves it; None without one."""
+    """The current champion's link F1 pooled over ``evaluation``, served as the pipeline serves it; None without one."""
     current = champion_version(client, REPHRASE_DETECTOR)
     if current is None:
         return None
@@ -575,8 +771,11 @@ def champion_link_f1(
     if found is None:
         raise RuntimeError(f"{REPHRASE_DETECTOR}@champion v{current.version} exists but could not be downloaded")
     champion = SpanRephraseDetector.load(found[1], quantize=int8, fp32_ffn_output_layers=settings.fp32_ffn_output_layers)
-    scored, _ = score_set(champion, evaluation, settings.batch_size, settings.cascade_min_score, settings.cascade_scope)
-    return link_score(scored, "model_score", evaluation.truth_links, threshold).f1
+    scores = []
+    for item in evaluation:
+        scored, _ = score_set(champion, item.labelled, settings.batch_size, settings.cascade_min_score, settings.cascade_scope)
+        scores.append(link_score(scored, "model_score", item.labelled.truth_links, threshold))
+    return pooled(scores).f1
 
 
 def run(
@@ -599,9 +798,9 @@ def run(
     require_lake(lake)
     data = training_data(spark, config, lake, events, truth)
     detector_settings = detector_settings_of(settings)
-    counts = word_counts(query_texts(data.training.queries))
+    counts = word_counts(query_texts([query for labelled in data.training for query in labelled.queries]))
     detector, teacher, teacher_version = initial_detector(settings, lake, detector_settings, counts)
-    served_training = with_cascade(data.training, settings.cascade_min_score, settings.cascade_scope)
+    served_training = [with_cascade(labelled, settings.cascade_min_score, settings.cascade_scope) for labelled in data.training]
     examples, targets = training_examples(detector, served_training, settings)
     teacher_logits = teacher.logits(examples, settings.batch_size) if teacher is not None else None
     threshold = config.detect.rephrase_threshold
@@ -622,7 +821,14 @@ def run(
                 "train_positive_examples": sum(1 for t in targets if t != (0, 0)),
             }
         )
-        _datasets(data.train_set, data.train_lake, data.eval_set, (data.training.silver_version, data.evaluation.silver_version))
+        mlflow.log_params(
+            {
+                "train_corpora": ",".join(settings.train_corpora) if data.train_sets else "given",
+                "profile": config.simulation.behaviour.name,
+                "eval_sets": ";".join(f"{e.name}{' (cross)' if e.cross_profile else ''}" for e in data.evaluation),
+            }
+        )
+        _datasets(data)
         if teacher is not None:
             mlflow.log_param("teacher", f"{REPHRASE_DETECTOR}/{teacher_version}")
         for epoch, loss in enumerate(fine_tune(detector, examples, targets, settings, progress, teacher_logits), start=1):
@@ -630,29 +836,31 @@ def run(
 
         scores = held_out_scores(detector, data.evaluation, settings, threshold)
         mlflow.log_metrics(scores.metrics())
-        version = log_detector(detector, data.evaluation)
+        version = log_detector(detector, data.evaluation[0].labelled)
         champion_f1 = champion_link_f1(client, lake, data.evaluation, settings, threshold, serves_int8)
-        baseline = (HEURISTIC_DETECTOR, scores.heuristic.f1) if settings.must_beat_heuristic else None
-        served = scores.int8 if serves_int8 else scores.fp32
+        served = pooled(item.int8 if serves_int8 else item.fp32 for item in scores.sets)
+        heuristic = pooled(item.heuristic for item in scores.sets)
+        baseline = (HEURISTIC_DETECTOR, heuristic.f1) if settings.must_beat_heuristic else None
         decision = apply_champion_rule(
             client, REPHRASE_DETECTOR, version, "link_f1", served.f1, champion_f1, allow_equal=False, baseline=baseline
         )
-        client.set_model_version_tag(REPHRASE_DETECTOR, version, "heuristic_link_f1", f"{scores.heuristic.f1:.6f}")
-        client.set_model_version_tag(REPHRASE_DETECTOR, version, "int8_link_f1", f"{scores.int8.f1:.6f}")
         result = TrainingResult(
             run_id=active.info.run_id,
             version=version,
             promoted=decision.promoted,
-            model=scores.fp32,
-            heuristic=scores.heuristic,
-            quantized=scores.int8,
+            sets=scores.sets,
             served="int8" if serves_int8 else "fp32",
             champion_f1=champion_f1,
             train_groups=len(examples),
-            eval_groups=len(data.evaluation.groups),
-            eval_pairs=len(data.evaluation.pairs),
             fp32_sequences_per_s=scores.fp32_sequences_per_s,
             int8_sequences_per_s=scores.int8_sequences_per_s,
         )
+        client.set_model_version_tag(REPHRASE_DETECTOR, version, "heuristic_link_f1", f"{heuristic.f1:.6f}")
+        client.set_model_version_tag(REPHRASE_DETECTOR, version, "int8_link_f1", f"{result.quantized.f1:.6f}")
+        cross = [item for item in scores.sets if item.cross_profile]
+        if cross:
+            client.set_model_version_tag(
+                REPHRASE_DETECTOR, version, "cross_profile_link_f1", f"{pooled(item.int8 if serves_int8 else item.fp32 for item in cross).f1:.6f}"
+            )
         mlflow.log_text(result.render() + "\n", "evaluation.md")
     return result
