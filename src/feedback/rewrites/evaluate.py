@@ -91,9 +91,14 @@ def target_meanings(traffic: DataFrame) -> DataFrame:
     )
 
 
-def judge_requests(rewrites: DataFrame, traffic: DataFrame) -> DataFrame:
-    """Every rewritten request with its ``outcome``: win, loss, neutral or unknown (intended meaning not known)."""
-    targets = target_meanings(traffic).select(F.col("utterance").alias("rewrite_utterance"), F.col("meaning").alias("target_meaning"))
+def judge_requests(rewrites: DataFrame, traffic: DataFrame, meanings: DataFrame | None = None) -> DataFrame:
+    """Every rewritten request with its ``outcome``: win, loss, neutral or unknown (intended meaning not known).
+
+    A target's meaning is learned from ``meanings`` (traffic of the same columns; default
+    ``traffic`` itself). Judging a later slice of traffic, pass the whole: what a wording means
+    when it is served does not depend on whether it was said again in the slice.
+    """
+    targets = target_meanings(traffic if meanings is None else meanings).select(F.col("utterance").alias("rewrite_utterance"), F.col("meaning").alias("target_meaning"))
     outcome = (
         F.when(F.col("intended").isNull(), F.lit("unknown"))
         .when(F.col("target_meaning").isNull() | (F.col("intended") != F.col("target_meaning")), F.lit("loss"))
@@ -191,20 +196,22 @@ class RewriteEvaluation:
         )
 
 
-def evaluate_rewrites(rewrites: DataFrame, traffic: DataFrame) -> RewriteEvaluation:
-    """Judge ``rewrites`` (``source_utterance``, ``rewrite_utterance``) on ``traffic`` (``TRAFFIC_COLUMNS``)."""
+def evaluate_rewrites(rewrites: DataFrame, traffic: DataFrame, meanings: DataFrame | None = None) -> RewriteEvaluation:
+    """Judge ``rewrites`` (``source_utterance``, ``rewrite_utterance``) on ``traffic`` (``TRAFFIC_COLUMNS``),
+    the targets' meanings learned from ``meanings`` (default ``traffic``; see ``judge_requests``)."""
     missing = {"source_utterance", "rewrite_utterance"} - set(rewrites.columns)
     if missing:
         raise ValueError(f"rewrites is missing columns {sorted(missing)}")
-    missing = set(TRAFFIC_COLUMNS) - set(traffic.columns)
-    if missing:
-        raise ValueError(f"traffic is missing columns {sorted(missing)}")
+    for name, frame in (("traffic", traffic), ("meanings", meanings)):
+        missing = set(TRAFFIC_COLUMNS) - set(frame.columns) if frame is not None else set()
+        if missing:
+            raise ValueError(f"{name} is missing columns {sorted(missing)}")
     traffic = traffic.persist()
     try:
         totals = traffic.agg(
             F.count(F.lit(1)).alias("requests"), F.coalesce(F.sum(F.col("defective").cast("long")), F.lit(0)).alias("defective")
         ).first()
-        judged = judge_requests(rewrites, traffic)
+        judged = judge_requests(rewrites, traffic, meanings)
         per_rewrite = judged.groupBy("utterance").agg(
             F.count(F.lit(1)).alias("requests"),
             F.sum(F.col("defective").cast("long")).alias("defective"),

@@ -181,3 +181,15 @@ def test_implicit_evaluation_reads_meanings_from_silver(spark: SparkSession) -> 
     # a's four requests: two chains ended at b (paris: wins), one at c (london: a loss), one gave up (unknown).
     assert (result.wins, result.losses, result.neutral, result.unknown) == (2, 1, 0, 1)
     assert (result.requests, result.defective_requests, result.net_fixed_share) == (10, 6, 1 / 6)
+
+
+def test_a_later_slice_is_judged_with_target_meanings_from_all_traffic(spark: SparkSession, truth_file: Path) -> None:
+    rewrites = spark.createDataFrame([("wether london", "weather london")], "source_utterance string, rewrite_utterance string")
+    traffic = truth_traffic(read_truth(spark, truth_file))
+    later = traffic.filter(F.col("utterance") == "wether london")  # the target is not said again in the slice
+    alone = evaluate_rewrites(rewrites, later)
+    assert (alone.requests, alone.wins, alone.losses) == (1, 0, 1)  # no served target in the slice: judged a loss
+    judged = evaluate_rewrites(rewrites, later, meanings=traffic)
+    assert (judged.requests, judged.defective_requests, judged.wins, judged.losses, judged.neutral) == (1, 1, 1, 0, 0)
+    with pytest.raises(ValueError, match=r"meanings is missing columns \['defective'\]"):
+        evaluate_rewrites(rewrites, later, meanings=traffic.drop("defective"))
