@@ -52,7 +52,7 @@ demo-kafka:
 notebooks-html:
 	$(PY) -m feedback.ops.notebooks --lake $(NOTEBOOK_LAKE) --out docs/notebooks
 
-## train-rephrase: fine-tune the BERT rephrase detector on a fresh simulation, register it in LAKE/mlflow (12 minutes on a quiet 2-core machine: two simulations and pipeline runs, 3 epochs of about 2 minutes)
+## train-rephrase: fine-tune the BERT rephrase detector on fresh simulations of both corpora, judge it on held-out intents with both behaviour profiles, register it in LAKE/mlflow (25 minutes on a 2-core machine: six simulations and pipeline runs, 3 epochs of about 4 minutes)
 train-rephrase:
 	$(VENV)/bin/feedback train-rephrase --lake $(LAKE)
 

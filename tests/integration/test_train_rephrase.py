@@ -70,7 +70,7 @@ def test_train_register_champion_rule_and_streaming_inference(
 
     first = train_rephrase(spark, config, paths, progress=False)
     assert (first.version, first.promoted, first.champion_f1) == ("1", True, None)
-    assert first.eval_pairs > 0 and first.train_groups > 0
+    assert first.every_set.pairs > 0 and first.train_groups > 0
     assert [(scores.name, scores.cross_profile) for scores in first.sets] == [("sgd / profile a", False), ("sgd / profile b", True)]
     manifests = {
         name: json.loads((Path(paths.training) / name / "traffic" / "manifest.json").read_text())

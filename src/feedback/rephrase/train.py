@@ -126,6 +126,17 @@ class SetScores:
     heuristic: Score
     baseline: Score
 
+    @classmethod
+    def pooled(cls, name: str, sets: Sequence[SetScores]) -> SetScores:
+        """``sets`` as one set: counts added score by score."""
+        return cls(
+            name=name,
+            cross_profile=all(scores.cross_profile for scores in sets),
+            groups=sum(scores.groups for scores in sets),
+            pairs=sum(scores.pairs for scores in sets),
+            **{kind: pooled(getattr(scores, kind) for scores in sets) for kind in ("fp32", "int8", "heuristic", "baseline")},
+        )
+
     def metrics(self) -> dict[str, float]:
         key = self.name.replace(" / profile ", "_").replace(" ", "_")
         metrics: dict[str, float] = {}
@@ -147,52 +158,40 @@ class TrainingResult:
     int8_sequences_per_s: float
 
     @property
+    def every_set(self) -> SetScores:
+        return SetScores.pooled("every set, pooled", self.sets)
+
+    @property
     def model(self) -> Score:
-        return pooled(scores.fp32 for scores in self.sets)
+        return self.every_set.fp32
 
     @property
     def quantized(self) -> Score:
-        return pooled(scores.int8 for scores in self.sets)
+        return self.every_set.int8
 
     @property
     def heuristic(self) -> Score:
-        return pooled(scores.heuristic for scores in self.sets)
-
-    @property
-    def eval_groups(self) -> int:
-        return sum(scores.groups for scores in self.sets)
-
-    @property
-    def eval_pairs(self) -> int:
-        return sum(scores.pairs for scores in self.sets)
+        return self.every_set.heuristic
 
     def render(self) -> str:
-        def line(name: str, fp32: Score, int8: Score, heuristic: Score, baseline: Score | None) -> str:
-            reference = f"{baseline.f1:.4f}" if baseline is not None else "–"
+        def line(name: str, scores: SetScores) -> str:
+            fp32 = scores.fp32
             return (
-                f"| {name} | {fp32.precision:.4f} | {fp32.recall:.4f} | **{fp32.f1:.4f}** | {int8.f1:.4f} | "
-                f"{heuristic.f1:.4f} | {reference} |"
+                f"| {name} | {fp32.precision:.4f} | {fp32.recall:.4f} | **{fp32.f1:.4f}** | {scores.int8.f1:.4f} | "
+                f"{scores.heuristic.f1:.4f} | {scores.baseline.f1:.4f} |"
             )
 
         verdict = "champion" if self.promoted else "challenger (champion kept)"
-        rows = [
-            line(f"{scores.name}{' (cross profile)' if scores.cross_profile else ''}", scores.fp32, scores.int8, scores.heuristic, scores.baseline)
-            for scores in self.sets
-        ]
+        rows = [line(f"{scores.name}{' (cross profile)' if scores.cross_profile else ''}", scores) for scores in self.sets]
         cross = [scores for scores in self.sets if scores.cross_profile]
         if cross:
-            rows.append(
-                line(
-                    "**cross-profile sets, pooled**",
-                    pooled(c.fp32 for c in cross), pooled(c.int8 for c in cross), pooled(c.heuristic for c in cross),
-                    pooled(c.baseline for c in cross),
-                )
-            )  # fmt: skip
-        rows.append(line("every set, pooled", self.model, self.quantized, self.heuristic, pooled(c.baseline for c in self.sets)))
+            rows.append(line("**cross-profile sets, pooled**", SetScores.pooled("cross", cross)))
+        every = self.every_set
+        rows.append(line(every.name, every))
         return "\n".join(
             [
                 f"rephrase-detector v{self.version} ({verdict}), MLflow run {self.run_id}",
-                f"evaluation: {self.eval_groups} requests with candidates, {self.eval_pairs} candidate pairs "
+                f"evaluation: {every.groups} requests with candidates, {every.pairs} candidate pairs "
                 "(held-out vocabulary); rephrase-link scores:",
                 "| evaluation set | model precision | model recall | model F1 (fp32) | model F1 (int8) | heuristic F1 | naive baseline F1 |",
                 "|---|---|---|---|---|---|---|",
@@ -704,8 +703,8 @@ class HeldOutScores:
         cross = [scores for scores in self.sets if scores.cross_profile]
         pools = [("eval", self.sets), ("eval_cross", cross)] if cross else [("eval", self.sets)]
         for prefix, chosen in pools:
-            for kind, attribute in (("", "fp32"), ("_int8", "int8"), ("_heuristic", "heuristic"), ("_baseline", "baseline")):
-                score = pooled(getattr(scores, attribute) for scores in chosen)
+            together = SetScores.pooled(prefix, chosen)
+            for kind, score in (("", together.fp32), ("_int8", together.int8), ("_heuristic", together.heuristic), ("_baseline", together.baseline)):
                 metrics |= {f"{prefix}{kind}_{name}": getattr(score, name) for name in ("precision", "recall", "f1")}
         for scores in self.sets:
             metrics |= scores.metrics()
@@ -838,8 +837,8 @@ def run(
         mlflow.log_metrics(scores.metrics())
         version = log_detector(detector, data.evaluation[0].labelled)
         champion_f1 = champion_link_f1(client, lake, data.evaluation, settings, threshold, serves_int8)
-        served = pooled(item.int8 if serves_int8 else item.fp32 for item in scores.sets)
-        heuristic = pooled(item.heuristic for item in scores.sets)
+        every = SetScores.pooled("every set", scores.sets)
+        served, heuristic = (every.int8 if serves_int8 else every.fp32), every.heuristic
         baseline = (HEURISTIC_DETECTOR, heuristic.f1) if settings.must_beat_heuristic else None
         decision = apply_champion_rule(
             client, REPHRASE_DETECTOR, version, "link_f1", served.f1, champion_f1, allow_equal=False, baseline=baseline
@@ -859,8 +858,8 @@ def run(
         client.set_model_version_tag(REPHRASE_DETECTOR, version, "int8_link_f1", f"{result.quantized.f1:.6f}")
         cross = [item for item in scores.sets if item.cross_profile]
         if cross:
-            client.set_model_version_tag(
-                REPHRASE_DETECTOR, version, "cross_profile_link_f1", f"{pooled(item.int8 if serves_int8 else item.fp32 for item in cross).f1:.6f}"
-            )
+            together = SetScores.pooled("cross", cross)
+            served_cross = together.int8 if serves_int8 else together.fp32
+            client.set_model_version_tag(REPHRASE_DETECTOR, version, "cross_profile_link_f1", f"{served_cross.f1:.6f}")
         mlflow.log_text(result.render() + "\n", "evaluation.md")
     return result

@@ -35,7 +35,7 @@ def test_the_cross_profile_sets_are_pooled_apart_and_named_in_the_table() -> Non
         fp32_sequences_per_s=10.0,
         int8_sequences_per_s=20.0,
     )
-    assert (result.model, result.eval_groups, result.eval_pairs) == (Score(12, 2, 1), 20, 40)
+    assert (result.model, result.every_set.groups, result.every_set.pairs) == (Score(12, 2, 1), 20, 40)
     lines = result.render().splitlines()
     # sgd/b: P = R = 3/4; the baseline: P = 1/2, R = 1/4, F1 = 1/3.
     assert "| sgd / profile b (cross profile) | 0.7500 | 0.7500 | **0.7500** | 0.7500 | 0.5000 | 0.3333 |" in lines
