@@ -10,7 +10,7 @@ CLUSTER_DIR ?= .cluster
 CLUSTER_PORT ?= 7077
 CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase quality-cross bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
+.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase quality-cross quality-cross-week bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -59,6 +59,10 @@ train-rephrase:
 ## quality-cross: detection quality on SNIPS and SGD traffic under profiles a and b (seed 303), ours beside the naive baseline; MODEL_LAKE=... scores with that lake's champion (about 5 minutes, 10 with the model)
 quality-cross:
 	$(PY) benchmarks/cross_quality.py --users 500 --days 3 --seed 303 --workdir bench/cross $(if $(MODEL_LAKE),--model-lake $(MODEL_LAKE))
+
+## quality-cross-week: the same on a week of 1,000 households of each, with rewrites mined on days 1-5 and judged on days 6-7 (about 20 minutes with MODEL_LAKE)
+quality-cross-week:
+	$(PY) benchmarks/cross_quality.py --users 1000 --days 7 --seed 303 --rewrites-split-day 5 --workdir bench/cross7k $(if $(MODEL_LAKE),--model-lake $(MODEL_LAKE))
 
 ## bench-ingest: events/s through bronze ingestion on local[2], with and without Great Expectations
 bench-ingest:
