@@ -393,6 +393,12 @@ SILVER_TURNS_SCHEMA = StructType(
             "Why it is a defect: barge_in, terminated, rephrased, unhandled, error, negative_feedback, abandoned; empty for none.",
         ),
         _column("processed_at", TimestampType(), False, "When the silver batch or backfill wrote the turn (UTC)."),
+        _column(
+            "goal_id", StringType(), True,
+            "What the user was trying to get done: event_id of the goal's first request (its chain, or the request alone); "
+            "a system command serves the latest request before it in the session; null before any request.",
+        ),
+        _column("goal_success", BooleanType(), True, "The goal's last request was no defect; null with goal_id."),
     ]
 )
 SILVER_PARTITION_COLUMNS = ("event_date",)

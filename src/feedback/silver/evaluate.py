@@ -1,9 +1,10 @@
 """Score silver/turns against a simulator ground-truth file.
 
-Precision, recall and F1 for barge-in, termination and defect (per turn) and for rephrase
-links (pairs event -> the event it rephrases), over the ground-truth events that silver
-holds; ``coverage`` says how many that is (events still in an open session or behind the
-watermark are not in silver until a later run or a backfill).
+Precision, recall and F1 for barge-in, termination and defect (per turn), for rephrase
+links (pairs event -> the event it rephrases) and for goal segmentation, with the accuracy of
+goal success, over the ground-truth events that silver holds; ``coverage`` says how many that
+is (events still in an open session or behind the watermark are not in silver until a later
+run or a backfill).
 
 ``run`` also scores the naive baseline of ``feedback.silver.baseline`` on the same rows of
 silver/turns with the same code, and reports it beside ours: a signal on which we do not beat it
@@ -13,6 +14,7 @@ is a finding.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -80,6 +82,117 @@ class DetectableDefects:
 
 
 @dataclass(frozen=True)
+class GoalScores:
+    """How well silver's goals (``goal_id``, ``goal_success``) match what the users were trying to do.
+
+    Over the requests that both hold: a goal of silver is *matched* when a true goal has exactly
+    the same requests (a true goal is a request and the rephrases the ground truth links to it).
+    ``success_correct`` counts the true goals whose success silver gives right, read at the goal's
+    last request.
+    """
+
+    predicted_goals: int
+    true_goals: int
+    matched_goals: int
+    success_correct: int
+
+    @property
+    def precision(self) -> float:
+        return self.matched_goals / self.predicted_goals if self.predicted_goals else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.matched_goals / self.true_goals if self.true_goals else 0.0
+
+    @property
+    def f1(self) -> float:
+        total = self.precision + self.recall
+        return 2 * self.precision * self.recall / total if total else 0.0
+
+    @property
+    def success_accuracy(self) -> float:
+        return self.success_correct / self.true_goals if self.true_goals else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self) | {
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "success_accuracy": self.success_accuracy,
+        }
+
+
+def root_events(parents: Mapping[str, str | None]) -> dict[str, str]:
+    """``{event: the first request of its chain}``, following ``parents`` (event -> the event it rephrases).
+
+    A parent outside ``parents`` ends the walk there; a cycle raises ``ValueError``.
+    """
+    roots: dict[str, str] = {}
+    for event in parents:
+        path: list[str] = []
+        current = event
+        while current not in roots:
+            parent = parents.get(current)
+            if parent is None:
+                roots[current] = current
+                break
+            if current in path:
+                raise ValueError(f"parents: rephrase links form a cycle through {current!r}")
+            path.append(current)
+            current = parent
+        for visited in path:
+            roots[visited] = roots[current]
+    return roots
+
+
+def score_goals(
+    requests: Sequence[str],
+    predicted_goal: Mapping[str, str | None],
+    predicted_success: Mapping[str, bool | None],
+    true_goal: Mapping[str, str],
+    true_success: Mapping[str, bool],
+) -> GoalScores:
+    """Score silver's goals on ``requests`` (in time order) against the true ones; see ``GoalScores``.
+
+    ``true_success`` is keyed by true goal id; a request with no predicted goal is a goal of its own.
+    """
+    predicted_sets: dict[str, set[str]] = {}
+    true_sets: dict[str, set[str]] = {}
+    last_request: dict[str, str] = {}
+    for request in requests:
+        predicted_sets.setdefault(predicted_goal.get(request) or request, set()).add(request)
+        goal = true_goal[request]
+        true_sets.setdefault(goal, set()).add(request)
+        last_request[goal] = request
+    matched = len({frozenset(s) for s in predicted_sets.values()} & {frozenset(s) for s in true_sets.values()})
+    correct = sum(1 for goal, request in last_request.items() if predicted_success.get(request) == true_success[goal])
+    return GoalScores(len(predicted_sets), len(true_sets), matched, correct)
+
+
+def evaluate_goals(turns: DataFrame, truth: DataFrame) -> GoalScores:
+    """``score_goals`` over the ground-truth requests (not system commands) that silver ``turns`` hold."""
+    parents = {row["event_id"]: row["rephrase_of"] for row in truth.select("event_id", "rephrase_of").toLocalIterator()}
+    roots = root_events(parents)
+    rows = (
+        turns.select("event_id", "ts", "goal_id", "goal_success")
+        .join(truth.filter(~F.col("is_system_command")).select("event_id", "defective"), "event_id", "inner")
+        .orderBy("ts", "event_id")
+        .collect()
+    )
+    requests = [row["event_id"] for row in rows]
+    true_success: dict[str, bool] = {}
+    for row in rows:  # time order: the last request of a goal decides
+        true_success[roots[row["event_id"]]] = not row["defective"]
+    return score_goals(
+        requests,
+        {row["event_id"]: row["goal_id"] for row in rows},
+        {row["event_id"]: row["goal_success"] for row in rows},
+        {request: roots[request] for request in requests},
+        true_success,
+    )
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Our scores per signal, and the naive baseline's on the same events when it was scored."""
 
@@ -91,6 +204,7 @@ class Evaluation:
     rephrase_link: Score
     detectable: DetectableDefects | None = None
     baseline: Evaluation | None = None
+    goals: GoalScores | None = None
 
     @property
     def coverage(self) -> float:
@@ -109,6 +223,8 @@ class Evaluation:
         }
         if self.detectable is not None:
             figures["detectable_defects"] = self.detectable.as_dict()
+        if self.goals is not None:
+            figures["goals"] = self.goals.as_dict()
         if self.baseline is not None:
             figures["baseline"] = {name: score.as_dict() for name, score in self.baseline.scores().items()}
             if self.baseline.detectable is not None:
@@ -142,6 +258,13 @@ class Evaluation:
             lines.append(
                 f"defects: {self.detectable.detectable} detectable, {self.detectable.silent} silent "
                 f"(silent share {self.detectable.silent_share:.4f}); detectable defects found: {found}"
+            )
+        if self.goals is not None:
+            goals = self.goals
+            lines.append(
+                f"goals: {goals.matched_goals} of {goals.predicted_goals} segmented exactly as one of the {goals.true_goals} true goals "
+                f"(precision {goals.precision:.4f}, recall {goals.recall:.4f}, F1 {goals.f1:.4f}); "
+                f"success right for {goals.success_correct} (accuracy {goals.success_accuracy:.4f})"
             )
         return "\n".join(lines)
 
@@ -259,6 +382,7 @@ def run(
         if baseline:
             reference = evaluate_turns(baseline_predictions(silver_traffic(turns)), truth, visible)
             evaluation = replace(evaluation, baseline=reference)
+        evaluation = replace(evaluation, goals=evaluate_goals(turns, truth))
     finally:
         visible.unpersist()
     if json_out is not None:

@@ -85,6 +85,31 @@ def resolve_chains(turns: DataFrame, max_chain_length: int) -> DataFrame:
     return chained.withColumn("chain_success", F.when(F.col("chain_id").isNotNull(), ~final_defect))
 
 
+def resolve_goals(turns: DataFrame) -> DataFrame:
+    """Add ``goal_id`` and ``goal_success``: what the user was trying to get done, and whether they got it.
+
+    A goal is a request and its rephrases (its chain), or a request on its own. A system command
+    (stop, volume, next) serves the goal of the latest request before it in the session, so a stop
+    between a request and its rephrase does not split their goal; one before any request has none.
+    A goal succeeds when its last request is no defect.
+    """
+    request_goal = F.when(~F.col("is_system_command"), F.coalesce("chain_id", "event_id"))
+    request_success = F.when(~F.col("is_system_command"), F.coalesce("chain_success", ~F.col("defect")))
+    earlier = Window.partitionBy("session_id").orderBy("turn_index").rowsBetween(Window.unboundedPreceding, -1)
+    return (
+        turns.withColumn("_request_goal", request_goal)
+        .withColumn("_request_success", request_success)
+        .withColumn("goal_id", F.coalesce("_request_goal", F.last("_request_goal", ignorenulls=True).over(earlier)))
+        .withColumn(
+            "goal_success",
+            F.when(~F.col("is_system_command"), F.col("_request_success")).otherwise(
+                F.last("_request_success", ignorenulls=True).over(earlier)
+            ),
+        )
+        .drop("_request_goal", "_request_success")
+    )
+
+
 def prepare_turns(sessions: DataFrame, sessionize: SessionizeConfig) -> DataFrame:
     """Complete sessions -> ordered turns with barge-in and termination (before rephrase detection)."""
     return mark_turns(explode_sessions(sessions), sessionize)
@@ -93,7 +118,7 @@ def prepare_turns(sessions: DataFrame, sessionize: SessionizeConfig) -> DataFram
 def label_turns(turns: DataFrame, scored_pairs: DataFrame, detect: DetectConfig) -> DataFrame:
     """``prepare_turns`` output and its scored candidate pairs -> silver turns (``SILVER_TURNS_SCHEMA``)."""
     linked = link_rephrases(turns, scored_pairs, detect.rephrase_threshold)
-    labelled = resolve_chains(label_defects(linked), detect.max_chain_length)
+    labelled = resolve_goals(resolve_chains(label_defects(linked), detect.max_chain_length))
     silver = labelled.withColumn("processed_at", F.current_timestamp()).withColumn(
         "turn_index", F.col("turn_index").cast("int")
     )

@@ -21,14 +21,15 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from feedback.core.lake import LakePaths
-from feedback.silver.evaluate import run, visible_defects
+from feedback.silver.evaluate import root_events, run, visible_defects
 
 from support.turn_data import DAY
 
 T0 = DAY + dt.timedelta(hours=10)
 SILVER_COLUMNS = (
     "event_id string, user_id string, device_id string, ts timestamp, utterance string, status string, "
-    "response_type string, response_end_ts timestamp, barge_in boolean, terminated boolean, defect boolean, rephrase_of string"
+    "response_type string, response_end_ts timestamp, barge_in boolean, terminated boolean, defect boolean, rephrase_of string, "
+    "goal_id string, goal_success boolean"
 )
 
 
@@ -36,15 +37,16 @@ def at(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else T0 + dt.timedelta(seconds=seconds)
 
 
-# event, device, ts s, utterance, status, response type, response end s, ours: barge-in, terminated, defect, rephrase_of
+# event, device, ts s, utterance, status, response type, response end s,
+# ours: barge-in, terminated, defect, rephrase_of, goal, goal success (the stop a3 serves a1's goal)
 SILVER = [
-    ("a1", "d1", 0, "play songs by the beetles", "unhandled", "speech", 3.5, True, False, True, None),
-    ("a2", "d1", 2, "play songs by the beatles", "success", "media", None, True, True, True, "a1"),
-    ("a3", "d1", 10, "stop", "success", "speech", 10.5, False, False, False, None),
-    ("b1", "d1", 100, "whats the weather", "success", "speech", 103.5, False, False, True, None),
-    ("b2", "d1", 110, "turn on the lights", "success", "speech", 113.5, False, False, False, "b1"),
-    ("c1", "d2", 0, "play jazz", "success", "media", None, False, False, True, None),
-    ("c2", "d2", 15, "play jazz please", "success", "speech", 18.5, False, False, False, None),
+    ("a1", "d1", 0, "play songs by the beetles", "unhandled", "speech", 3.5, True, False, True, None, "a1", False),
+    ("a2", "d1", 2, "play songs by the beatles", "success", "media", None, True, True, True, "a1", "a1", False),
+    ("a3", "d1", 10, "stop", "success", "speech", 10.5, False, False, False, None, "a1", False),
+    ("b1", "d1", 100, "whats the weather", "success", "speech", 103.5, False, False, True, None, "b1", True),
+    ("b2", "d1", 110, "turn on the lights", "success", "speech", 113.5, False, False, False, "b1", "b1", True),
+    ("c1", "d2", 0, "play jazz", "success", "media", None, False, False, True, None, "c1", False),
+    ("c2", "d2", 15, "play jazz please", "success", "speech", 18.5, False, False, False, None, "c2", True),
 ]
 # event: barge-in, terminated, defective, rephrase_of (x1 is not in silver yet)
 TRUTH = {
@@ -65,7 +67,8 @@ def lake_and_truth(spark: SparkSession, tmp_path: Path) -> tuple[LakePaths, Path
     spark.createDataFrame(rows, SILVER_COLUMNS).write.format("delta").save(lake.silver_turns)
     truth = tmp_path / "ground_truth.jsonl"
     lines = [
-        {"event_id": e, "barge_in": b, "terminated": t, "defective": d, "rephrase_of": r} for e, (b, t, d, r) in TRUTH.items()
+        {"event_id": e, "barge_in": b, "terminated": t, "defective": d, "rephrase_of": r, "is_system_command": e == "a3"}
+        for e, (b, t, d, r) in TRUTH.items()
     ]
     truth.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return lake, truth
@@ -91,12 +94,18 @@ def test_evaluate_reports_the_baseline_beside_ours(spark: SparkSession, tmp_path
             # a1, a2, c1 were barged into; b1 left no signal (nobody barged in, rephrased it, and its status is success)
             "defects: 3 detectable, 1 silent (silent share 0.2500); detectable defects found: "
             "ours 3 (recall 1.0000), baseline 3 (recall 1.0000)",
+            # ours: {a1, a2}, {b1, b2}, {c1}, {c2}; true: {a1, a2}, {b1}, {b2}, {c1}, {c2}; b1's goal failed, silver says b2 fixed it
+            "goals: 3 of 4 segmented exactly as one of the 5 true goals (precision 0.7500, recall 0.6000, F1 0.6667); "
+            "success right for 4 (accuracy 0.8000)",
         ]
     )
     figures = json.loads(out.read_text())
     assert sorted(figures) == [
-        "barge_in", "baseline", "coverage", "defect", "detectable_defects", "rephrase_link", "scored_events", "terminated", "truth_events"
+        "barge_in", "baseline", "coverage", "defect", "detectable_defects", "goals", "rephrase_link", "scored_events", "terminated",
+        "truth_events",
     ]  # fmt: skip
+    goals = {"predicted_goals": 4, "true_goals": 5, "matched_goals": 3, "success_correct": 4}
+    assert figures["goals"] == pytest.approx(goals | {"precision": 0.75, "recall": 0.6, "f1": 2 / 3, "success_accuracy": 0.8})
     detectable = {"detectable": 3, "silent": 1, "found": 3, "silent_share": 0.25, "recall": 1.0}
     assert figures["detectable_defects"] == pytest.approx(detectable)
     assert figures["baseline"].pop("detectable_defects") == pytest.approx(detectable)
@@ -151,3 +160,10 @@ def test_a_defect_is_visible_through_any_signal_and_silent_without_one(spark: Sp
         "event_id string, visible boolean",
     )
     assertDataFrameEqual(visible_defects(turns, truth), expected)
+
+
+def test_root_events_follow_links_to_the_first_request() -> None:
+    parents = {"a": None, "b": "a", "c": "b", "d": None, "e": "z"}
+    assert root_events(parents) == {"a": "a", "b": "a", "c": "a", "d": "d", "e": "z", "z": "z"}
+    with pytest.raises(ValueError, match="cycle"):
+        root_events({"a": "b", "b": "a"})

@@ -10,7 +10,7 @@ from pyspark.testing import assertDataFrameEqual
 from feedback.config import AppConfig, ConfigError, SessionizeConfig
 from feedback.silver.detect import HEURISTIC_DETECTOR, label_defects, link_rephrases, rephrase_candidates, score_pairs_heuristic
 from feedback.silver.sessionize import aggregate_sessions, explode_sessions, mark_turns, normalize_utterance
-from feedback.silver.stream import build_turns, resolve_chains
+from feedback.silver.stream import build_turns, resolve_chains, resolve_goals
 
 from support.turn_data import Event, events_frame, stop
 
@@ -168,6 +168,55 @@ def test_chains_resolve_to_their_first_request_and_final_outcome(spark: SparkSes
     expected = spark.createDataFrame(
         [("r1", "r1", True), ("r2", "r1", True), ("r3", "r1", True), ("q1", None, None), ("f1", "f1", False), ("f2", "f1", False)],
         "event_id string, chain_id string, chain_success boolean",
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def test_goals_span_a_stop_between_a_request_and_its_rephrase(spark: SparkSession) -> None:
+    # Session s: a stop before any request, "play the beetles" (failed, stopped), the stop,
+    # "play the beatles" (its rephrase, served), a volume command, then an unrelated request that fails.
+    # Session t: one request served on its own.
+    rows = [
+        ("s", "x0", 0, True, None, None, False),
+        ("s", "p1", 1, False, "p1", True, True),
+        ("s", "x1", 2, True, None, None, False),
+        ("s", "p2", 3, False, "p1", True, False),
+        ("s", "x2", 4, True, None, None, False),
+        ("s", "w1", 5, False, None, None, True),
+        ("t", "q1", 0, False, None, None, False),
+    ]
+    turns = spark.createDataFrame(
+        rows,
+        "session_id string, event_id string, turn_index int, is_system_command boolean, chain_id string, chain_success boolean, defect boolean",
+    )
+    result = resolve_goals(turns).select("event_id", "goal_id", "goal_success")
+    expected = spark.createDataFrame(
+        [
+            ("x0", None, None),
+            ("p1", "p1", True),
+            ("x1", "p1", True),
+            ("p2", "p1", True),
+            ("x2", "p1", True),
+            ("w1", "w1", False),
+            ("q1", "q1", True),
+        ],
+        "event_id string, goal_id string, goal_success boolean",
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def test_silver_turns_carry_goals_across_a_stop(spark: SparkSession) -> None:
+    events = [
+        Event("a1", 0, "play songs by the beetles", status="unhandled", domain="music", intent="PlayMusic"),
+        stop("a2", 1.5),
+        Event("a3", 4, "play songs by the beatles", domain="music", intent="PlayMusic", duration_ms=None, response_type="media"),
+        Event("b1", 200, "what's the weather in boston", status="error"),
+    ]
+    sessions = aggregate_sessions(events_frame(spark, events), CONFIG.sessionize)
+    result = build_turns(sessions, CONFIG.sessionize, CONFIG.detect).select("event_id", "chain_id", "goal_id", "goal_success")
+    expected = spark.createDataFrame(
+        [("a1", "a1", "a1", True), ("a2", None, "a1", True), ("a3", "a1", "a1", True), ("b1", None, "b1", False)],
+        "event_id string, chain_id string, goal_id string, goal_success boolean",
     )
     assertDataFrameEqual(result, expected)
 
