@@ -10,7 +10,7 @@ CLUSTER_DIR ?= .cluster
 CLUSTER_PORT ?= 7077
 CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase quality-cross quality-cross-week bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
+.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase quality-cross quality-cross-week quality-labels bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -63,6 +63,17 @@ quality-cross:
 ## quality-cross-week: the same on a week of 1,000 households of each, with rewrites mined on days 1-5 and judged on days 6-7 (about 20 minutes with MODEL_LAKE)
 quality-cross-week:
 	$(PY) benchmarks/cross_quality.py --users 1000 --days 7 --seed 303 --rewrites-split-day 5 --workdir bench/cross7k $(if $(MODEL_LAKE),--model-lake $(MODEL_LAKE))
+
+## quality-labels: goals and NLU labels from users' corrections on a week of 1,000 households of each corpus (seed 404), scored against the simulator's intent (about 15 minutes)
+quality-labels:
+	set -e; for corpus in snips sgd; do \
+	  dir=bench/labels/$$corpus; rm -rf $$dir; \
+	  $(VENV)/bin/feedback simulate --out $$dir/traffic --users 1000 --days 7 --seed 404 --corpus $$corpus; \
+	  $(VENV)/bin/feedback pipeline --events $$dir/traffic/events --lake $$dir/lake; \
+	  $(VENV)/bin/feedback evaluate --lake $$dir/lake --truth $$dir/traffic/ground_truth.jsonl --json $$dir/evaluation.json; \
+	  $(VENV)/bin/feedback annotate --lake $$dir/lake --truth $$dir/traffic/ground_truth.jsonl --json $$dir/annotations.json; \
+	  $(VENV)/bin/feedback export-annotations --lake $$dir/lake --out $$dir/annotations.jsonl; \
+	done
 
 ## bench-ingest: events/s through bronze ingestion on local[2], with and without Great Expectations
 bench-ingest:

@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--no-register", action="store_true", help="only write gold/rewrites (overrides mining.register)")
     _add_conf(mine)
 
+    annotate = commands.add_parser("annotate", help="rebuild gold/nlu_annotations: NLU labels for failed wordings from the rephrases that fixed them")
+    annotate.add_argument("--lake", type=Path, required=True)
+    annotate.add_argument("--truth", type=Path, default=None, help="also score the rows against this simulator ground truth")
+    annotate.add_argument("--json", type=Path, default=None, help="also write the summary and scores to this JSON file")
+    _add_conf(annotate)
+
+    export = commands.add_parser("export-annotations", help="write gold/nlu_annotations as NLU training examples")
+    export.add_argument("--lake", type=Path, required=True)
+    export.add_argument("--format", dest="export_format", choices=("jsonl",), default="jsonl", help="one JSON object per line")
+    export.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
+    _add_conf(export)
+
     rewrites = commands.add_parser("evaluate-rewrites", help="offline win/loss of gold/rewrites on a simulator ground truth")
     rewrites.add_argument("--lake", type=Path, required=True)
     rewrites.add_argument("--truth", type=Path, required=True, help="ground_truth.jsonl written by `feedback simulate`")
@@ -241,6 +253,19 @@ def _run_on_lake(spark: SparkSession, config: AppConfig, args: argparse.Namespac
 
         register = False if args.no_register else None
         print(mine_rewrites(spark, config, lake, args.truth, register=register).render())
+    elif args.command == "annotate":
+        from feedback.gold.annotations import run as annotate
+
+        print(annotate(spark, config, lake, args.truth, args.json).render())
+    elif args.command == "export-annotations":
+        from feedback.gold.annotations import export
+
+        if args.out is None:
+            count = export(spark, lake, sys.stdout, args.export_format)
+        else:
+            with args.out.open("w", encoding="utf-8") as out:
+                count = export(spark, lake, out, args.export_format)
+        print(f"exported {count} annotations" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
     elif args.command == "evaluate-rewrites":
         from feedback.rewrites.evaluate import run as evaluate_rewrites
 

@@ -642,6 +642,26 @@ DELTA_SAFE_RETENTION_HOURS = 168
 
 
 @dataclass(frozen=True)
+class AnnotationsConfig:
+    """NLU labels from users' corrections (``feedback annotate``, ``feedback.gold.annotations``).
+
+    ``min_slot_similarity``: a slot value of the successful rephrase is put on the failed wording
+    only when some of its words are this alike to it, by spelling or sound (a value the failed
+    wording never said is no label for it). ``min_confidence``: the least share of a wording's
+    corrected chains that must agree on its label, so a wording users meant in different ways is
+    left out.
+    """
+
+    min_slot_similarity: float = 0.6
+    min_confidence: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("min_slot_similarity", "min_confidence"):
+            value = getattr(self, name)
+            _require(isinstance(value, float) and 0.0 <= value <= 1.0, f"annotations.{name}", "must be a number in [0, 1]", value)
+
+
+@dataclass(frozen=True)
 class MaintenanceConfig:
     """``feedback maintain``: OPTIMIZE and VACUUM of every table of a lake (``feedback.ops.maintain``).
 
@@ -678,6 +698,7 @@ class AppConfig:
     rephrase_model: RephraseModelConfig = field(default_factory=RephraseModelConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    annotations: AnnotationsConfig = field(default_factory=AnnotationsConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ ABSENT = (
     "gold/rephrase_pairs",
     "gold/rewrites",
     "gold/rewrite_vetoes",
+    "gold/nlu_annotations",
 )
 
 

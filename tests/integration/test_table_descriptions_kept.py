@@ -48,11 +48,11 @@ from support.turn_data import Event, events_frame
 def test_a_table_an_older_version_made_gets_its_description_once(spark: SparkSession, tmp_path: Path) -> None:
     paths = LakePaths.at(tmp_path / "lake")
     # As an older version created them: no comments, no properties, no constraints; the batch log
-    # without the four columns added since.
+    # without the four columns added since, silver/turns without its two goal columns.
     old = {
         paths.bronze: (without_comments(BRONZE_SCHEMA), BRONZE_PARTITION_COLUMNS),
         paths.quarantine: (without_comments(QUARANTINE_SCHEMA), QUARANTINE_PARTITION_COLUMNS),
-        paths.silver_turns: (without_comments(SILVER_TURNS_SCHEMA), SILVER_PARTITION_COLUMNS),
+        paths.silver_turns: (StructType(without_comments(SILVER_TURNS_SCHEMA).fields[:-2]), SILVER_PARTITION_COLUMNS),  # no goals
         paths.silver_batches: (StructType(without_comments(SILVER_BATCHES_SCHEMA).fields[:9]), ()),
     }
     for path, (schema, partitions) in old.items():
@@ -82,7 +82,7 @@ def test_a_table_an_older_version_made_gets_its_description_once(spark: SparkSes
     assert detail(spark, paths.silver_batches) == (TABLE_COMMENTS["silver_batches"], {})
     # One commit per kind of change; status_valid was there already, the other 17 constraints are added.
     assert operations(spark, paths.bronze)[before[paths.bronze] :] == ["CHANGE COLUMNS", "SET TBLPROPERTIES"] + ["ADD CONSTRAINT"] * 17
-    assert operations(spark, paths.silver_turns)[before[paths.silver_turns] :] == ["CHANGE COLUMNS", "SET TBLPROPERTIES"]
+    assert operations(spark, paths.silver_turns)[before[paths.silver_turns] :] == ["ADD COLUMNS", "CHANGE COLUMNS", "SET TBLPROPERTIES"]
     assert operations(spark, paths.silver_batches)[before[paths.silver_batches] :] == [
         "ADD COLUMNS", "CHANGE COLUMNS", "SET TBLPROPERTIES",
     ]

@@ -12,6 +12,7 @@ from feedback.core.schema import (
     DEFECT_METRICS_SCHEMA,
     INGEST_BATCHES_SCHEMA,
     LANDING_SKIPPED_SCHEMA,
+    NLU_ANNOTATIONS_SCHEMA,
     QUARANTINE_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
     REWRITE_VETOES_SCHEMA,
@@ -40,6 +41,7 @@ SCHEMAS = {
     "rephrase_pairs": REPHRASE_PAIRS_SCHEMA,
     "rewrites": REWRITES_SCHEMA,
     "rewrite_vetoes": REWRITE_VETOES_SCHEMA,
+    "nlu_annotations": NLU_ANNOTATIONS_SCHEMA,
 }
 CDF = {"delta.enableChangeDataFeed": "true"}
 BRONZE_STATS = {"delta.dataSkippingStatsColumns": "event_id,ts,user_id,device_id,status,domain,intent,ingest_batch"}
@@ -57,6 +59,7 @@ EXPECTED_PROPERTIES: dict[str, dict[str, str]] = {
     "rephrase_pairs": CDF,
     "rewrites": CDF,
     "rewrite_vetoes": CDF,
+    "nlu_annotations": CDF,
 }
 BRONZE_CONSTRAINT_NAMES = [
     "event_id_valid",

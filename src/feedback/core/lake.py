@@ -93,6 +93,10 @@ class LakePaths:
         return self._join("gold", "rewrites")
 
     @property
+    def nlu_annotations(self) -> str:
+        return self._join("gold", "nlu_annotations")
+
+    @property
     def rewrite_vetoes(self) -> str:
         return self._join("gold", "rewrite_vetoes")
 

@@ -550,6 +550,27 @@ REWRITE_VETOES_SCHEMA = StructType(
     ]
 )
 
+# gold/nlu_annotations: labels for failed wordings, taken from the rephrases that fixed them.
+NLU_ANNOTATIONS_SCHEMA = StructType(
+    [
+        _column("utterance", StringType(), False, "Normalized wording of requests that failed and that their users rephrased into a success."),
+        _column("intent", StringType(), False, "Intent the successful rephrases were understood as: the label of the wording."),
+        _column("domain", StringType(), True, "Domain of that intent; null when the assistant gave none."),
+        _column(
+            "slots", MapType(StringType(), StringType()), False,
+            "Slot values of the successful rephrases that the wording says too (aligned by spelling or sound), as the rephrases resolved them.",
+        ),
+        _column("slot_spans", MapType(StringType(), StringType()), False, "For each slot, the words of utterance that say its value."),
+        _column("alignment_score", DoubleType(), False, "Lowest spelling-or-sound similarity of a slot value to its words, in [0, 1]; 1 without slots."),
+        _column("support_users", LongType(), False, "Distinct users whose rephrase chains gave the wording this label (at least privacy.min_users)."),
+        _column("support_chains", LongType(), False, "Rephrase chains that gave the wording this label."),
+        _column("wording_chains", LongType(), False, "Rephrase chains in which the wording failed and a rephrase succeeded, whatever their label."),
+        _column("confidence", DoubleType(), False, "support_chains / wording_chains: how much the users agree on the label."),
+        _column("built_at", TimestampType(), False, "When feedback annotate built the table (UTC)."),
+        _column("silver_version", LongType(), False, "The silver/turns Delta version the table was built from."),
+    ]
+)
+
 CHANGE_DATA_FEED = {"delta.enableChangeDataFeed": "true"}
 """Table property of silver and gold: Delta records row-level changes (``readChangeFeed``), so a consumer
 reads what a MERGE or a rebuild changed instead of the whole table."""
@@ -568,5 +589,6 @@ TABLE_COMMENTS = {
     "rephrase_pairs": "Counts of each (utterance, rephrase) link and how its chains ended (from silver): the input of rewrite mining.",
     "rewrites": "Query rewrites mined from pooled rephrase chains with absorbing Markov chains, MERGEd by source per run.",
     "rewrite_vetoes": "Rewrites an analyst ruled out (a null rewrite_utterance: every rewrite of the source); mining respects them.",
+    "nlu_annotations": "NLU labels for failed wordings, from the rephrases that fixed them, pooled over users (feedback annotate).",
 }
 """The comment of each table of a lake, keyed by its ``LakePaths`` attribute; the column comments are in the schemas."""

@@ -20,6 +20,7 @@ from feedback.core.schema import (
     INGEST_BATCHES_SCHEMA,
     TABLE_COMMENTS,
 )
+from feedback.gold.annotations import ensure_annotations_table
 from feedback.gold.late_events import ensure_progress_table
 from feedback.rewrites.mine import ensure_rewrite_tables
 from feedback.silver.stream import ensure_silver_tables
@@ -43,6 +44,7 @@ def ensure_lake(spark: SparkSession, lake: LakePaths) -> None:
     ensure_silver_tables(spark, lake)
     ensure_progress_table(spark, lake)
     ensure_rewrite_tables(spark, lake)
+    ensure_annotations_table(spark, lake)
 
 
 @pytest.fixture(scope="module")
