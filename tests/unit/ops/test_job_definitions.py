@@ -74,14 +74,16 @@ def test_the_bundle_defines_the_six_scheduled_jobs() -> None:
         "feedback_maintain_nightly": "0 15 3 * * ?",
         "feedback_train_rephrase_weekly": "0 0 4 ? * SUN",
     }
-    entry_points = {key: task["spark_python_task"]["python_file"] for key, _, task in tasks()}
+    entry_points: dict[str, list[str]] = {}
+    for key, _, task in tasks():
+        entry_points.setdefault(key, []).append(task["spark_python_task"]["python_file"])
     assert entry_points == {
-        "feedback_pipeline_hourly": "../jobs/pipeline.py",
-        "feedback_stream_continuous": "../jobs/stream.py",
-        "feedback_mine_rewrites_nightly": "../jobs/mine_rewrites.py",
-        "feedback_backfill_late_nightly": "../jobs/backfill.py",
-        "feedback_maintain_nightly": "../jobs/maintain.py",
-        "feedback_train_rephrase_weekly": "../jobs/train_rephrase.py",
+        "feedback_pipeline_hourly": ["../jobs/pipeline.py"],
+        "feedback_stream_continuous": ["../jobs/stream.py"],
+        "feedback_mine_rewrites_nightly": ["../jobs/mine_rewrites.py", "../jobs/annotate.py"],
+        "feedback_backfill_late_nightly": ["../jobs/backfill.py"],
+        "feedback_maintain_nightly": ["../jobs/maintain.py"],
+        "feedback_train_rephrase_weekly": ["../jobs/train_rephrase.py"],
     }
     assert {job["max_concurrent_runs"] for job in jobs.values()} == {1}
     assert set(load_bundle()["targets"]) == {"dev", "prod"}
@@ -123,6 +125,7 @@ def test_every_reference_in_the_bundle_is_defined() -> None:
 
 def test_entry_command_reads_the_subcommand_of_each_job() -> None:
     assert {p.name: entry_command(p) for p in sorted((REPO / "jobs").glob("*.py"))} == {
+        "annotate.py": "annotate",
         "backfill.py": "backfill",
         "maintain.py": "maintain",
         "mine_rewrites.py": "mine-rewrites",
