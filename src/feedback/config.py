@@ -451,14 +451,36 @@ class HeuristicWeights:
 
 
 @dataclass(frozen=True)
+class FailurePointsConfig:
+    """The rules that say where a defective turn failed first (``feedback.silver.failure_points``).
+
+    ``min_value_similarity``: a slot value that changed between the failed request and the one
+    that fixed it counts as misheard (ASR) when the two are at least this alike (1 - Levenshtein
+    distance / the longer length), as another entity otherwise. Without a fix, a turn whose
+    ``asr_confidence`` is below ``asr_confidence_below`` is put on ASR, then one whose
+    ``nlu_confidence`` is below ``nlu_confidence_below`` on the NLU.
+    """
+
+    min_value_similarity: float = 0.6
+    asr_confidence_below: float = 0.8
+    nlu_confidence_below: float = 0.75
+
+    def __post_init__(self) -> None:
+        for name in ("min_value_similarity", "asr_confidence_below", "nlu_confidence_below"):
+            value = getattr(self, name)
+            _require(isinstance(value, float) and 0.0 <= value <= 1.0, f"detect.failure_points.{name}", "must be a number in [0, 1]", value)
+
+
+@dataclass(frozen=True)
 class DetectConfig:
-    """Which pairs are rephrase candidates and when a pair counts as a rephrase."""
+    """Which pairs are rephrase candidates, when a pair counts as a rephrase, and where a defect failed."""
 
     rephrase_window_s: float = 120.0
     rephrase_max_back: int = 2
     rephrase_threshold: float = 0.5
     max_chain_length: int = 6
     heuristic_weights: HeuristicWeights = field(default_factory=HeuristicWeights)
+    failure_points: FailurePointsConfig = field(default_factory=FailurePointsConfig)
 
     def __post_init__(self) -> None:
         _require(self.rephrase_window_s > 0, "detect.rephrase_window_s", "must be > 0", self.rephrase_window_s)

@@ -232,6 +232,12 @@ def describe_lake(spark: SparkSession, lake: LakePaths, min_users: int = DEFAULT
         .withColumn("rate", F.round(F.col("defects") / F.col("turns"), 3)).orderBy(F.desc("rate")).collect()
     ):
         lines.append(f"  {row['domain']}: {row['turns']} turns, defect rate {row['rate']}")
+    header("gold/failure_points", lake.failure_points)
+    for row in (
+        spark.read.format("delta").load(lake.failure_points).groupBy("failure_point")
+        .agg(F.sum("defects").alias("defects")).orderBy(F.desc("defects"), "failure_point").collect()
+    ):
+        lines.append(f"  failed first at {row['failure_point']}: {row['defects']} defects")
     header("gold/utterance_defects", lake.utterance_defects)
     for row in (
         published(spark.read.format("delta").load(lake.utterance_defects), min_users).filter("traffic >= 5")

@@ -36,6 +36,7 @@ ABSENT = (
     "_ops/silver_progress",
     "gold/utterance_defects",
     "gold/rephrase_pairs",
+    "gold/failure_points",
     "gold/rewrites",
     "gold/rewrite_vetoes",
     "gold/nlu_annotations",

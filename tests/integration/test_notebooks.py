@@ -182,9 +182,9 @@ def notebook_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory)
 def test_defect_overview(spark: SparkSession, notebook_lake: NotebookLake) -> None:
     paths = notebook_lake.paths
     notebook = execute("defect_overview", {"lake": paths.root, "conf": str(notebook_lake.conf)}, notebook_lake.workdir)
-    assert_ran_cleanly(notebook, expected_figures=4)
-    # The rendered page (make notebooks-html) carries the four plots inline.
-    assert to_html(notebook).count('src="data:image/png;base64,') == 4
+    assert_ran_cleanly(notebook, expected_figures=5)
+    # The rendered page (make notebooks-html) carries the five plots inline (the fifth: where defects failed first).
+    assert to_html(notebook).count('src="data:image/png;base64,') == 5
     worst = top_defective_utterances(
         spark.read.format("delta").load(paths.utterance_defects), spark.read.format("delta").load(paths.rephrase_pairs), n=10
     ).collect()

@@ -48,11 +48,11 @@ from support.turn_data import Event, events_frame
 def test_a_table_an_older_version_made_gets_its_description_once(spark: SparkSession, tmp_path: Path) -> None:
     paths = LakePaths.at(tmp_path / "lake")
     # As an older version created them: no comments, no properties, no constraints; the batch log
-    # without the four columns added since, silver/turns without its two goal columns.
+    # without the four columns added since, silver/turns without its goal and failure point columns.
     old = {
         paths.bronze: (without_comments(BRONZE_SCHEMA), BRONZE_PARTITION_COLUMNS),
         paths.quarantine: (without_comments(QUARANTINE_SCHEMA), QUARANTINE_PARTITION_COLUMNS),
-        paths.silver_turns: (StructType(without_comments(SILVER_TURNS_SCHEMA).fields[:-2]), SILVER_PARTITION_COLUMNS),  # no goals
+        paths.silver_turns: (StructType(without_comments(SILVER_TURNS_SCHEMA).fields[:-5]), SILVER_PARTITION_COLUMNS),
         paths.silver_batches: (StructType(without_comments(SILVER_BATCHES_SCHEMA).fields[:9]), ()),
     }
     for path, (schema, partitions) in old.items():

@@ -52,7 +52,7 @@ def silver_rows(chains: list[Chain]) -> list[tuple[object, ...]]:
                     ts + dt.timedelta(seconds=2), None, False, False, 3.0, False, False,
                     ids[i - 1] if i > 0 else None, 0.9 if i > 0 else None, "test" if i > 0 else None,
                     not last, ids[0] if linked else None, chain.success if linked else None, False, defect, reasons,
-                    START, ids[0], chain.success,
+                    START, ids[0], chain.success, "none", None, None,
                 )
             )
     return rows

@@ -81,6 +81,10 @@ class LakePaths:
         return self._join("gold", "rephrase_pairs")
 
     @property
+    def failure_points(self) -> str:
+        return self._join("gold", "failure_points")
+
+    @property
     def silver_batches(self) -> str:
         return self._join("_ops", "silver_batches")
 

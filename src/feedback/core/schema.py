@@ -399,6 +399,15 @@ SILVER_TURNS_SCHEMA = StructType(
             "a system command serves the latest request before it in the session; null before any request.",
         ),
         _column("goal_success", BooleanType(), True, "The goal's last request was no defect; null with goal_id."),
+        _column(
+            "failure_point", StringType(), True,
+            "Where a defect failed first: asr, nlu, entity, result (false_wake reserved); none for no defect or a system command.",
+        ),
+        _column(
+            "failure_point_score", DoubleType(), True,
+            "Confidence in failure_point, in [0, 1]: for rules-v1 the prior of the rule that fired; null without a defect.",
+        ),
+        _column("failure_point_classifier", StringType(), True, "What set failure_point (rules-v1); null without a defect."),
     ]
 )
 SILVER_PARTITION_COLUMNS = ("event_date",)
@@ -477,6 +486,18 @@ DEFECT_METRICS_SCHEMA = StructType(
         _column("rephrases", LongType(), False, "Of them, turns the user had to rephrase."),
         _column("terminations", LongType(), False, "Of them, turns the user stopped or cancelled."),
         _column("defect_rate", DoubleType(), False, "defects / turns."),
+    ]
+)
+
+FAILURE_POINTS_SCHEMA = StructType(
+    [
+        _column("day", DateType(), False, "UTC date of the defects (silver's event_date)."),
+        _column("domain", StringType(), False, "NLU domain of the defective turns; unknown when missing."),
+        _column("intent", StringType(), False, "NLU intent of the defective turns; unknown when missing."),
+        _column("device_type", StringType(), False, "Kind of device; unknown when missing."),
+        _column("failure_point", StringType(), False, "Where the defects failed first (silver's failure_point): asr, nlu, entity, result."),
+        _column("defects", LongType(), False, "Defective requests of the day and group that failed there."),
+        _column("mean_score", DoubleType(), True, "Mean failure_point_score of those defects."),
     ]
 )
 
@@ -587,6 +608,7 @@ TABLE_COMMENTS = {
     "defect_metrics": "Turns, defects, barge-ins, rephrases and terminations per hour, domain, intent and device type (from silver).",
     "utterance_defects": "Traffic, defects, users and the most frequent rephrase per normalized request text (from silver).",
     "rephrase_pairs": "Counts of each (utterance, rephrase) link and how its chains ended (from silver): the input of rewrite mining.",
+    "failure_points": "Defective requests per day, domain, intent, device type and the component that failed first (from silver).",
     "rewrites": "Query rewrites mined from pooled rephrase chains with absorbing Markov chains, MERGEd by source per run.",
     "rewrite_vetoes": "Rewrites an analyst ruled out (a null rewrite_utterance: every rewrite of the source); mining respects them.",
     "nlu_annotations": "NLU labels for failed wordings, from the rephrases that fixed them, pooled over users (feedback annotate).",

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 TRUTH_SCHEMA = (
     "event_id string, user_id string, device_id string, ts string, utterance string, "
     "intended_intent string, intended_slots map<string,string>, is_system_command boolean, "
-    "defective boolean, defect_causes array<string>, barge_in boolean, terminated boolean, "
+    "defective boolean, defect_causes array<string>, failure_point string, barge_in boolean, terminated boolean, "
     "rephrase_of string, abandoned boolean, explicit_feedback string"
 )
 

@@ -21,7 +21,7 @@ from feedback.core.checkpoints import checkpointed
 from feedback.core.lake import LakePaths
 from feedback.core.privacy import keyed_user_id
 from feedback.core.privacy import user_key as resolve_user_key
-from feedback.core.schema import DEFECT_METRICS_SCHEMA, REPHRASE_PAIRS_SCHEMA, UTTERANCE_DEFECTS_SCHEMA
+from feedback.core.schema import DEFECT_METRICS_SCHEMA, FAILURE_POINTS_SCHEMA, REPHRASE_PAIRS_SCHEMA, UTTERANCE_DEFECTS_SCHEMA
 
 UNKNOWN = "unknown"
 
@@ -46,6 +46,21 @@ def defect_metrics_increment(turns: DataFrame) -> DataFrame:
             F.sum(F.col("terminated").cast("long")).alias("terminations"),
         )
         .withColumn("defect_rate", F.col("defects") / F.col("turns"))
+    )
+
+
+def failure_points_increment(turns: DataFrame) -> DataFrame:
+    """Defective requests per day x domain x intent x device_type x failure_point (missing keys ``unknown``)."""
+    return (
+        turns.filter(F.col("failure_point").isNotNull() & (F.col("failure_point") != "none"))
+        .groupBy(
+            F.col("event_date").alias("day"),
+            F.coalesce("domain", F.lit(UNKNOWN)).alias("domain"),
+            F.coalesce("intent", F.lit(UNKNOWN)).alias("intent"),
+            F.coalesce("device_type", F.lit(UNKNOWN)).alias("device_type"),
+            "failure_point",
+        )
+        .agg(F.count(F.lit(1)).alias("defects"), F.avg("failure_point_score").alias("mean_score"))
     )
 
 
@@ -137,6 +152,7 @@ def replace_in_scope(
 
 
 DEFECT_METRICS_KEYS = ("hour", "domain", "intent", "device_type")
+FAILURE_POINTS_KEYS = ("day", "domain", "intent", "device_type", "failure_point")
 UTTERANCE_DEFECTS_KEYS = ("normalized_utterance",)
 REPHRASE_PAIRS_KEYS = ("utterance", "rephrase")
 _PAIR_INPUTS = ("event_id", "rephrase_of", "normalized_utterance", "chain_success", "defect", "user_id", "ts")
@@ -169,9 +185,10 @@ def fold_into_gold(spark: SparkSession, lake: LakePaths, turns: DataFrame, user_
     Why not add the batch's counts: the same turn can reach silver more than once (a backfill
     writes sessions the stream still holds open and emits later; a reset checkpoint emits every
     session again). Silver is upserted by event id, so it holds each turn once; gold rows are
-    recomputed from silver for the keys the batch touches: the hours of its turns, the
-    utterances it holds, and the pairs whose rephrase is one of them (a pair's link lives on its
-    rephrase turn). Running it again gives the same tables, so a replay needs no guard.
+    recomputed from silver for the keys the batch touches: the hours of its turns, their days
+    (failure points), the utterances it holds, and the pairs whose rephrase is one of them (a
+    pair's link lives on its rephrase turn). Running it again gives the same tables, so a
+    replay needs no guard.
     ``turns`` must already be in silver. ``user_key``: the key of the sketched user ids; None
     reads the lake's (``feedback.core.privacy.user_key``).
     """
@@ -189,6 +206,12 @@ def fold_into_gold(spark: SparkSession, lake: LakePaths, turns: DataFrame, user_
         replace_in_scope(
             spark, lake.defect_metrics, defect_metrics_increment(in_hours), touched_hours,
             DEFECT_METRICS_KEYS, DEFECT_METRICS_SCHEMA.fieldNames(),
+        )
+        in_days = silver.filter(F.col("event_date").isin(dates))
+        touched_days = hours.select(F.col("event_date").alias("day")).distinct()
+        replace_in_scope(
+            spark, lake.failure_points, failure_points_increment(in_days), touched_days,
+            FAILURE_POINTS_KEYS, FAILURE_POINTS_SCHEMA.fieldNames(),
         )
         of_utterances = silver.join(F.broadcast(utterances), "normalized_utterance", "left_semi")
         utterance_columns = [c for c in UTTERANCE_DEFECTS_SCHEMA.fieldNames() if not c.startswith("top_rephrase")]
@@ -228,6 +251,7 @@ def rebuild_gold(spark: SparkSession, lake: LakePaths, user_key: bytes | None = 
     )
     for path, frame, schema in (
         (lake.defect_metrics, defect_metrics_increment(silver), DEFECT_METRICS_SCHEMA),
+        (lake.failure_points, failure_points_increment(silver), FAILURE_POINTS_SCHEMA),
         (lake.utterance_defects, utterances, UTTERANCE_DEFECTS_SCHEMA),
         (lake.rephrase_pairs, pairs, REPHRASE_PAIRS_SCHEMA),
     ):

@@ -114,6 +114,19 @@ def rates_by(metrics: DataFrame, by: str, top: int | None = None) -> DataFrame:
     return ranked.limit(top) if top is not None else ranked
 
 
+def failure_point_shares(failure_points: DataFrame, by: str) -> DataFrame:
+    """Defects per value of ``by`` and failure point, with their share of that value's defects.
+
+    Args:
+        failure_points: ``gold/failure_points`` (one row per day x domain x intent x device_type x failure point).
+        by: ``domain``, ``intent`` or ``device_type``.
+    """
+    _check_dimension(by)
+    counts = failure_points.groupBy(by, "failure_point").agg(F.sum("defects").alias("defects"))
+    total = F.sum("defects").over(Window.partitionBy(by))
+    return counts.withColumn("share", F.col("defects") / total).orderBy(by, "failure_point")
+
+
 def top_defective_utterances(
     utterances: DataFrame,
     pairs: DataFrame,

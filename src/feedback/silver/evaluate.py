@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from feedback.core.lake import LakePaths, require_lake
 from feedback.core.truth import read_truth
 from feedback.silver.baseline import baseline_predictions, silver_traffic
+from feedback.silver.failure_points import FAILURE_POINTS
 
 SIGNALS = ("barge_in", "terminated", "defect", "rephrase_link")
 
@@ -193,6 +194,86 @@ def evaluate_goals(turns: DataFrame, truth: DataFrame) -> GoalScores:
 
 
 @dataclass(frozen=True)
+class FailurePointScores:
+    """Silver's ``failure_point`` against the true one, on the defects both hold.
+
+    ``matrix[i][j]`` counts turns whose true failure point is ``labels[i]`` and predicted
+    ``labels[j]``; ``labels`` are the failure points either side names, in pipeline order.
+    Macro-F1 averages the F1 of the failure points the truth holds.
+    """
+
+    labels: tuple[str, ...]
+    matrix: tuple[tuple[int, ...], ...]
+
+    @property
+    def turns(self) -> int:
+        return sum(sum(row) for row in self.matrix)
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.matrix[i][i] for i in range(len(self.labels))) / self.turns if self.turns else 0.0
+
+    def f1(self, label: str) -> float:
+        i = self.labels.index(label)
+        predicted = sum(row[i] for row in self.matrix)
+        actual = sum(self.matrix[i])
+        hits = self.matrix[i][i]
+        return 2 * hits / (predicted + actual) if predicted + actual else 0.0
+
+    @property
+    def macro_f1(self) -> float:
+        present = [label for i, label in enumerate(self.labels) if sum(self.matrix[i])]
+        return sum(self.f1(label) for label in present) / len(present) if present else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "labels": list(self.labels),
+            "matrix": [list(row) for row in self.matrix],
+            "turns": self.turns,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "f1": {label: self.f1(label) for label in self.labels},
+        }
+
+    def render(self) -> str:
+        lines = [
+            f"failure points on {self.turns} defects found: accuracy {self.accuracy:.4f}, macro-F1 {self.macro_f1:.4f}",
+            "| true \\ predicted | " + " | ".join(self.labels) + " | F1 |",
+            "|---|" + "---|" * (len(self.labels) + 1),
+        ]
+        for label, row in zip(self.labels, self.matrix):
+            lines.append(f"| {label} | " + " | ".join(str(n) for n in row) + f" | {self.f1(label):.4f} |")
+        return "\n".join(lines)
+
+
+def score_failure_points(pairs: Sequence[tuple[str, str]], order: Sequence[str]) -> FailurePointScores:
+    """Confusion matrix of (true, predicted) failure points; labels in ``order``, any other after them."""
+    named = {label for pair in pairs for label in pair}
+    labels = tuple([label for label in order if label in named] + sorted(named - set(order)))
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for actual, predicted in pairs:
+        matrix[index[actual]][index[predicted]] += 1
+    return FailurePointScores(labels, tuple(tuple(row) for row in matrix))
+
+
+def evaluate_failure_points(turns: DataFrame, truth: DataFrame) -> FailurePointScores | None:
+    """``score_failure_points`` on the turns both silver and the truth call defects; None when the truth has no failure points."""
+    rows = (
+        turns.filter(F.col("defect") & F.col("failure_point").isNotNull() & (F.col("failure_point") != "none"))
+        .select("event_id", F.col("failure_point").alias("predicted"))
+        .join(truth.filter(F.col("defective")).select("event_id", F.col("failure_point").alias("actual")), "event_id", "inner")
+        .groupBy("actual", "predicted")
+        .count()
+        .collect()
+    )
+    if not rows or all(row["actual"] is None for row in rows):
+        return None
+    pairs = [(row["actual"], row["predicted"]) for row in rows if row["actual"] is not None for _ in range(int(row["count"]))]
+    return score_failure_points(pairs, FAILURE_POINTS[1:])
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Our scores per signal, and the naive baseline's on the same events when it was scored."""
 
@@ -205,6 +286,7 @@ class Evaluation:
     detectable: DetectableDefects | None = None
     baseline: Evaluation | None = None
     goals: GoalScores | None = None
+    failure_points: FailurePointScores | None = None
 
     @property
     def coverage(self) -> float:
@@ -225,6 +307,8 @@ class Evaluation:
             figures["detectable_defects"] = self.detectable.as_dict()
         if self.goals is not None:
             figures["goals"] = self.goals.as_dict()
+        if self.failure_points is not None:
+            figures["failure_points"] = self.failure_points.as_dict()
         if self.baseline is not None:
             figures["baseline"] = {name: score.as_dict() for name, score in self.baseline.scores().items()}
             if self.baseline.detectable is not None:
@@ -266,6 +350,8 @@ class Evaluation:
                 f"(precision {goals.precision:.4f}, recall {goals.recall:.4f}, F1 {goals.f1:.4f}); "
                 f"success right for {goals.success_correct} (accuracy {goals.success_accuracy:.4f})"
             )
+        if self.failure_points is not None:
+            lines.append(self.failure_points.render())
         return "\n".join(lines)
 
 
@@ -382,7 +468,7 @@ def run(
         if baseline:
             reference = evaluate_turns(baseline_predictions(silver_traffic(turns)), truth, visible)
             evaluation = replace(evaluation, baseline=reference)
-        evaluation = replace(evaluation, goals=evaluate_goals(turns, truth))
+        evaluation = replace(evaluation, goals=evaluate_goals(turns, truth), failure_points=evaluate_failure_points(turns, truth))
     finally:
         visible.unpersist()
     if json_out is not None:

@@ -31,6 +31,7 @@ from feedback.core.lake import LakePaths
 from feedback.core.schema import (
     CHANGE_DATA_FEED,
     DEFECT_METRICS_SCHEMA,
+    FAILURE_POINTS_SCHEMA,
     REPHRASE_PAIRS_SCHEMA,
     SILVER_BATCH_COUNTS,
     SILVER_BATCHES_SCHEMA,
@@ -50,6 +51,7 @@ from feedback.silver.detect import (
     rephrase_candidates,
     score_pairs_heuristic,
 )
+from feedback.silver.failure_points import failure_points_by_rules
 from feedback.silver.sessionize import TURN_FIELDS, aggregate_sessions, explode_sessions, mark_turns
 
 LOG = logging.getLogger("feedback.silver.stream")
@@ -118,7 +120,8 @@ def prepare_turns(sessions: DataFrame, sessionize: SessionizeConfig) -> DataFram
 def label_turns(turns: DataFrame, scored_pairs: DataFrame, detect: DetectConfig) -> DataFrame:
     """``prepare_turns`` output and its scored candidate pairs -> silver turns (``SILVER_TURNS_SCHEMA``)."""
     linked = link_rephrases(turns, scored_pairs, detect.rephrase_threshold)
-    labelled = resolve_goals(resolve_chains(label_defects(linked), detect.max_chain_length))
+    chained = resolve_goals(resolve_chains(label_defects(linked), detect.max_chain_length))
+    labelled = failure_points_by_rules(chained, detect.failure_points)
     silver = labelled.withColumn("processed_at", F.current_timestamp()).withColumn(
         "turn_index", F.col("turn_index").cast("int")
     )
@@ -208,6 +211,7 @@ def ensure_silver_tables(spark: SparkSession, lake: LakePaths) -> None:
         comment=TABLE_COMMENTS["silver_turns"],
     )
     ensure_table(spark, lake.defect_metrics, DEFECT_METRICS_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["defect_metrics"])
+    ensure_table(spark, lake.failure_points, FAILURE_POINTS_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["failure_points"])
     ensure_table(
         spark, lake.utterance_defects, UTTERANCE_DEFECTS_SCHEMA, (), CHANGE_DATA_FEED, comment=TABLE_COMMENTS["utterance_defects"]
     )

@@ -31,6 +31,20 @@ DEFECT_CAUSES: Final[tuple[str, ...]] = (
     "unsupported",
 )
 
+FAILURE_POINTS: Final[tuple[str, ...]] = ("none", "false_wake", "asr", "nlu", "entity", "result")
+"""Where a turn failed first and for good, in the order a request flows through the assistant
+(``none``: no defect). ``false_wake`` and ``entity`` are named for the classifier's label set;
+this simulator does not produce them yet."""
+
+CAUSE_FAILURE_POINTS: Final[dict[str, str]] = {
+    "asr_systematic": "asr",
+    "asr_random": "asr",  # only slot-value errors are causes: a misheard carrier word does no harm
+    "nlu_misroute": "nlu",
+    "unhandled": "nlu",  # correctly heard words the NLU could not interpret (after an ASR error, ASR comes first)
+    "error": "result",
+    "unsupported": "result",
+}
+
 INTENT_DOMAINS: Final[dict[str, str]] = {
     "PlayMusic": "music",
     "AddToPlaylist": "music",

@@ -93,6 +93,7 @@ def truth_dict(turn: Turn) -> dict[str, Any]:
         "is_system_command": turn.is_system,
         "defective": bool(turn.causes),
         "defect_causes": list(turn.causes),
+        "failure_point": turn.failure_point,
         "barge_in": turn.barge_in,
         "terminated": turn.terminated,
         "rephrase_of": turn.rephrase_of,

@@ -10,6 +10,7 @@ negatives and the noise that keep a defect detector honest.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,10 @@ import numpy as np
 from feedback.config import REPHRASE_STYLES, RephraseMix, SimulationConfig
 from feedback.simulate.asr import carrier_word_error, random_word_error
 from feedback.simulate.constants import (
+    CAUSE_FAILURE_POINTS,
     DEFECT_CAUSES,
     DIURNAL,
+    FAILURE_POINTS,
     MS_PER_DAY,
     SESSION_GAP_S,
     SYSTEM_COMMANDS,
@@ -92,6 +95,11 @@ class Turn:
     ts: str = ""
 
     @property
+    def failure_point(self) -> str:
+        """The first component, in pipeline order, that failed for good (``FAILURE_POINTS``)."""
+        return failure_point_of(self.causes)
+
+    @property
     def play_start_ms(self) -> int:
         """When the response starts (playback start for media)."""
         return self.ts_ms + self.response.latency_ms
@@ -121,6 +129,12 @@ class _Outcome:
     status: str
     response: Response
     nlu_confidence: float | None
+
+
+def failure_point_of(causes: Sequence[str]) -> str:
+    """The earliest component in ``FAILURE_POINTS`` order that one of ``causes`` points at; ``none`` without causes."""
+    points = {CAUSE_FAILURE_POINTS[cause] for cause in causes}
+    return next((point for point in FAILURE_POINTS[1:] if point in points), "none")
 
 
 def _same_meaning(request: Request, other: Request | None) -> bool:

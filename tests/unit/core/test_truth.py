@@ -27,7 +27,7 @@ def test_read_truth_keeps_every_field_the_evaluations_use(spark: SparkSession, t
     truth = read_truth(spark, path)
     assert truth.columns == [
         "event_id", "user_id", "device_id", "ts", "utterance", "intended_intent", "intended_slots", "is_system_command",
-        "defective", "defect_causes", "barge_in", "terminated", "rephrase_of", "abandoned", "explicit_feedback",
+        "defective", "defect_causes", "failure_point", "barge_in", "terminated", "rephrase_of", "abandoned", "explicit_feedback",
     ]  # fmt: skip
     expected = spark.createDataFrame(
         [("e1", "PlayMusic", {"artist": "the beatles"}, True, ["asr"], True, None), ("e2", None, None, None, None, None, "e1")],

@@ -16,6 +16,7 @@ from feedback.ops.notebook_queries import (
     current_rewrites,
     detector_share,
     diff_rewrites,
+    failure_point_shares,
     rates_by,
     rates_over_time,
     read_version,
@@ -235,3 +236,22 @@ def test_detector_share_adds_up_to_one_per_day(spark: SparkSession) -> None:
         (dt.date(2026, 11, 3), "rephrase-detector/2", 2, 0.5),
         (dt.date(2026, 11, 3), "rephrase-detector/2+int8", 1, 0.25),
     ]
+
+
+def test_failure_point_shares_sum_days_and_intents_per_domain(spark: SparkSession) -> None:
+    rows = [
+        (dt.date(2026, 11, 2), "music", "PlayMusic", "speaker", "asr", 3, 0.8),
+        (dt.date(2026, 11, 3), "music", "PlayMusic", "phone", "asr", 1, 0.8),
+        (dt.date(2026, 11, 3), "music", "AddToPlaylist", "speaker", "nlu", 4, 0.6),
+        (dt.date(2026, 11, 2), "weather", "GetWeather", "speaker", "result", 2, 0.9),
+    ]
+    points = spark.createDataFrame(
+        rows, "day date, domain string, intent string, device_type string, failure_point string, defects long, mean_score double"
+    )
+    expected = spark.createDataFrame(
+        [("music", "asr", 4, 0.5), ("music", "nlu", 4, 0.5), ("weather", "result", 2, 1.0)],
+        "domain string, failure_point string, defects long, share double",
+    )
+    assertDataFrameEqual(failure_point_shares(points, "domain"), expected)
+    with pytest.raises(ValueError, match="by"):
+        failure_point_shares(points, "hour")

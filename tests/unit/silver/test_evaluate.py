@@ -29,7 +29,7 @@ T0 = DAY + dt.timedelta(hours=10)
 SILVER_COLUMNS = (
     "event_id string, user_id string, device_id string, ts timestamp, utterance string, status string, "
     "response_type string, response_end_ts timestamp, barge_in boolean, terminated boolean, defect boolean, rephrase_of string, "
-    "goal_id string, goal_success boolean"
+    "goal_id string, goal_success boolean, failure_point string"
 )
 
 
@@ -38,26 +38,26 @@ def at(seconds: float | None) -> dt.datetime | None:
 
 
 # event, device, ts s, utterance, status, response type, response end s,
-# ours: barge-in, terminated, defect, rephrase_of, goal, goal success (the stop a3 serves a1's goal)
+# ours: barge-in, terminated, defect, rephrase_of, goal, goal success (the stop a3 serves a1's goal), failure point
 SILVER = [
-    ("a1", "d1", 0, "play songs by the beetles", "unhandled", "speech", 3.5, True, False, True, None, "a1", False),
-    ("a2", "d1", 2, "play songs by the beatles", "success", "media", None, True, True, True, "a1", "a1", False),
-    ("a3", "d1", 10, "stop", "success", "speech", 10.5, False, False, False, None, "a1", False),
-    ("b1", "d1", 100, "whats the weather", "success", "speech", 103.5, False, False, True, None, "b1", True),
-    ("b2", "d1", 110, "turn on the lights", "success", "speech", 113.5, False, False, False, "b1", "b1", True),
-    ("c1", "d2", 0, "play jazz", "success", "media", None, False, False, True, None, "c1", False),
-    ("c2", "d2", 15, "play jazz please", "success", "speech", 18.5, False, False, False, None, "c2", True),
+    ("a1", "d1", 0, "play songs by the beetles", "unhandled", "speech", 3.5, True, False, True, None, "a1", False, "asr"),
+    ("a2", "d1", 2, "play songs by the beatles", "success", "media", None, True, True, True, "a1", "a1", False, "asr"),
+    ("a3", "d1", 10, "stop", "success", "speech", 10.5, False, False, False, None, "a1", False, "none"),
+    ("b1", "d1", 100, "whats the weather", "success", "speech", 103.5, False, False, True, None, "b1", True, "nlu"),
+    ("b2", "d1", 110, "turn on the lights", "success", "speech", 113.5, False, False, False, "b1", "b1", True, "none"),
+    ("c1", "d2", 0, "play jazz", "success", "media", None, False, False, True, None, "c1", False, "result"),
+    ("c2", "d2", 15, "play jazz please", "success", "speech", 18.5, False, False, False, None, "c2", True, "none"),
 ]
-# event: barge-in, terminated, defective, rephrase_of (x1 is not in silver yet)
+# event: barge-in, terminated, defective, rephrase_of, failure point (x1 is not in silver yet)
 TRUTH = {
-    "a1": (True, False, True, None),
-    "a2": (True, True, True, "a1"),
-    "a3": (False, False, False, None),
-    "b1": (False, False, True, None),
-    "b2": (False, False, False, None),
-    "c1": (True, False, True, None),
-    "c2": (False, False, False, None),
-    "x1": (False, False, False, None),
+    "a1": (True, False, True, None, "asr"),
+    "a2": (True, True, True, "a1", "asr"),
+    "a3": (False, False, False, None, "none"),
+    "b1": (False, False, True, None, "result"),
+    "b2": (False, False, False, None, "none"),
+    "c1": (True, False, True, None, "result"),
+    "c2": (False, False, False, None, "none"),
+    "x1": (False, False, False, None, "none"),
 }
 
 
@@ -67,8 +67,8 @@ def lake_and_truth(spark: SparkSession, tmp_path: Path) -> tuple[LakePaths, Path
     spark.createDataFrame(rows, SILVER_COLUMNS).write.format("delta").save(lake.silver_turns)
     truth = tmp_path / "ground_truth.jsonl"
     lines = [
-        {"event_id": e, "barge_in": b, "terminated": t, "defective": d, "rephrase_of": r, "is_system_command": e == "a3"}
-        for e, (b, t, d, r) in TRUTH.items()
+        {"event_id": e, "barge_in": b, "terminated": t, "defective": d, "rephrase_of": r, "is_system_command": e == "a3", "failure_point": f}
+        for e, (b, t, d, r, f) in TRUTH.items()
     ]
     truth.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return lake, truth
@@ -97,13 +97,24 @@ def test_evaluate_reports_the_baseline_beside_ours(spark: SparkSession, tmp_path
             # ours: {a1, a2}, {b1, b2}, {c1}, {c2}; true: {a1, a2}, {b1}, {b2}, {c1}, {c2}; b1's goal failed, silver says b2 fixed it
             "goals: 3 of 4 segmented exactly as one of the 5 true goals (precision 0.7500, recall 0.6000, F1 0.6667); "
             "success right for 4 (accuracy 0.8000)",
+            # on a1, a2, b1, c1: asr right twice, b1's result called nlu, c1's result right
+            "failure points on 4 defects found: accuracy 0.7500, macro-F1 0.8333",
+            "| true \\ predicted | asr | nlu | result | F1 |",
+            "|---|---|---|---|---|",
+            "| asr | 2 | 0 | 0 | 1.0000 |",
+            "| nlu | 0 | 0 | 0 | 0.0000 |",
+            "| result | 0 | 1 | 1 | 0.6667 |",
         ]
     )
     figures = json.loads(out.read_text())
     assert sorted(figures) == [
-        "barge_in", "baseline", "coverage", "defect", "detectable_defects", "goals", "rephrase_link", "scored_events", "terminated",
-        "truth_events",
+        "barge_in", "baseline", "coverage", "defect", "detectable_defects", "failure_points", "goals", "rephrase_link", "scored_events",
+        "terminated", "truth_events",
     ]  # fmt: skip
+    points = figures["failure_points"]
+    assert (points.pop("labels"), points.pop("matrix"), points.pop("turns")) == (["asr", "nlu", "result"], [[2, 0, 0], [0, 0, 0], [0, 1, 1]], 4)
+    assert points.pop("f1") == pytest.approx({"asr": 1.0, "nlu": 0.0, "result": 2 / 3})
+    assert points == pytest.approx({"accuracy": 0.75, "macro_f1": (1 + 2 / 3) / 2})
     goals = {"predicted_goals": 4, "true_goals": 5, "matched_goals": 3, "success_correct": 4}
     assert figures["goals"] == pytest.approx(goals | {"precision": 0.75, "recall": 0.6, "f1": 2 / 3, "success_accuracy": 0.8})
     detectable = {"detectable": 3, "silent": 1, "found": 3, "silent_share": 0.25, "recall": 1.0}

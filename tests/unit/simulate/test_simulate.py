@@ -388,6 +388,9 @@ def test_ground_truth_is_internally_consistent(small: Output) -> None:
         assert record["defective"] == bool(record["defect_causes"])
         assert set(record["defect_causes"]) <= set(DEFECT_CAUSES)
         assert record["defect_causes"] == [c for c in DEFECT_CAUSES if c in record["defect_causes"]]
+        assert (record["failure_point"] == "none") == (not record["defective"])
+        asr_cause = any(c.startswith("asr_") for c in record["defect_causes"])
+        assert (record["failure_point"] == "asr") == asr_cause
         if record["is_system_command"]:
             assert record["intended_domain"] == "system" and record["intended_intent"] in SYSTEM_INTENTS
             assert not record["defective"] and record["rephrase_of"] is None
@@ -506,3 +509,23 @@ def test_vocabulary_split_shares_no_intent_and_no_open_slot_value() -> None:
             assert values == held == full, (intent, slot)
     with pytest.raises(ValueError, match="heldout_intents has intents unknown to snips"):
         build_world(3, VocabularySplit("train", heldout_intents=("NoSuchIntent",)))
+
+
+@pytest.mark.parametrize(
+    ("causes", "point"),
+    [
+        ([], "none"),
+        (["asr_systematic"], "asr"),
+        (["asr_random", "unhandled"], "asr"),  # the misheard value made the request unhandled: ASR failed first
+        (["asr_systematic", "error"], "asr"),
+        (["nlu_misroute"], "nlu"),
+        (["nlu_misroute", "error"], "nlu"),
+        (["unhandled"], "nlu"),  # heard right, not understood
+        (["unsupported"], "result"),
+        (["error"], "result"),
+    ],
+)
+def test_the_failure_point_is_the_first_component_that_failed(causes: list[str], point: str) -> None:
+    from feedback.simulate.sessions import failure_point_of
+
+    assert failure_point_of(causes) == point
