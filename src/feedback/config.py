@@ -322,6 +322,8 @@ class SimulationConfig:
     asr_random_error_rate: float = 0.02
     nlu_misroute_rate: float = 0.03
     error_status_rate: float = 0.01
+    entity_error_rate: float = 0.0
+    false_wake_rate: float = 0.0
     nlu_systematic_misroute_rate: float = 0.5
     abandon_rate: float = 0.25
     noise_barge_in_rate: float = 0.025
@@ -357,6 +359,8 @@ class SimulationConfig:
             "asr_random_error_rate",
             "nlu_misroute_rate",
             "error_status_rate",
+            "entity_error_rate",
+            "false_wake_rate",
             "silent_give_up_rate",
             "nlu_systematic_misroute_rate",
             "abandon_rate",
@@ -458,17 +462,27 @@ class FailurePointsConfig:
     that fixed it counts as misheard (ASR) when the two are at least this alike (1 - Levenshtein
     distance / the longer length), as another entity otherwise. Without a fix, a turn whose
     ``asr_confidence`` is below ``asr_confidence_below`` is put on ASR, then one whose
-    ``nlu_confidence`` is below ``nlu_confidence_below`` on the NLU.
+    ``nlu_confidence`` is below ``nlu_confidence_below`` on the NLU. A request of at most
+    ``false_wake_max_words`` words heard below ``false_wake_asr_confidence_below``, that nobody
+    rephrased, is a wake-up nobody meant.
     """
 
     min_value_similarity: float = 0.6
     asr_confidence_below: float = 0.8
     nlu_confidence_below: float = 0.75
+    false_wake_max_words: int = 2
+    false_wake_asr_confidence_below: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("min_value_similarity", "asr_confidence_below", "nlu_confidence_below"):
+        for name in ("min_value_similarity", "asr_confidence_below", "nlu_confidence_below", "false_wake_asr_confidence_below"):
             value = getattr(self, name)
             _require(isinstance(value, float) and 0.0 <= value <= 1.0, f"detect.failure_points.{name}", "must be a number in [0, 1]", value)
+        _require(
+            isinstance(self.false_wake_max_words, int) and self.false_wake_max_words >= 1,
+            "detect.failure_points.false_wake_max_words",
+            "must be an integer >= 1",
+            self.false_wake_max_words,
+        )
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ what the assistant understood then and what it understood now says where it went
   wrong entity;
 * the same understanding: the result failed.
 
-Without a fix, the assistant's own status and its module confidences decide. Every rule is a
-column expression, so the classifier runs inside the silver batch at no extra pass. A turn that
-is no defect, or a system command, gets ``none`` and no score.
+Without a fix, a short request heard with low confidence that nobody rephrased is a wake-up
+nobody meant (``false_wake``); then the assistant's own status and its module confidences
+decide. Every rule is a column expression, so the classifier runs inside the silver batch at no
+extra pass. A turn that is no defect, or a system command, gets ``none`` and no score.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ RULES_CLASSIFIER = "rules-v1"
 
 # (failure point, confidence) of each rule; the confidence is the rule's prior, not a probability.
 _ERROR_STATUS = ("result", 0.9)
+_FALSE_WAKE = ("false_wake", 0.6)
 _FIX_OTHER_INTENT = ("nlu", 0.8)
 _FIX_VALUE_ALIKE = ("asr", 0.8)
 _FIX_VALUE_OTHER = ("entity", 0.6)
@@ -62,9 +64,9 @@ def with_fix_evidence(turns: DataFrame) -> DataFrame:
 def failure_points_by_rules(turns: DataFrame, config: FailurePointsConfig) -> DataFrame:
     """Add ``failure_point``, ``failure_point_score`` and ``failure_point_classifier`` (``rules-v1``).
 
-    ``turns`` needs the silver labels (``defect``, ``is_system_command``, ``chain_id``,
-    ``chain_success``, ``turn_index``, ``status``, ``intent``, ``slots``) and the module
-    confidences ``asr_confidence`` and ``nlu_confidence`` of the event.
+    ``turns`` needs the silver labels (``defect``, ``is_system_command``, ``rephrased``,
+    ``chain_id``, ``chain_success``, ``turn_index``, ``status``, ``utterance``, ``intent``,
+    ``slots``) and the module confidences ``asr_confidence`` and ``nlu_confidence`` of the event.
     """
     evidence = with_fix_evidence(turns)
     own_slots = F.coalesce("slots", F.create_map().cast("map<string,string>"))
@@ -73,8 +75,11 @@ def failure_points_by_rules(turns: DataFrame, config: FailurePointsConfig) -> Da
         changed, lambda e: _value_ratio(F.coalesce(F.try_element_at(own_slots, e["key"]), F.lit("")), e["value"]) >= config.min_value_similarity
     )
     has_fix = F.col("_fixed_intent").isNotNull()
+    short = F.size(F.split(F.trim(F.col("utterance")), r"\s+")) <= config.false_wake_max_words
+    unsure = F.coalesce(F.col("asr_confidence") < config.false_wake_asr_confidence_below, F.lit(False))
     rules: list[tuple[Column, tuple[str, float]]] = [
         (F.col("status") == "error", _ERROR_STATUS),
+        (~has_fix & ~F.col("rephrased") & short & unsure, _FALSE_WAKE),
         (has_fix & ~F.coalesce(F.col("intent") == F.col("_fixed_intent"), F.lit(False)), _FIX_OTHER_INTENT),
         (has_fix & alike, _FIX_VALUE_ALIKE),
         (has_fix & (F.size(changed) > 0), _FIX_VALUE_OTHER),

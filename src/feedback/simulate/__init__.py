@@ -21,9 +21,11 @@ Ground-truth definitions (computed from the generated timings, see ``feedback.si
   ``MEDIA_BARGE_IN_WINDOW_S`` seconds of playback start.
 * ``defective``: the assistant did not serve the intended meaning (``defect_causes`` non-empty);
   system commands never are.
-* ``failure_point``: the first component, in pipeline order, that failed for good: ``asr`` (a
-  slot value misheard), ``nlu`` (a wrong intent, or words it could not interpret), ``result``
-  (an unsupported service or an error), ``none`` for no defect (``FAILURE_POINTS``).
+* ``failure_point``: the first component, in pipeline order, that failed for good:
+  ``false_wake`` (a wake-up nobody meant, with ``simulation.false_wake_rate``), ``asr`` (a slot
+  value misheard), ``nlu`` (a wrong intent, or words it could not interpret), ``entity`` (a
+  value heard right resolved to another entity, with ``simulation.entity_error_rate``),
+  ``result`` (an unsupported service or an error), ``none`` for no defect (``FAILURE_POINTS``).
 * ``rephrase_of``: the previous attempt at the same need (a "stop" in between does not count).
 * ``intended_text``: the user's own wording of this attempt, correctly transcribed (the ASR
   reference); ``utterance`` is what the recogniser produced.

@@ -23,23 +23,30 @@ MS_PER_HOUR: Final[int] = 3_600_000
 MS_PER_DAY: Final[int] = 24 * MS_PER_HOUR
 
 DEFECT_CAUSES: Final[tuple[str, ...]] = (
+    "false_wake",
     "asr_systematic",
     "asr_random",
     "nlu_misroute",
+    "entity_resolution",
     "unhandled",
     "error",
     "unsupported",
 )
 
+FALSE_WAKE_INTENT: Final[str] = "none"
+"""``intended_intent`` and ``intended_domain`` of a false wake in the ground truth: the user asked for nothing."""
+
 FAILURE_POINTS: Final[tuple[str, ...]] = ("none", "false_wake", "asr", "nlu", "entity", "result")
 """Where a turn failed first and for good, in the order a request flows through the assistant
-(``none``: no defect). ``false_wake`` and ``entity`` are named for the classifier's label set;
-this simulator does not produce them yet."""
+(``none``: no defect). ``false_wake`` and ``entity`` come only with ``simulation.false_wake_rate``
+and ``simulation.entity_error_rate`` above 0."""
 
 CAUSE_FAILURE_POINTS: Final[dict[str, str]] = {
+    "false_wake": "false_wake",
     "asr_systematic": "asr",
     "asr_random": "asr",  # only slot-value errors are causes: a misheard carrier word does no harm
     "nlu_misroute": "nlu",
+    "entity_resolution": "entity",  # heard and understood right, a slot value resolved to another entity
     "unhandled": "nlu",  # correctly heard words the NLU could not interpret (after an ASR error, ASR comes first)
     "error": "result",
     "unsupported": "result",

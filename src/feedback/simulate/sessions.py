@@ -22,6 +22,7 @@ from feedback.simulate.constants import (
     DEFECT_CAUSES,
     DIURNAL,
     FAILURE_POINTS,
+    FALSE_WAKE_INTENT,
     MS_PER_DAY,
     SESSION_GAP_S,
     SYSTEM_COMMANDS,
@@ -256,6 +257,14 @@ class SessionSimulator:
         if target is not None:
             primary = self.world.corpus.primary_slot[target]
             slots = {primary: first_value} if first_value and primary else {}
+        if target is None and self.config.entity_error_rate > 0 and request.slots and slots is not None:
+            # Drawn only when the rate is set, so traffic without entity errors is unchanged.
+            if rng.random() < self.config.entity_error_rate:
+                slot, value = request.slots[int(rng.integers(len(request.slots)))]
+                other = self.world.draw_value(request.intent, slot, rng)
+                if heard[slot] == value and other != value:
+                    slots[slot] = other
+                    causes.append("entity_resolution")
         nlu_conf: float | None = _beta(rng, 5, 3) if target else _beta(rng, 12, 1.5 if not asr_error else 3.0)
         unsupported = self._unsupported(request, heard, device) if target is None else None
         status = "success"
@@ -395,6 +404,55 @@ class SessionSimulator:
             omit_device_type=omit_device_type,
         )
 
+    def false_wake(self, device: Device, ts_ms: int, session_key: str) -> tuple[Turn, Turn | None]:
+        """A wake-up nobody meant: a fragment of speech, heard with low confidence, that the assistant
+        still acts on; half the time the user stops it, else lets it pass. Returns (the turn, the stop or None)."""
+        rng = self.rng
+        words = self.world.draw_catalog(rng).text().split()
+        fragment = " ".join(words[: 1 + int(rng.integers(2))])
+        intent = self.world.corpus.intents[int(rng.integers(len(self.world.corpus.intents)))]
+        if rng.random() < 0.6:
+            status, domain, acted = "unhandled", None, None
+            response = build_response("speech", unhandled_text(None, rng), "unhandled", rng)
+        else:
+            status, domain, acted = "success", self.world.corpus.domains[intent], intent
+            response_type, text = self._success_content(intent, {})
+            media = response_type == "media"
+            response = build_response(response_type, None if media else text, "media" if media else "ok", rng)
+        omit_locale, omit_device_type = self._omissions()
+        wake = Turn(
+            event_id=self._event_id(),
+            household=self.household,
+            device=device,
+            session_key=session_key,
+            ts_ms=ts_ms,
+            utterance=fragment,
+            intended_text="",
+            intended_intent=FALSE_WAKE_INTENT,
+            intended_domain=FALSE_WAKE_INTENT,
+            intended_slots={},
+            is_system=False,
+            asr_confidence=_beta(rng, 2, 5),
+            nlu_confidence=_beta(rng, 2, 5),
+            domain=domain,
+            intent=acted,
+            slots=None,
+            response=response,
+            status=status,
+            causes=["false_wake"],
+            omit_locale=omit_locale,
+            omit_device_type=omit_device_type,
+        )
+        if rng.random() < 0.5:
+            if wake.is_media:
+                at = self._media_reaction(wake)
+            elif self._can_barge_speech(wake):
+                at = self._during_speech(wake)
+            else:
+                at = self._after_end(wake, 0.5, 3)
+            return wake, self.command_turn("Stop", device, at, session_key)
+        return wake, None
+
     # ----- timing --------------------------------------------------------------------------
 
     def _after_end(self, turn: Turn, low_s: float, high_s: float) -> int:
@@ -436,7 +494,7 @@ class SessionSimulator:
         rng = self.rng
         draw = rng.random()
         asr = "asr_systematic" in causes or "asr_random" in causes
-        if asr:
+        if asr or "entity_resolution" in causes:  # say the value again, more specifically
             style = _pick_style(self.behaviour.rephrase_misheard, draw)
         elif "nlu_misroute" in causes or "unhandled" in causes:
             style = _pick_style(self.behaviour.rephrase_misunderstood, draw)
@@ -622,9 +680,16 @@ class SessionSimulator:
         turns: list[Turn] = []
         needs = min(int(rng.geometric(NEED_STOP_P)), 8)
         asked: list[Request] = []
+        first_ms = start_ms
+        if self.config.false_wake_rate > 0 and rng.random() < self.config.false_wake_rate:
+            wake, reaction = self.false_wake(device, start_ms, session_key)
+            turns.append(wake)
+            if reaction is not None:
+                turns.append(reaction)
+            first_ms = self._after_end(turns[-1], 20, 120)
         for number in range(needs):
             if number == 0:
-                ts_ms = start_ms
+                ts_ms = first_ms
                 request = pick_request(self.household, self.world, rng)
             else:
                 control = self._media_control(turns[-1], session_key)

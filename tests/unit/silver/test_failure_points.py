@@ -10,29 +10,33 @@ from feedback.silver.failure_points import RULES_CLASSIFIER, failure_points_by_r
 
 COLUMNS = (
     "event_id string, chain_id string, chain_success boolean, turn_index int, defect boolean, is_system_command boolean, "
-    "status string, intent string, slots map<string,string>, asr_confidence double, nlu_confidence double"
+    "status string, intent string, slots map<string,string>, asr_confidence double, nlu_confidence double, "
+    "utterance string, rephrased boolean"
 )
 MUSIC = "PlayMusic"
 TURNS = [
     # a user's fix: a misheard value ("beetles" -> "beatles", 10/11 alike), another intent, another entity, the same meaning
-    ("a1", "c1", True, 0, True, False, "success", MUSIC, {"artist": "the beetles"}, 0.95, 0.95),
-    ("a2", "c1", True, 1, False, False, "success", MUSIC, {"artist": "the beatles"}, 0.95, 0.95),
-    ("b1", "c2", True, 0, True, False, "success", "AddToPlaylist", {"artist": "abba"}, 0.95, 0.95),
-    ("b2", "c2", True, 1, False, False, "success", MUSIC, {"artist": "abba"}, 0.95, 0.95),
-    ("e1", "c3", True, 0, True, False, "success", "GetWeather", {"city": "springfield"}, 0.95, 0.95),
-    ("e2", "c3", True, 1, False, False, "success", "GetWeather", {"city": "paris"}, 0.95, 0.95),
-    ("r1", "c4", True, 0, True, False, "unhandled", MUSIC, {"artist": "abba"}, 0.95, 0.95),
-    ("r2", "c4", True, 1, False, False, "success", MUSIC, {"artist": "abba"}, 0.95, 0.95),
+    ("a1", "c1", True, 0, True, False, "success", MUSIC, {"artist": "the beetles"}, 0.95, 0.95, "say it in many words", True),
+    ("a2", "c1", True, 1, False, False, "success", MUSIC, {"artist": "the beatles"}, 0.95, 0.95, "say it in many words", False),
+    ("b1", "c2", True, 0, True, False, "success", "AddToPlaylist", {"artist": "abba"}, 0.95, 0.95, "say it in many words", True),
+    ("b2", "c2", True, 1, False, False, "success", MUSIC, {"artist": "abba"}, 0.95, 0.95, "say it in many words", False),
+    ("e1", "c3", True, 0, True, False, "success", "GetWeather", {"city": "springfield"}, 0.95, 0.95, "say it in many words", True),
+    ("e2", "c3", True, 1, False, False, "success", "GetWeather", {"city": "paris"}, 0.95, 0.95, "say it in many words", False),
+    ("r1", "c4", True, 0, True, False, "unhandled", MUSIC, {"artist": "abba"}, 0.95, 0.95, "say it in many words", True),
+    ("r2", "c4", True, 1, False, False, "success", MUSIC, {"artist": "abba"}, 0.95, 0.95, "say it in many words", False),
     # a chain that never succeeded gives no fix: its turns fall to the rules without one
-    ("f1", "c5", False, 0, True, False, "success", MUSIC, {"artist": "abba"}, 0.95, 0.95),
-    ("f2", "c5", False, 1, True, False, "success", MUSIC, {"artist": "abba"}, 0.5, 0.95),
+    ("f1", "c5", False, 0, True, False, "success", MUSIC, {"artist": "abba"}, 0.95, 0.95, "say it in many words", True),
+    ("f2", "c5", False, 1, True, False, "success", MUSIC, {"artist": "abba"}, 0.5, 0.95, "say it in many words", False),
     # no fix: the status, then the confidences
-    ("x1", None, None, 0, True, False, "error", MUSIC, {"artist": "abba"}, 0.95, 0.95),
-    ("n1", None, None, 0, True, False, "unhandled", None, None, 0.95, None),
-    ("m1", None, None, 0, True, False, "success", MUSIC, None, 0.95, 0.6),
-    ("u1", None, None, 0, True, False, "unhandled", MUSIC, None, 0.95, 0.95),
-    ("s1", None, None, 0, False, True, "success", "Stop", None, 0.95, 0.95),
-    ("ok", None, None, 0, False, False, "success", MUSIC, None, 0.5, 0.5),
+    ("x1", None, None, 0, True, False, "error", MUSIC, {"artist": "abba"}, 0.95, 0.95, "say it in many words", False),
+    ("n1", None, None, 0, True, False, "unhandled", None, None, 0.95, None, "say it in many words", False),
+    ("m1", None, None, 0, True, False, "success", MUSIC, None, 0.95, 0.6, "say it in many words", False),
+    ("u1", None, None, 0, True, False, "unhandled", MUSIC, None, 0.95, 0.95, "say it in many words", False),
+    # a short fragment heard with low confidence that nobody rephrased: a wake-up nobody meant
+    ("w1", None, None, 0, True, False, "unhandled", None, None, 0.3, 0.2, "play the", False),
+    ("w2", None, None, 0, True, False, "unhandled", None, None, 0.3, 0.2, "play the song", False),
+    ("s1", None, None, 0, False, True, "success", "Stop", None, 0.95, 0.95, "say it in many words", False),
+    ("ok", None, None, 0, False, False, "success", MUSIC, None, 0.5, 0.5, "say it in many words", False),
 ]
 
 
@@ -53,6 +57,7 @@ def test_each_rule_names_its_failure_point(spark: SparkSession) -> None:
             ("n1", "nlu", 0.6, rules),
             ("m1", "nlu", 0.5, rules),
             ("u1", "result", 0.5, rules),
+            ("w1", "false_wake", 0.6, rules), ("w2", "nlu", 0.6, rules),
             ("s1", "none", None, None),
             ("ok", "none", None, None),
         ],

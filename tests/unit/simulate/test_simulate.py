@@ -529,3 +529,30 @@ def test_the_failure_point_is_the_first_component_that_failed(causes: list[str],
     from feedback.simulate.sessions import failure_point_of
 
     assert failure_point_of(causes) == point
+
+
+def test_default_traffic_has_no_false_wakes_and_no_entity_errors(small: Output) -> None:
+    points = Counter(record["failure_point"] for record in small.truth)
+    assert points["false_wake"] == 0 and points["entity"] == 0
+    assert {"asr", "nlu", "result", "none"} <= set(points)
+
+
+@pytest.mark.parametrize("corpus", ["snips", "sgd"])
+def test_false_wakes_and_entity_errors_when_their_rates_are_set(corpus: str, tmp_path: Path) -> None:
+    config = replace(SMALL, corpus=corpus, users=20, false_wake_rate=0.3, entity_error_rate=0.3)
+    output = load(tmp_path, run(config, tmp_path, progress=False))
+    wakes = [r for r in output.truth if r["failure_point"] == "false_wake"]
+    entities = [r for r in output.truth if r["failure_point"] == "entity"]
+    assert len(wakes) > 0 and len(entities) > 0
+    for record in wakes:
+        event = output.events[record["event_id"]]
+        assert record["defect_causes"] == ["false_wake"] and record["intended_intent"] == "none"
+        assert len(event["utterance"].split()) <= 2
+        assert event.get("asr_confidence") is None or event["asr_confidence"] < 0.95
+        assert record["rephrase_of"] is None
+    for record in entities:
+        event = output.events[record["event_id"]]
+        # every value heard right (no ASR cause) and the intent understood, but one value resolved to another entity
+        assert event["intent"] == record["intended_intent"]
+        changed = [name for name, value in record["intended_slots"].items() if event["slots"].get(name) != value]
+        assert len(changed) == 1
