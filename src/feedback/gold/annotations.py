@@ -175,10 +175,18 @@ def nlu_annotations(turns: DataFrame, min_users: int, config: AnnotationsConfig)
 
     The label of a wording is the (intent, domain, aligned slots) the most chains gave it (then
     the most users, then the smallest intent name); ``confidence`` is its share of the wording's
-    chains. Rows under ``min_users`` distinct users or ``annotations.min_confidence`` are left out.
+    chains. A failed wording that says none of the slot values of its fix gives no label. Rows
+    under ``min_users`` distinct users or ``annotations.min_confidence`` are left out.
     """
     check_min_users(min_users)
-    aligned = corrected_requests(turns).withColumn("_aligned", _align_column(F.col("utterance"), F.col("slots"), config.min_slot_similarity))
+    corrected = corrected_requests(turns)
+    wording_chains = corrected.groupBy("utterance").agg(F.countDistinct("chain_id").alias("wording_chains"))
+    aligned = (
+        corrected.withColumn("_aligned", _align_column(F.col("utterance"), F.col("slots"), config.min_slot_similarity))
+        # A wording that says none of the values the fix was understood with ("play" before "play
+        # the beatles": a wake-up nobody meant, or a false start) is no evidence of what it meant.
+        .filter((F.size("_aligned.slots") > 0) | (F.size("slots") == 0))
+    )
     labels = aligned.select(
         "user_id",
         "chain_id",
@@ -198,7 +206,6 @@ def nlu_annotations(turns: DataFrame, min_users: int, config: AnnotationsConfig)
     ranked = Window.partitionBy("utterance").orderBy(
         F.col("support_chains").desc(), F.col("support_users").desc(), F.col("intent"), F.col("domain")
     )
-    wording_chains = labels.groupBy("utterance").agg(F.countDistinct("chain_id").alias("wording_chains"))
     best = (
         counted.withColumn("_rank", F.row_number().over(ranked))
         .filter(F.col("_rank") == 1)

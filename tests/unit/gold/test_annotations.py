@@ -9,6 +9,8 @@ a defect, every domain "weather"):
 - "play the beatles" said twice by u8: the same wording, no label.
 - "play abba now" was fixed by "play some abba" (PlayMusic, artist "abba") by 4 users: under a
   floor of 5 users it is left out.
+- "play" was followed by "play the beatles" for 5 users: it says none of the values of its fix,
+  so it gets no label (a false start, or a wake-up nobody meant).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ CHAINS = (
     + [Chain("u7", ("play the beetles", "play the beetles please"), False, MUSIC)]
     + [Chain("u8", ("play the beatles", "play the beatles"), True, MUSIC)]
     + [Chain(f"v{i}", ("play abba now", "play some abba"), True, MUSIC) for i in range(4)]
+    + [Chain(f"w{i}", ("play", "play the beatles"), True, MUSIC) for i in range(5)]
 )
 COLUMNS = (
     "utterance string, intent string, domain string, slots map<string,string>, slot_spans map<string,string>, "
