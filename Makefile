@@ -64,11 +64,11 @@ quality-cross:
 quality-cross-week:
 	$(PY) benchmarks/cross_quality.py --users 1000 --days 7 --seed 303 --rewrites-split-day 5 --workdir bench/cross7k $(if $(MODEL_LAKE),--model-lake $(MODEL_LAKE))
 
-## quality-labels: goals, failure points and NLU labels from users' corrections on a week of 1,000 households of each corpus (seed 505, every failure point: conf/failure-points.yaml), scored against the simulator's truth (about 15 minutes)
+## quality-labels: goals, failure points and NLU labels from users' corrections on a week of 1,000 households of each corpus (seed 606, every failure point: conf/failure-points.yaml), scored against the simulator's truth (about 15 minutes)
 quality-labels:
 	set -e; for corpus in snips sgd; do \
 	  dir=bench/labels/$$corpus; rm -rf $$dir; \
-	  $(VENV)/bin/feedback simulate --out $$dir/traffic --users 1000 --days 7 --seed 505 --corpus $$corpus --conf conf/failure-points.yaml; \
+	  $(VENV)/bin/feedback simulate --out $$dir/traffic --users 1000 --days 7 --seed 606 --corpus $$corpus --conf conf/failure-points.yaml; \
 	  $(VENV)/bin/feedback pipeline --events $$dir/traffic/events --lake $$dir/lake; \
 	  $(VENV)/bin/feedback evaluate --lake $$dir/lake --truth $$dir/traffic/ground_truth.jsonl --json $$dir/evaluation.json; \
 	  $(VENV)/bin/feedback annotate --lake $$dir/lake --truth $$dir/traffic/ground_truth.jsonl --json $$dir/annotations.json; \

@@ -232,3 +232,11 @@ def run_together(actions: Sequence[Callable[[], None]]) -> None:
         thread.join()
     if errors:
         raise errors[0]
+
+
+def table_version(spark: SparkSession, path: str) -> int:
+    """The latest Delta version of the table at ``path``."""
+    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    if row is None:
+        raise ValueError(f"path: {path} has no Delta history")
+    return int(row["version"])

@@ -33,7 +33,7 @@ from feedback.config import AnnotationsConfig, AppConfig
 from feedback.core.lake import LakePaths, require_lake
 from feedback.core.privacy import check_min_users
 from feedback.core.schema import CHANGE_DATA_FEED, NLU_ANNOTATIONS_SCHEMA, TABLE_COMMENTS
-from feedback.core.tables import ensure_table
+from feedback.core.tables import ensure_table, table_version
 from feedback.core.truth import read_truth
 
 LOG = logging.getLogger("feedback.gold.annotations")
@@ -142,12 +142,19 @@ def _align_column(wording: Column, slots: Column, min_similarity: float) -> Colu
     return F.udf(lambda text, values: _aligned_row(text, values, min_similarity), ALIGNED_SLOTS_TYPE)(wording, slots)
 
 
+def _only_words_of(wording: Column, other: Column) -> Column:
+    """Every word of ``wording`` is a word of ``other`` (both normalized)."""
+    others = F.split(other, " ")
+    return F.forall(F.split(wording, " "), lambda word: F.array_contains(others, word))
+
+
 def corrected_requests(turns: DataFrame) -> DataFrame:
     """Failed requests whose goal the user reached by rephrasing, each with what the assistant understood at the end.
 
     One row per failed request of a successful chain whose wording differs from the chain's last
     (successful) request: ``user_id``, ``chain_id``, ``utterance`` (the failed wording,
-    normalized), and the last request's ``intent``, ``domain`` and ``slots``.
+    normalized), and the last request's wording (``fix_utterance``), ``intent``, ``domain`` and
+    ``slots``.
     """
     chains = turns.filter(~F.col("is_system_command") & F.col("chain_id").isNotNull() & F.col("chain_success"))
     last = Window.partitionBy("chain_id").orderBy(F.col("turn_index").desc())
@@ -166,7 +173,7 @@ def corrected_requests(turns: DataFrame) -> DataFrame:
     return (
         failed.join(finals, "chain_id", "inner")
         .filter(F.col("utterance") != F.col("_final_utterance"))
-        .select("user_id", "chain_id", "utterance", "intent", "domain", "slots")
+        .select("user_id", "chain_id", "utterance", F.col("_final_utterance").alias("fix_utterance"), "intent", "domain", "slots")
     )
 
 
@@ -175,7 +182,8 @@ def nlu_annotations(turns: DataFrame, min_users: int, config: AnnotationsConfig)
 
     The label of a wording is the (intent, domain, aligned slots) the most chains gave it (then
     the most users, then the smallest intent name); ``confidence`` is its share of the wording's
-    chains. A failed wording that says none of the slot values of its fix gives no label. Rows
+    chains. A failed wording that says none of the slot values of its fix (or, for a fix
+    without values, has no word of its own) gives no label. Rows
     under ``min_users`` distinct users or ``annotations.min_confidence`` are left out.
     """
     check_min_users(min_users)
@@ -183,9 +191,10 @@ def nlu_annotations(turns: DataFrame, min_users: int, config: AnnotationsConfig)
     wording_chains = corrected.groupBy("utterance").agg(F.countDistinct("chain_id").alias("wording_chains"))
     aligned = (
         corrected.withColumn("_aligned", _align_column(F.col("utterance"), F.col("slots"), config.min_slot_similarity))
-        # A wording that says none of the values the fix was understood with ("play" before "play
-        # the beatles": a wake-up nobody meant, or a false start) is no evidence of what it meant.
-        .filter((F.size("_aligned.slots") > 0) | (F.size("slots") == 0))
+        # A wording that says none of the values its fix was understood with ("play" before "play
+        # the beatles"), or, for a fix without values, only words of the fix ("that's" before
+        # "that's good, book it"), is a false start or a wake-up nobody meant: no evidence of a meaning.
+        .filter((F.size("_aligned.slots") > 0) | ((F.size("slots") == 0) & ~_only_words_of(F.col("utterance"), F.col("fix_utterance"))))
     )
     labels = aligned.select(
         "user_id",
@@ -340,10 +349,6 @@ def ensure_annotations_table(spark: SparkSession, lake: LakePaths) -> None:
     )
 
 
-def _latest_version(spark: SparkSession, path: str) -> int:
-    return int(spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"])
-
-
 def run(
     spark: SparkSession,
     config: AppConfig,
@@ -355,7 +360,7 @@ def run(
     paths = require_lake(lake)
     if not DeltaTable.isDeltaTable(spark, paths.silver_turns):
         raise ValueError(f"lake: no Delta table at {paths.silver_turns}; run `feedback pipeline` into this lake first")
-    silver_version = _latest_version(spark, paths.silver_turns)
+    silver_version = table_version(spark, paths.silver_turns)
     turns = spark.read.format("delta").option("versionAsOf", silver_version).load(paths.silver_turns)
     ensure_annotations_table(spark, paths)
     LOG.info("labelling failed wordings from %s (version %d)", paths.silver_turns, silver_version)
@@ -366,12 +371,12 @@ def run(
         F.lit(silver_version).cast("long").alias("silver_version"),
     )
     rows.write.format("delta").mode("overwrite").save(paths.nlu_annotations)
-    table_version = _latest_version(spark, paths.nlu_annotations)
-    written = spark.read.format("delta").option("versionAsOf", table_version).load(paths.nlu_annotations)
+    written_version = table_version(spark, paths.nlu_annotations)
+    written = spark.read.format("delta").option("versionAsOf", written_version).load(paths.nlu_annotations)
     count = written.count()
-    LOG.info("%d annotations written (version %d)", count, table_version)
+    LOG.info("%d annotations written (version %d)", count, written_version)
     quality = evaluate_annotations(written, turns, read_truth(spark, truth_path)) if truth_path is not None else None
-    result = AnnotationResult(count, table_version, silver_version, quality)
+    result = AnnotationResult(count, written_version, silver_version, quality)
     if json_out is not None:
         Path(json_out).write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
     return result

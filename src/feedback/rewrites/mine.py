@@ -45,7 +45,7 @@ from feedback.config import AppConfig, MiningConfig
 from feedback.core.checkpoints import release
 from feedback.core.lake import LakePaths, require_lake
 from feedback.core.schema import CHANGE_DATA_FEED, REWRITE_VALUE_COLUMNS, REWRITE_VETOES_SCHEMA, REWRITES_SCHEMA, TABLE_COMMENTS
-from feedback.core.tables import ensure_table
+from feedback.core.tables import ensure_table, table_version
 from feedback.rewrites.chain import (
     CANDIDATE_SCHEMA,
     KIND_FAILURE,
@@ -423,14 +423,6 @@ def merge_rewrites(spark: SparkSession, path: str, rewrites: DataFrame, max_dele
         .execute()
     )
     return table_version(spark, path)
-
-
-def table_version(spark: SparkSession, path: str) -> int:
-    """The latest Delta version of the table at ``path``."""
-    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
-    if row is None:
-        raise ValueError(f"path: {path} has no Delta history")
-    return int(row["version"])
 
 
 def add_veto(spark: SparkSession, lake: LakePaths, source: str, rewrite: str | None, reason: str | None) -> None:
