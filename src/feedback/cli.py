@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--truth", type=Path, default=None, help="ground_truth.jsonl of --events")
     _add_conf(train)
 
+    failure = commands.add_parser(
+        "train-failure-points", help="train, evaluate on held-out intents and values, and register the failure-point classifier"
+    )
+    failure.add_argument("--lake", type=Path, required=True, help="lake whose MLflow store (LAKE/mlflow) gets the model")
+    _add_conf(failure)
+
     mine = commands.add_parser("mine-rewrites", help="mine gold/rewrites from silver rephrase chains, register the query rewriter")
     mine.add_argument("--lake", type=Path, required=True)
     mine.add_argument("--truth", type=Path, default=None, help="ground truth for the champion rule (default: implicit, from silver)")
@@ -248,6 +254,10 @@ def _run_on_lake(spark: SparkSession, config: AppConfig, args: argparse.Namespac
         from feedback.rephrase.train import run as train_rephrase
 
         print(train_rephrase(spark, config, lake, args.events, args.truth).render())
+    elif args.command == "train-failure-points":
+        from feedback.isolation.train import run as train_failure_points
+
+        print(train_failure_points(spark, config, lake).render())
     elif args.command == "mine-rewrites":
         from feedback.rewrites.mine import run as mine_rewrites
 

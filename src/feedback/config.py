@@ -723,6 +723,53 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class FailureModelConfig:
+    """The learned failure-point classifier (``feedback train-failure-points``, ``feedback.isolation``).
+
+    Training simulates ``users`` households for ``days`` days of each of ``train_corpora`` on the
+    training vocabulary (seed ``train_seed``) and evaluates on the held-out intents and slot
+    values (seed ``eval_seed``), with every failure point switched on: ``false_wake_rate`` and
+    ``entity_error_rate`` replace the simulation's. ``text_components``: PCA components kept
+    from the sentence embedding of the request and of its fix (0: metadata only), by
+    ``base_model`` (a BERT folder; None: the packaged MiniLM); the boosting
+    settings are scikit-learn's ``HistGradientBoostingClassifier``'s. ``use_champion``: the
+    stream classifies defects with ``failure-point-classifier@champion`` when the lake's registry
+    has one, else with the rules.
+    """
+
+    train_corpora: tuple[str, ...] = ("snips", "sgd")
+    users: int = 1000
+    days: int = 7
+    train_seed: int = 707
+    eval_seed: int = 808
+    false_wake_rate: float = 0.05
+    entity_error_rate: float = 0.02
+    base_model: str | None = None
+    text_components: int = 16
+    max_iter: int = 300
+    learning_rate: float = 0.08
+    max_leaf_nodes: int = 31
+    l2_regularization: float = 1.0
+    device: str = "cpu"
+    batch_size: int = 64
+    use_champion: bool = True
+
+    def __post_init__(self) -> None:
+        _require(len(self.train_corpora) >= 1, "failure_model.train_corpora", "must name at least one corpus", self.train_corpora)
+        for corpus in self.train_corpora:
+            _require(corpus in CORPORA, "failure_model.train_corpora", f"each must be one of {CORPORA}", corpus)
+        for name in ("users", "days", "max_iter", "max_leaf_nodes", "batch_size"):
+            _require(getattr(self, name) >= 1, f"failure_model.{name}", "must be >= 1", getattr(self, name))
+        _require(self.text_components >= 0, "failure_model.text_components", "must be >= 0", self.text_components)
+        _require(self.train_seed != self.eval_seed, "failure_model.eval_seed", "must differ from train_seed", self.eval_seed)
+        for name in ("false_wake_rate", "entity_error_rate"):
+            _require(0.0 <= getattr(self, name) < 1.0, f"failure_model.{name}", "must be in [0, 1)", getattr(self, name))
+        _require(0.0 < self.learning_rate <= 1.0, "failure_model.learning_rate", "must be in (0, 1]", self.learning_rate)
+        _require(self.l2_regularization >= 0.0, "failure_model.l2_regularization", "must be >= 0", self.l2_regularization)
+        _require(self.device in ("auto", "cpu", "cuda"), "failure_model.device", "must be auto, cpu or cuda", self.device)
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """The whole configuration of one run."""
 
@@ -735,6 +782,7 @@ class AppConfig:
     mining: MiningConfig = field(default_factory=MiningConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     annotations: AnnotationsConfig = field(default_factory=AnnotationsConfig)
+    failure_model: FailureModelConfig = field(default_factory=FailureModelConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
     def __post_init__(self) -> None:

@@ -1,9 +1,10 @@
 """The main job, and the one place that wires the stages together.
 
 Landing files -> bronze/quarantine (``feedback.bronze``) -> silver (``feedback.silver``: sessions,
-turns, rephrase links scored by the champion of ``feedback.rephrase`` or the heuristic) -> gold
-(``feedback.gold``), as one batch run (availableNow) or a running stream. The stages do not import
-each other forward: this module resolves the pair scorer and the gold fold and passes them in.
+turns, rephrase links scored by the champion of ``feedback.rephrase`` or the heuristic, failure
+points by the champion of ``feedback.isolation`` or the rules) -> gold (``feedback.gold``), as one
+batch run (availableNow) or a running stream. The stages do not import each other forward: this
+module resolves the pair scorer, the failure-point classifier and the gold fold and passes them in.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from feedback.core.lake import LakePaths, require_lake
 from feedback.core.privacy import DEFAULT_MIN_USERS, published, user_key
 from feedback.gold.aggregate import fold_into_gold, rebuild_gold
 from feedback.gold.late_events import LateBackfill, backfill_late, record_silver_progress
+from feedback.isolation.spark import resolve_classifier
 from feedback.rephrase.spark import resolve_scorer
 from feedback.silver.stream import backfill, silver_writer, start_silver_stream, summarize_silver
 
@@ -97,20 +99,25 @@ def start_queries(
     if available_now:
         # The silver query reads bronze as a Delta source: let bronze finish first so one run sees it all.
         _await(bronze)
-    writer = silver_writer(lake, config, fold_into_gold, resolve_scorer(spark, config, lake))
+    writer = silver_writer(
+        lake, config, fold_into_gold, resolve_scorer(spark, config, lake), resolve_classifier(spark, config, lake)
+    )
     return [bronze, start_silver_stream(spark, config, lake, available_now=available_now, writer=writer)]
 
 
 def backfill_days(spark: SparkSession, config: AppConfig, lake: LakePaths, first_day: dt.date, last_day: dt.date) -> int:
     """Recompute silver for ``first_day``..``last_day`` from bronze with this run's scorer, then rebuild gold."""
     require_lake(lake)
-    return backfill(spark, config, lake, first_day, last_day, resolve_scorer(spark, config, lake), rebuild_gold)
+    return backfill(
+        spark, config, lake, first_day, last_day, resolve_scorer(spark, config, lake), rebuild_gold,
+        classify=resolve_classifier(spark, config, lake),
+    )  # fmt: skip
 
 
 def backfill_late_events(spark: SparkSession, config: AppConfig, lake: LakePaths) -> LateBackfill:
     """Recompute silver for exactly the dates with late events, then gold once."""
     require_lake(lake)
-    return backfill_late(spark, config, lake, resolve_scorer(spark, config, lake))
+    return backfill_late(spark, config, lake, resolve_scorer(spark, config, lake), resolve_classifier(spark, config, lake))
 
 
 def _await(query: StreamingQuery) -> None:

@@ -20,6 +20,7 @@ RANK = {
     "gold": 3,
     "rephrase": 3,
     "rewrites": 4,
+    "isolation": 4,
     "pipeline": 5,
     "ops": 6,
     "cli": 7,

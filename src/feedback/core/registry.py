@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ LOG = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"
 REPHRASE_DETECTOR = "rephrase-detector"
 QUERY_REWRITER = "query-rewriter"
+FAILURE_POINT_CLASSIFIER = "failure-point-classifier"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
@@ -229,3 +231,36 @@ def apply_champion_rule(
             mlflow.set_tag("champion_refused", refused)
     LOG.log(logging.WARNING if refused is not None else logging.INFO, "%s", decision.describe())
     return decision
+
+
+def registry_exists(lake: LakePaths) -> bool:
+    """True when a tracking store could hold a champion (no SQLite file: nothing to ask MLflow)."""
+    if os.environ.get(TRACKING_URI_ENV, "").strip():
+        return True
+    return Path(lake.mlflow_db).is_file()
+
+
+def champion_artifact_dir(lake: LakePaths, model_name: str, artifact: str, marker: str) -> tuple[str, Path] | None:
+    """(version, local folder) of the ``artifact`` folder of ``model_name@champion``, downloaded once
+    into ``LAKE/_models/NAME/VERSION``; None without a registry or a champion.
+
+    ``marker`` is a file the artifact folder must hold (a partial download is fetched again).
+    """
+    if not registry_exists(lake):
+        return None
+    configure_mlflow(lake)
+    version = champion_version(MlflowClient(), model_name)
+    if version is None:
+        return None
+    target = Path(lake.root) / "_models" / model_name / str(version.version)
+    folder = target / "artifacts" / artifact
+    if not (folder / marker).is_file():
+        staging = target.with_name(f".{target.name}.download")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version.version}", dst_path=str(staging))
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    if not (folder / marker).is_file():
+        raise FileNotFoundError(f"{model_name} v{version.version} has no {artifact} artifact under {target}")
+    return str(version.version), folder

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-import jellyfish
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -34,37 +33,13 @@ from feedback.core.lake import LakePaths, require_lake
 from feedback.core.privacy import check_min_users
 from feedback.core.schema import CHANGE_DATA_FEED, NLU_ANNOTATIONS_SCHEMA, TABLE_COMMENTS
 from feedback.core.tables import ensure_table, table_version
+from feedback.core.text import normalized_words as words_of
+from feedback.core.text import similarity
 from feedback.core.truth import read_truth
 
 LOG = logging.getLogger("feedback.gold.annotations")
 
 EXPORT_FORMATS = ("jsonl",)
-
-_NOT_A_WORD = re.compile(r"[^\w']+")
-
-
-def words_of(text: str) -> list[str]:
-    """``text`` as silver normalizes it (lower case, punctuation to spaces, apostrophes kept), split in words."""
-    return _NOT_A_WORD.sub(" ", text.lower()).replace("_", " ").split()
-
-
-def _ratio(a: str, b: str) -> float:
-    longest = max(len(a), len(b))
-    return 1.0 - jellyfish.levenshtein_distance(a, b) / longest if longest else 1.0
-
-
-def similarity(a: str, b: str) -> float:
-    """How alike two phrases are, in [0, 1]: the better of spelling and sound.
-
-    Spelling is 1 - Levenshtein distance / the longer length; sound is the same over the
-    Metaphone codes of the words, so a misheard word that sounds right ("beetles", "beatles")
-    scores as high as a typo.
-    """
-    left, right = words_of(a), words_of(b)
-    spelling = _ratio(" ".join(left), " ".join(right))
-    sound = _ratio(" ".join(jellyfish.metaphone(w) for w in left), " ".join(jellyfish.metaphone(w) for w in right))
-    return max(spelling, sound)
-
 
 @dataclass(frozen=True)
 class Span:

@@ -28,6 +28,7 @@ from feedback.core.schema import SILVER_PROGRESS_SCHEMA, TABLE_COMMENTS
 from feedback.core.tables import app_id_for, ensure_table
 from feedback.gold.aggregate import rebuild_gold
 from feedback.silver.detect import PairScorer
+from feedback.silver.failure_points import FailurePointClassifier, failure_points_by_rules
 from feedback.silver.stream import SILVER_QUERY_NAME, backfill
 
 LOG = logging.getLogger("feedback.gold.late_events")
@@ -179,13 +180,20 @@ class LateBackfill:
         return f"backfill --late: {self.turns} turns rewritten in silver/turns for {listed}; gold rebuilt"
 
 
-def backfill_late(spark: SparkSession, config: AppConfig, lake: LakePaths, scorer: PairScorer) -> LateBackfill:
-    """Rebuild silver for exactly the dates with late events (pairs scored by ``scorer``), then gold once."""
+def backfill_late(
+    spark: SparkSession,
+    config: AppConfig,
+    lake: LakePaths,
+    scorer: PairScorer,
+    classify: FailurePointClassifier = failure_points_by_rules,
+) -> LateBackfill:
+    """Rebuild silver for exactly the dates with late events (pairs scored by ``scorer``, failure
+    points by ``classify``), then gold once."""
     found = late_dates(spark, lake, config.sessionize)
     turns = 0
     for first_day, last_day in date_ranges(d.event_date for d in found):
         LOG.info("backfill --late: rebuilding %s..%s", first_day, last_day)
-        turns += backfill(spark, config, lake, first_day, last_day, scorer)
+        turns += backfill(spark, config, lake, first_day, last_day, scorer, classify=classify)
     if found:
         rebuild_gold(spark, lake)
     return LateBackfill(tuple(found), turns)

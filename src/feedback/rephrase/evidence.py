@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import jellyfish
 import numpy as np
 
+from feedback.core.text import spelling_similarity
+
 EVIDENCE_VERSIONS = (1, 2)
 TEXT_VERSIONS = (1, 2)
 """How a group is written out: 1 in full; 2 compact (no earlier request, no seconds, a short response)."""
@@ -105,13 +107,6 @@ def soundex(word: str) -> str:
     """
     letters = "".join(c for c in word.lower() if "a" <= c <= "z")
     return jellyfish.soundex(letters) if letters else ""
-
-
-def spelling_similarity(left: str, right: str) -> float:
-    """1 - Levenshtein distance / longer length, in [0, 1] (1 for two empty strings)."""
-    if not left and not right:
-        return 1.0
-    return 1.0 - jellyfish.levenshtein_distance(left, right) / max(len(left), len(right))
 
 
 def sound_code(word: str) -> str:

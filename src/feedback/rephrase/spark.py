@@ -262,50 +262,23 @@ def handle_for(path: str | Path, label: str, config: RephraseModelConfig) -> Det
     )
 
 
-def _registry_exists(lake: LakePaths) -> bool:
-    """True when a tracking store could hold a champion (no SQLite file: nothing to ask MLflow)."""
-    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
-        return True
-    return Path(lake.mlflow_db).is_file()
-
-
 def champion_detector_dir(lake: LakePaths) -> tuple[str, Path] | None:
     """(version, local folder) of ``rephrase-detector@champion``, downloaded once into ``LAKE/_models``."""
-    if not _registry_exists(lake):
-        return None
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from feedback.core.registry import REPHRASE_DETECTOR, champion_version, configure_mlflow
+    from feedback.core.registry import REPHRASE_DETECTOR, champion_artifact_dir
     from feedback.rephrase.pyfunc import DETECTOR_ARTIFACT
 
-    configure_mlflow(lake)
-    version = champion_version(MlflowClient(), REPHRASE_DETECTOR)
-    if version is None:
-        return None
-    target = Path(lake.root) / "_models" / REPHRASE_DETECTOR / str(version.version)
-    detector_dir = target / "artifacts" / DETECTOR_ARTIFACT
-    if not (detector_dir / "config.json").is_file():
-        staging = target.with_name(f".{target.name}.download")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{REPHRASE_DETECTOR}/{version.version}", dst_path=str(staging))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    if not (detector_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{REPHRASE_DETECTOR} v{version.version} has no {DETECTOR_ARTIFACT} artifact under {target}")
-    return str(version.version), detector_dir
+    return champion_artifact_dir(lake, REPHRASE_DETECTOR, DETECTOR_ARTIFACT, "config.json")
 
 
-def detector_archive(folder: Path, name: str) -> Path:
+def detector_archive(folder: Path, name: str, marker: str = "config.json") -> Path:
     """``folder`` zipped (its files at the archive's root) next to it as ``name``.zip, built once.
 
     Spark ships a local *directory* only to a local master (``UNSUPPORTED_ADD_FILE.LOCAL_DIRECTORY``
     otherwise); an archive added with ``addArchive`` reaches every executor and is unpacked there
     into a folder named after the archive, which ``SparkFiles.get`` returns.
     """
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"folder: {folder} is not a saved detector (no config.json)")
+    if not (folder / marker).is_file():
+        raise ValueError(f"folder: {folder} is not a saved model (no {marker})")
     archive = folder.parent / f"{name}.zip"
     if not archive.is_file():
         staging = folder.parent / f".{name}.building"

@@ -20,6 +20,8 @@ extra pass. A turn that is no defect, or a system command, gets ``none`` and no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -29,6 +31,10 @@ FAILURE_POINTS = ("none", "false_wake", "asr", "nlu", "entity", "result")
 """Every value of ``failure_point``, in the order a request flows through the assistant."""
 
 RULES_CLASSIFIER = "rules-v1"
+
+FailurePointClassifier = Callable[[DataFrame, FailurePointsConfig], DataFrame]
+"""Adds ``failure_point``, ``failure_point_score`` and ``failure_point_classifier`` to labelled turns:
+``failure_points_by_rules``, or a learned classifier that the pipeline passes in."""
 
 # (failure point, confidence) of each rule; the confidence is the rule's prior, not a probability.
 _ERROR_STATUS = ("result", 0.9)
@@ -51,13 +57,16 @@ def _value_ratio(left: Column, right: Column) -> Column:
 
 
 def with_fix_evidence(turns: DataFrame) -> DataFrame:
-    """Add ``_fixed_intent`` and ``_fixed_slots``: what the assistant understood from the request that
-    finally served the turn's goal, for a turn of a successful chain before its last request (else null)."""
+    """Add ``_fixed_intent``, ``_fixed_slots`` and ``_fixed_utterance``: what the user said and the
+    assistant understood in the request that finally served the turn's goal, for a turn of a
+    successful chain before its last request (else null)."""
     chain = Window.partitionBy("chain_id")
-    final = F.max_by(F.struct(F.col("turn_index").alias("index"), "intent", "slots"), "turn_index").over(chain)
+    final = F.max_by(F.struct(F.col("turn_index").alias("index"), "intent", "slots", "utterance"), "turn_index").over(chain)
     fixed = F.col("chain_success") & F.col("chain_id").isNotNull() & (F.col("turn_index") < final["index"])
-    return turns.withColumn("_fixed_intent", F.when(fixed, final["intent"])).withColumn(
-        "_fixed_slots", F.when(fixed, F.coalesce(final["slots"], F.create_map().cast("map<string,string>")))
+    return (
+        turns.withColumn("_fixed_intent", F.when(fixed, final["intent"]))
+        .withColumn("_fixed_slots", F.when(fixed, F.coalesce(final["slots"], F.create_map().cast("map<string,string>"))))
+        .withColumn("_fixed_utterance", F.when(fixed, final["utterance"]))
     )
 
 
@@ -99,5 +108,5 @@ def failure_points_by_rules(turns: DataFrame, config: FailurePointsConfig) -> Da
         evidence.withColumn("failure_point", F.when(classified, point).otherwise(F.lit("none")))
         .withColumn("failure_point_score", F.when(classified, score.cast("double")))
         .withColumn("failure_point_classifier", F.when(classified, F.lit(RULES_CLASSIFIER)))
-        .drop("_fixed_intent", "_fixed_slots")
+        .drop("_fixed_intent", "_fixed_slots", "_fixed_utterance")
     )

@@ -51,7 +51,7 @@ from feedback.silver.detect import (
     rephrase_candidates,
     score_pairs_heuristic,
 )
-from feedback.silver.failure_points import failure_points_by_rules
+from feedback.silver.failure_points import FailurePointClassifier, failure_points_by_rules
 from feedback.silver.sessionize import TURN_FIELDS, aggregate_sessions, explode_sessions, mark_turns
 
 LOG = logging.getLogger("feedback.silver.stream")
@@ -117,11 +117,14 @@ def prepare_turns(sessions: DataFrame, sessionize: SessionizeConfig) -> DataFram
     return mark_turns(explode_sessions(sessions), sessionize)
 
 
-def label_turns(turns: DataFrame, scored_pairs: DataFrame, detect: DetectConfig) -> DataFrame:
-    """``prepare_turns`` output and its scored candidate pairs -> silver turns (``SILVER_TURNS_SCHEMA``)."""
+def label_turns(
+    turns: DataFrame, scored_pairs: DataFrame, detect: DetectConfig, classify: FailurePointClassifier = failure_points_by_rules
+) -> DataFrame:
+    """``prepare_turns`` output and its scored candidate pairs -> silver turns (``SILVER_TURNS_SCHEMA``);
+    ``classify`` says where each defect failed first (the rules, or the registered classifier)."""
     linked = link_rephrases(turns, scored_pairs, detect.rephrase_threshold)
     chained = resolve_goals(resolve_chains(label_defects(linked), detect.max_chain_length))
-    labelled = failure_points_by_rules(chained, detect.failure_points)
+    labelled = classify(chained, detect.failure_points)
     silver = labelled.withColumn("processed_at", F.current_timestamp()).withColumn(
         "turn_index", F.col("turn_index").cast("int")
     )
@@ -133,6 +136,7 @@ def build_turns(
     sessionize: SessionizeConfig,
     detect: DetectConfig,
     scorer: PairScorer = score_pairs_heuristic,
+    classify: FailurePointClassifier = failure_points_by_rules,
 ) -> DataFrame:
     """Complete sessions -> silver turns (the ``SILVER_TURNS_SCHEMA`` columns), as one plan.
 
@@ -142,12 +146,13 @@ def build_turns(
         detect: rephrase candidate and linking rules.
         scorer: adds ``rephrase_score``/``rephrase_detector`` to candidate pairs; the heuristic
             baseline by default, the registered model when there is one.
+        classify: the failure-point classifier (``label_turns``).
 
     The plan reads the scored pairs several times; with a model scorer use ``staged_turns``,
     which scores once.
     """
     turns = prepare_turns(sessions, sessionize)
-    return label_turns(turns, scorer(rephrase_candidates(turns, detect), detect), detect)
+    return label_turns(turns, scorer(rephrase_candidates(turns, detect), detect), detect, classify)
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,11 @@ def scoring_counts(scored: DataFrame) -> tuple[ScoringCounts, list[str]]:
 
 @contextmanager
 def staged_turns(
-    sessions: DataFrame, sessionize: SessionizeConfig, detect: DetectConfig, scorer: PairScorer
+    sessions: DataFrame,
+    sessionize: SessionizeConfig,
+    detect: DetectConfig,
+    scorer: PairScorer,
+    classify: FailurePointClassifier = failure_points_by_rules,
 ) -> Iterator[tuple[DataFrame, DataFrame]]:
     """``build_turns`` in three materialised steps; yields (silver turns, scored candidate pairs).
 
@@ -199,7 +208,7 @@ def staged_turns(
         active = score_pairs_heuristic if turns.isEmpty() else scorer
         with checkpointed(active(rephrase_candidates(turns, detect), detect)) as scored:
             # The non-deterministic processed_at is fixed here, so every write below sees one value.
-            with checkpointed(label_turns(turns, scored, detect)) as labelled:
+            with checkpointed(label_turns(turns, scored, detect, classify)) as labelled:
                 yield labelled, scored
 
 
@@ -239,7 +248,14 @@ class SilverBatchWriter:
     (``fold_gold``), both idempotent per batch id."""
 
     def __init__(
-        self, lake: LakePaths, app_id: str, config: AppConfig, *, fold_gold: GoldFold, scorer: PairScorer = score_pairs_heuristic
+        self,
+        lake: LakePaths,
+        app_id: str,
+        config: AppConfig,
+        *,
+        fold_gold: GoldFold,
+        scorer: PairScorer = score_pairs_heuristic,
+        classify: FailurePointClassifier = failure_points_by_rules,
     ) -> None:
         if not app_id:
             raise ValueError("app_id must be non-empty")
@@ -248,6 +264,7 @@ class SilverBatchWriter:
         self.config = config
         self.fold_gold = fold_gold
         self.scorer = scorer
+        self.classify = classify
 
     def __call__(self, sessions: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
@@ -255,7 +272,7 @@ class SilverBatchWriter:
         scoring = ScoringCounts()
         failed: list[str] = []
         # Materialised once: every MERGE below would otherwise re-plan (and re-score) the batch.
-        with staged_turns(sessions, self.config.sessionize, self.config.detect, self.scorer) as (turns, scored):
+        with staged_turns(sessions, self.config.sessionize, self.config.detect, self.scorer, self.classify) as (turns, scored):
             row = turns.agg(
                 F.count(F.lit(1)).alias("turns"),
                 F.count_distinct("session_id").alias("sessions"),
@@ -343,9 +360,16 @@ def start_silver_stream(
     return stream.start()
 
 
-def silver_writer(lake: LakePaths, config: AppConfig, fold_gold: GoldFold, scorer: PairScorer) -> SilverBatchWriter:
+def silver_writer(
+    lake: LakePaths,
+    config: AppConfig,
+    fold_gold: GoldFold,
+    scorer: PairScorer,
+    classify: FailurePointClassifier = failure_points_by_rules,
+) -> SilverBatchWriter:
     """The silver query's batch writer, its app id taken from the query's checkpoint."""
-    return SilverBatchWriter(lake, app_id_for(lake.checkpoint(SILVER_QUERY_NAME)), config, fold_gold=fold_gold, scorer=scorer)
+    checkpoint_app = app_id_for(lake.checkpoint(SILVER_QUERY_NAME))
+    return SilverBatchWriter(lake, checkpoint_app, config, fold_gold=fold_gold, scorer=scorer, classify=classify)
 
 
 def backfill(
@@ -356,6 +380,7 @@ def backfill(
     last_day: dt.date,
     scorer: PairScorer,
     rebuild_gold: GoldRebuild | None = None,
+    classify: FailurePointClassifier = failure_points_by_rules,
 ) -> int:
     """Recompute silver for event dates ``first_day``..``last_day`` from bronze, then ``rebuild_gold``.
 
@@ -374,7 +399,8 @@ def backfill(
         .filter(F.col("event_date").between(F.lit(first_day - margin), F.lit(last_day + margin)))
         .select("user_id", "device_id", *TURN_FIELDS)
     )
-    with staged_turns(aggregate_sessions(events, config.sessionize), config.sessionize, config.detect, scorer) as (turns, _):
+    sessions = aggregate_sessions(events, config.sessionize)
+    with staged_turns(sessions, config.sessionize, config.detect, scorer, classify) as (turns, _):
         in_range = turns.filter(F.col("event_date").between(F.lit(first_day), F.lit(last_day)))
         written = in_range.count()
         (

@@ -137,5 +137,5 @@ def test_detector_archive_holds_the_folder_at_its_root(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive) as opened:
         assert sorted(opened.namelist()) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert detector_archive(folder, "rephrase-detector-3").stat().st_mtime_ns == archive.stat().st_mtime_ns  # built once
-    with pytest.raises(ValueError, match="is not a saved detector"):
+    with pytest.raises(ValueError, match="is not a saved model"):
         detector_archive(tmp_path, "x")
