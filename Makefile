@@ -10,7 +10,7 @@ CLUSTER_DIR ?= .cluster
 CLUSTER_PORT ?= 7077
 CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase quality-cross quality-cross-week quality-labels bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
+.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase train-failure-points quality-cross quality-cross-week quality-labels bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites bench-failure-points clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -56,6 +56,10 @@ notebooks-html:
 train-rephrase:
 	$(VENV)/bin/feedback train-rephrase --lake $(LAKE)
 
+## train-failure-points: train the failure-point classifier on a week of 1,000 households of each corpus with every failure point, judge it beside the rules on held-out intents and slot values (seed 808), register it in LAKE/mlflow (about 25 minutes on 2 cores: four simulations and pipeline runs, then the fit)
+train-failure-points:
+	$(VENV)/bin/feedback train-failure-points --lake $(LAKE)
+
 ## quality-cross: detection quality on SNIPS and SGD traffic under profiles a and b (seed 303), ours beside the naive baseline; MODEL_LAKE=... scores with that lake's champion (about 5 minutes, 10 with the model)
 quality-cross:
 	$(PY) benchmarks/cross_quality.py --users 500 --days 3 --seed 303 --workdir bench/cross $(if $(MODEL_LAKE),--model-lake $(MODEL_LAKE))
@@ -93,6 +97,10 @@ bench-rephrase:
 ## bench-pipeline-model: one drop of ~500k events through `feedback pipeline` in a cold process, heuristic vs champion detector (needs `make train-rephrase`; about 40 minutes)
 bench-pipeline-model:
 	$(PY) benchmarks/bench_pipeline.py --model-lake $(LAKE) --users 6400 --days 7 --workdir bench/pipeline-drop
+
+## bench-failure-points: failure-point isolation in the silver batch on a week of 1,000 households with every failure point, rules vs LAKE's failure-point-classifier@champion (needs `make train-failure-points`; about 10 minutes)
+bench-failure-points:
+	$(PY) benchmarks/bench_failure_points.py --model-lake $(LAKE) --users 1000 --days 7 --workdir bench/failure-points --json bench/failure-points/results.json
 
 ## bench-rewrites: rewrite mining (components, sparse absorbing-chain solves, thresholds, MERGE) on synthetic rephrase graphs of 10k, 100k and 1M states on local[2]
 bench-rewrites:

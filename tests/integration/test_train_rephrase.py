@@ -28,22 +28,7 @@ from feedback.silver.detect import rephrase_candidates
 from feedback.silver.evaluate import run as evaluate_silver
 
 from support.paths import REPO
-from support.tiny_bert import tiny_bert_config
-
-
-def tiny_encoder(folder: Path) -> Path:
-    """A 2-layer, 32-wide random BERT encoder with the real MiniLM tokenizer (a stand-in for MiniLM)."""
-    import torch
-    from transformers import AutoTokenizer, BertModel
-
-    from feedback.rephrase.model import base_model_dir
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir()))
-    config = tiny_bert_config(tokenizer.vocab_size)
-    BertModel(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+from support.tiny_bert import tiny_encoder
 
 
 @pytest.mark.slow

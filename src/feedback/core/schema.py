@@ -401,13 +401,17 @@ SILVER_TURNS_SCHEMA = StructType(
         _column("goal_success", BooleanType(), True, "The goal's last request was no defect; null with goal_id."),
         _column(
             "failure_point", StringType(), True,
-            "Where a defect failed first: asr, nlu, entity, result (false_wake reserved); none for no defect or a system command.",
+            "Where a defect failed first: false_wake, asr, nlu, entity, result; none for no defect or a system command.",
         ),
         _column(
             "failure_point_score", DoubleType(), True,
-            "Confidence in failure_point, in [0, 1]: for rules-v1 the prior of the rule that fired; null without a defect.",
+            "Confidence in failure_point, in [0, 1]: the classifier's probability, or for rules-v1 the prior of the "
+            "rule that fired; null without a defect.",
         ),
-        _column("failure_point_classifier", StringType(), True, "What set failure_point (rules-v1); null without a defect."),
+        _column(
+            "failure_point_classifier", StringType(), True,
+            "What set failure_point: failure-point-classifier/<version> or rules-v1; null without a defect.",
+        ),
     ]
 )
 SILVER_PARTITION_COLUMNS = ("event_date",)
@@ -495,7 +499,7 @@ FAILURE_POINTS_SCHEMA = StructType(
         _column("domain", StringType(), False, "NLU domain of the defective turns; unknown when missing."),
         _column("intent", StringType(), False, "NLU intent of the defective turns; unknown when missing."),
         _column("device_type", StringType(), False, "Kind of device; unknown when missing."),
-        _column("failure_point", StringType(), False, "Where the defects failed first (silver's failure_point): asr, nlu, entity, result."),
+        _column("failure_point", StringType(), False, "Where the defects failed first (silver's failure_point): false_wake, asr, nlu, entity, result."),
         _column("defects", LongType(), False, "Defective requests of the day and group that failed there."),
         _column("mean_score", DoubleType(), True, "Mean failure_point_score of those defects."),
     ]

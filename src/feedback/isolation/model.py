@@ -35,11 +35,13 @@ FAILURE_CLASSES = ("false_wake", "asr", "nlu", "entity", "result")
 """What a defective request can have failed at, in the order a request flows through the assistant."""
 
 RESPONSE_TYPES = ("speech", "media", "action", "none")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The saved layout and the features it was fitted on; a classifier of another version cannot be served by this code."""
 SETTINGS_FILE = "settings.json"
 ESTIMATOR_FILE = "estimator.pkl"
 ENCODER_FOLDER = "encoder"
 MISSING = -1.0
+ODD_WORD_PIECES = 3
 """The value of a feature that does not apply (no fix, no confidence reported, no next turn)."""
 
 METADATA_FEATURES = (
@@ -51,6 +53,7 @@ METADATA_FEATURES = (
     "intent_missing",
     "words",
     "slots",
+    "values_not_said",
     "has_fix",
     "fix_other_intent",
     "fix_changed_values",
@@ -142,6 +145,7 @@ def metadata_features(row: Mapping[str, Any]) -> list[float]:
         float(row.get("intent") is None),
         float(len(normalized_words(utterance))),
         float(len(own)),
+        float(sum(1 for value in own.values() if not said(value, utterance))),
         *fix_features,
         _flag(row.get("rephrased")),
         _flag(row.get("barge_in")),
@@ -153,6 +157,16 @@ def metadata_features(row: Mapping[str, Any]) -> list[float]:
         float(next_gap != MISSING),
         *(float(rules == point) for point in FAILURE_CLASSES),
     ]
+
+
+def word_pieces(tokenizer: Any, text: str) -> tuple[float, float]:
+    """(most word pieces in one word, words of at least ``ODD_WORD_PIECES`` pieces) of ``text``.
+
+    A word the recogniser garbled, or a name it has never heard, splits into many pieces of the
+    encoder's vocabulary, where the words people say split into one or two.
+    """
+    counts = [len(tokenizer.tokenize(word)) for word in normalized_words(text)]
+    return float(max(counts, default=0)), float(sum(1 for n in counts if n >= ODD_WORD_PIECES))
 
 
 def metadata_matrix(inputs: pd.DataFrame) -> np.ndarray:
@@ -201,6 +215,16 @@ class SentenceEncoder:
         return np.stack([vectors[text] for text in texts]).astype(np.float32)
 
 
+class IncompatibleClassifier(ValueError):
+    """A saved classifier of another ``FORMAT_VERSION``: its features are not the ones this code computes."""
+
+
+def saved_format(folder: Path) -> int | None:
+    """The ``format_version`` of the classifier saved in ``folder``."""
+    value = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8")).get("format_version")
+    return int(value) if isinstance(value, int) else None
+
+
 @dataclass(frozen=True)
 class ClassifierSettings:
     """How the classifier was built; saved beside it so that it is read back the same way.
@@ -238,11 +262,16 @@ class FailurePointModel:
     projections: dict[str, Any] | None = None
 
     def _text_blocks(self, inputs: pd.DataFrame, fit: bool) -> list[np.ndarray]:
-        if self.settings.text_components == 0 or self.encoder is None:
+        """What the encoder reads: how the request's words split into word pieces, then (with
+        ``text_components``) the PCA-reduced embeddings of the request and of its fix and their cosine."""
+        if self.encoder is None:
             return []
+        utterances = [str(t or "") for t in inputs["utterance"]]
+        blocks = [np.asarray([word_pieces(self.encoder.tokenizer, text) for text in utterances], dtype=np.float64).reshape(-1, 2)]
+        if self.settings.text_components == 0:
+            return blocks
         from sklearn.decomposition import PCA
 
-        utterances = [str(t or "") for t in inputs["utterance"]]
         has_fix = inputs["fix_utterance"].notna().to_numpy()
         fixes = [str(t) if ok else "" for t, ok in zip(inputs["fix_utterance"], has_fix, strict=True)]
         own = self.encoder.encode(utterances)
@@ -255,7 +284,7 @@ class FailurePointModel:
         if self.projections is None:
             raise ValueError("the classifier is not fitted")
         fix_part = self.projections["fix"].transform(fix) * has_fix[:, None]
-        return [self.projections["utterance"].transform(own), fix_part, cosine]
+        return [*blocks, self.projections["utterance"].transform(own), fix_part, cosine]
 
     def features(self, inputs: pd.DataFrame, fit: bool = False) -> np.ndarray:
         """Metadata, then the text blocks: one row per input row."""
@@ -311,7 +340,9 @@ class FailurePointModel:
         """Read back a folder written by ``save`` (the estimator is a pickle: load only folders you trust)."""
         data = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
         if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder}: unsupported failure-point classifier format {data.get('format_version')}")
+            raise IncompatibleClassifier(
+                f"{folder}: failure-point classifier format {data.get('format_version')}, this code serves {FORMAT_VERSION}"
+            )
         settings = ClassifierSettings(**data)
         with (folder / ESTIMATOR_FILE).open("rb") as handle:
             fitted = pickle.load(handle)  # noqa: S301 (the registry's own artifact)

@@ -6,7 +6,7 @@ worker (a module-level cache that survives across tasks). Its answer replaces th
 those turns, and ``failure_point_classifier`` says which answered (``failure-point-classifier/<version>``
 or ``rules-v1``). A batch the model fails on keeps the rules' answer, with a warning.
 ``resolve_classifier`` picks ``models:/failure-point-classifier@champion`` when the lake's
-registry has one, else the rules.
+registry has one this code can serve (its ``FORMAT_VERSION``), else the rules.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from feedback.config import AppConfig, FailurePointsConfig
 from feedback.core.lake import LakePaths
 from feedback.core.registry import FAILURE_POINT_CLASSIFIER, champion_artifact_dir, champion_uri
 from feedback.isolation.inputs import classification_inputs
-from feedback.isolation.model import SETTINGS_FILE, FailurePointModel
+from feedback.isolation.model import FORMAT_VERSION, SETTINGS_FILE, FailurePointModel, saved_format
 from feedback.isolation.pyfunc import CLASSIFIER_ARTIFACT
 from feedback.rephrase.model import resolve_device
 from feedback.rephrase.spark import detector_archive
@@ -132,6 +132,13 @@ def resolve_classifier(spark: SparkSession, config: AppConfig, lake: LakePaths) 
         LOG.info("no %s in the registry: failure points by the rules", champion_uri(FAILURE_POINT_CLASSIFIER))
         return failure_points_by_rules
     version, folder = found
+    if saved_format(folder) != FORMAT_VERSION:
+        LOG.warning(
+            "%s v%s is of format %s, this code serves %d: failure points by the rules until `feedback train-failure-points` "
+            "registers a new champion",
+            FAILURE_POINT_CLASSIFIER, version, saved_format(folder), FORMAT_VERSION,
+        )  # fmt: skip
+        return failure_points_by_rules
     path = str(folder)
     if not spark.sparkContext.master.startswith("local"):
         archive = detector_archive(folder, f"{FAILURE_POINT_CLASSIFIER}-{version}", marker=SETTINGS_FILE)

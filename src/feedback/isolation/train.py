@@ -33,7 +33,7 @@ from feedback.core.registry import FAILURE_POINT_CLASSIFIER, apply_champion_rule
 from feedback.core.tables import table_version
 from feedback.core.truth import read_truth
 from feedback.isolation.inputs import classification_inputs, with_confidences
-from feedback.isolation.model import FAILURE_CLASSES, ClassifierSettings, FailurePointModel, SentenceEncoder
+from feedback.isolation.model import FAILURE_CLASSES, ClassifierSettings, FailurePointModel, IncompatibleClassifier, SentenceEncoder
 from feedback.isolation.pyfunc import CLASSIFIER_ARTIFACT, FailurePointClassifierModel, predictions_frame
 from feedback.isolation.spark import champion_classifier_dir
 from feedback.rephrase.model import base_model_dir, resolve_device
@@ -221,13 +221,23 @@ def log_classifier(model: FailurePointModel, example: pd.DataFrame) -> str:
 
 
 def champion_macro_f1(client: MlflowClient, lake: LakePaths, sets: list[HeldOutSet], device: str) -> float | None:
-    """The current champion's pooled macro-F1 on ``sets``; None without one."""
+    """The current champion's pooled macro-F1 on ``sets``, as the stream would serve it; None without one.
+
+    A champion of another ``FORMAT_VERSION`` cannot be served by this code (the stream falls back
+    to the rules), so it scores as the rules do.
+    """
     if champion_version(client, FAILURE_POINT_CLASSIFIER) is None:
         return None
     found = champion_classifier_dir(lake)
     if found is None:
         raise RuntimeError(f"{FAILURE_POINT_CLASSIFIER}@champion exists but could not be downloaded")
-    return score_sets(FailurePointModel.load(found[1], device=device), sets)[-1].model.macro_f1
+    try:
+        champion = FailurePointModel.load(found[1], device=device)
+    except IncompatibleClassifier as error:
+        LOG.warning("%s; it is compared as the rules it would fall back to", error)
+        truth = pd.concat([item.inputs[LABEL] for item in sets], ignore_index=True)
+        return scores_of(truth, pd.concat([item.inputs["rules_failure_point"] for item in sets], ignore_index=True)).macro_f1
+    return score_sets(champion, sets)[-1].model.macro_f1
 
 
 def run(spark: SparkSession, config: AppConfig, lake: LakePaths) -> TrainingResult:

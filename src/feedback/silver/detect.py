@@ -134,6 +134,13 @@ def _words(normalized: Column) -> Column:
 HEURISTIC_FEATURES = ("lexical", "phonetic", "characters", "visible_failure", "containment")
 
 
+def spelling_similarity_column(left: Column, right: Column, both_empty: float) -> Column:
+    """1 - Levenshtein distance / the longer length, in [0, 1] (``core.text.spelling_similarity`` as a
+    column); ``both_empty`` when both strings are empty."""
+    longest = F.greatest(F.length(left), F.length(right))
+    return F.when(longest == 0, F.lit(both_empty)).otherwise(F.lit(1.0) - F.levenshtein(left, right) / longest)
+
+
 def heuristic_features(pairs: DataFrame) -> DataFrame:
     """Add the baseline's features to candidate pairs, each in [0, 1].
 
@@ -148,17 +155,11 @@ def heuristic_features(pairs: DataFrame) -> DataFrame:
     target_words = _words(F.col("target_normalized"))
     source_codes = F.array_distinct(F.transform(source_words, lambda w: F.soundex(w)))
     target_codes = F.array_distinct(F.transform(target_words, lambda w: F.soundex(w)))
-    longest = F.greatest(F.length("source_normalized"), F.length("target_normalized"))
     return (
         pairs.withColumn("lexical", _jaccard(source_words, target_words))
         .withColumn("phonetic", _jaccard(source_codes, target_codes))
         .withColumn("containment", _overlap(source_codes, target_codes))
-        .withColumn(
-            "characters",
-            F.when(longest == 0, F.lit(0.0)).otherwise(
-                F.lit(1.0) - F.levenshtein("source_normalized", "target_normalized") / longest
-            ),
-        )
+        .withColumn("characters", spelling_similarity_column(F.col("source_normalized"), F.col("target_normalized"), both_empty=0.0))
         .withColumn(
             "visible_failure",
             (

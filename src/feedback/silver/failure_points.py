@@ -26,6 +26,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from feedback.config import FailurePointsConfig
+from feedback.silver.detect import spelling_similarity_column
 
 FAILURE_POINTS = ("none", "false_wake", "asr", "nlu", "entity", "result")
 """Every value of ``failure_point``, in the order a request flows through the assistant."""
@@ -48,12 +49,6 @@ _LOW_ASR_CONFIDENCE = ("asr", 0.5)
 _LOW_NLU_CONFIDENCE = ("nlu", 0.5)
 _UNHANDLED = ("result", 0.5)
 _OTHERWISE = ("nlu", 0.3)
-
-
-def _value_ratio(left: Column, right: Column) -> Column:
-    """1 - Levenshtein distance / the longer length, in [0, 1]."""
-    longest = F.greatest(F.length(left), F.length(right), F.lit(1))
-    return F.lit(1.0) - F.levenshtein(left, right) / longest
 
 
 def with_fix_evidence(turns: DataFrame) -> DataFrame:
@@ -80,9 +75,12 @@ def failure_points_by_rules(turns: DataFrame, config: FailurePointsConfig) -> Da
     evidence = with_fix_evidence(turns)
     own_slots = F.coalesce("slots", F.create_map().cast("map<string,string>"))
     changed = F.filter(F.map_entries("_fixed_slots"), lambda e: ~F.coalesce(F.try_element_at(own_slots, e["key"]) == e["value"], F.lit(False)))
-    alike = F.exists(
-        changed, lambda e: _value_ratio(F.coalesce(F.try_element_at(own_slots, e["key"]), F.lit("")), e["value"]) >= config.min_value_similarity
-    )
+
+    def spelled_alike(entry: Column) -> Column:
+        heard = F.coalesce(F.try_element_at(own_slots, entry["key"]), F.lit(""))
+        return spelling_similarity_column(heard, entry["value"], both_empty=1.0) >= config.min_value_similarity
+
+    alike = F.exists(changed, spelled_alike)
     has_fix = F.col("_fixed_intent").isNotNull()
     short = F.size(F.split(F.trim(F.col("utterance")), r"\s+")) <= config.false_wake_max_words
     unsure = F.coalesce(F.col("asr_confidence") < config.false_wake_asr_confidence_below, F.lit(False))

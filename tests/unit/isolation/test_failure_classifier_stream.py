@@ -3,6 +3,7 @@ the rules answer for the rest and wherever the model fails, and the registry's c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -128,3 +129,9 @@ def test_the_registry_champion_is_what_runs(
 
     rules_only = replace_section(app_config, failure_model=FailureModelConfig(use_champion=False))
     assert resolve_classifier(spark, rules_only, lake) is failure_points_by_rules
+
+    # a champion saved with other features than this code computes is not served: the rules answer
+    settings = Path(lake.root) / "_models" / FAILURE_POINT_CLASSIFIER / "1" / "artifacts" / "classifier" / "settings.json"
+    saved = json.loads(settings.read_text())
+    settings.write_text(json.dumps(saved | {"format_version": saved["format_version"] - 1}))
+    assert resolve_classifier(spark, app_config, lake) is failure_points_by_rules

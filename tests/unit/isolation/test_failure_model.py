@@ -19,9 +19,10 @@ from feedback.isolation.model import (
     metadata_features,
     said,
     word_overlap,
+    word_pieces,
 )
 
-from support.tiny_bert import tiny_bert_config
+from support.tiny_bert import tiny_encoder
 
 # The user said "paris weather"; the assistant resolved the city to lyon; the fix "paris weathers" got paris.
 ENTITY = {
@@ -54,6 +55,18 @@ def test_said_matches_whole_words_in_order() -> None:
     assert not said("", "anything")
 
 
+def test_word_pieces_count_garbled_words() -> None:
+    from transformers import AutoTokenizer
+
+    from feedback.rephrase.model import base_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir()))
+    assert tokenizer.tokenize("svooq") == ["sv", "##oo", "##q"]  # the MiniLM vocabulary, for the figures below
+    assert word_pieces(tokenizer, "play music on svooq") == (3.0, 1.0)
+    assert word_pieces(tokenizer, "play music on spotify") == (2.0, 0.0)  # spot ##ify
+    assert word_pieces(tokenizer, "") == (0.0, 0.0)
+
+
 def test_changed_values_and_word_overlap() -> None:
     assert changed_values({"city": "lyon", "day": "today"}, {"city": "paris", "day": "today", "unit": "celsius"}) == [
         ("lyon", "paris"),
@@ -69,7 +82,7 @@ def test_metadata_features_of_a_wrong_entity() -> None:
         0.9, 0.8,  # confidences
         0.0, 0.0,  # error, unhandled
         1.0, 0.0, 0.0, 0.0,  # speech response
-        0.0, 2.0, 1.0,  # intent present, two words, one slot
+        0.0, 2.0, 1.0, 1.0,  # intent present, two words, one slot, whose value "lyon" was not said
         1.0, 0.0, 1.0, 0.0,  # a fix, same intent, one changed value, none added
         0.0, 0.0,  # "lyon" and "paris" share no letter in place, nor a sound
         1.0, 0.0,  # the fix's "paris" was said; "lyon" was not
@@ -84,7 +97,7 @@ def test_metadata_features_of_a_wrong_entity() -> None:
 
 def test_metadata_features_of_a_fragment_without_fix() -> None:
     expected = [
-        0.3, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 0.0,
+        0.3, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 0.0, 0.0,
         0.0, 0.0, 0.0, 0.0, -1.0, -1.0, 0.0, 0.0, -1.0, -1.0,
         0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, 0.0,
         1.0, 0.0, 0.0, 0.0, 0.0,
@@ -124,19 +137,11 @@ def test_fit_predict_and_round_trip_without_text(tmp_path: Path) -> None:
 
 
 def test_fit_predict_and_round_trip_with_a_tiny_encoder(tmp_path: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, BertModel
-
-    from feedback.rephrase.model import base_model_dir
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir()))
-    BertModel(tiny_bert_config(tokenizer.vocab_size)).save_pretrained(str(tmp_path / "encoder"))
-    tokenizer.save_pretrained(str(tmp_path / "encoder"))
     inputs, labels = _templates(12)
-    model = FailurePointModel(ClassifierSettings(text_components=2, max_iter=30), SentenceEncoder(tmp_path / "encoder"))
+    model = FailurePointModel(ClassifierSettings(text_components=2, max_iter=30), SentenceEncoder(tiny_encoder(tmp_path / "encoder")))
     model.fit(inputs, labels)
-    assert model.features(inputs).shape == (60, len(METADATA_FEATURES) + 2 + 2 + 1)
+    # word pieces (2), then 2 PCA components of the request and 2 of the fix, and their cosine
+    assert model.features(inputs).shape == (60, len(METADATA_FEATURES) + 2 + 2 + 2 + 1)
     points, scores = model.predict(inputs)
     assert list(points) == labels
     loaded = FailurePointModel.load(model.save(tmp_path / "classifier"))

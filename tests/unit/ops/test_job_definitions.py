@@ -83,7 +83,7 @@ def test_the_bundle_defines_the_six_scheduled_jobs() -> None:
         "feedback_mine_rewrites_nightly": ["../jobs/mine_rewrites.py", "../jobs/annotate.py"],
         "feedback_backfill_late_nightly": ["../jobs/backfill.py"],
         "feedback_maintain_nightly": ["../jobs/maintain.py"],
-        "feedback_train_rephrase_weekly": ["../jobs/train_rephrase.py"],
+        "feedback_train_rephrase_weekly": ["../jobs/train_rephrase.py", "../jobs/train_failure_points.py"],
     }
     assert {job["max_concurrent_runs"] for job in jobs.values()} == {1}
     assert set(load_bundle()["targets"]) == {"dev", "prod"}
@@ -132,5 +132,6 @@ def test_entry_command_reads_the_subcommand_of_each_job() -> None:
         "pipeline.py": "pipeline",
         "simulate.py": "simulate",
         "stream.py": "stream",
+        "train_failure_points.py": "train-failure-points",
         "train_rephrase.py": "train-rephrase",
     }
