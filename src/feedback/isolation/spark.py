@@ -29,7 +29,7 @@ from feedback.isolation.inputs import classification_inputs
 from feedback.isolation.model import FORMAT_VERSION, SETTINGS_FILE, FailurePointModel, saved_format
 from feedback.isolation.pyfunc import CLASSIFIER_ARTIFACT
 from feedback.rephrase.model import resolve_device
-from feedback.rephrase.spark import detector_archive
+from feedback.rephrase.spark import worker_path
 from feedback.silver.failure_points import FailurePointClassifier, failure_points_by_rules
 
 LOG = logging.getLogger(__name__)
@@ -139,10 +139,6 @@ def resolve_classifier(spark: SparkSession, config: AppConfig, lake: LakePaths) 
             FAILURE_POINT_CLASSIFIER, version, saved_format(folder), FORMAT_VERSION,
         )  # fmt: skip
         return failure_points_by_rules
-    path = str(folder)
-    if not spark.sparkContext.master.startswith("local"):
-        archive = detector_archive(folder, f"{FAILURE_POINT_CLASSIFIER}-{version}", marker=SETTINGS_FILE)
-        spark.sparkContext.addArchive(str(archive))
-        path = archive.name  # resolved with SparkFiles on the executors
+    path = worker_path(spark, folder, f"{FAILURE_POINT_CLASSIFIER}-{version}", marker=SETTINGS_FILE)
     LOG.info("failure points of defective requests by %s v%s", FAILURE_POINT_CLASSIFIER, version)
     return ModelClassifier(ClassifierHandle(path, f"{FAILURE_POINT_CLASSIFIER}/{version}", config.failure_model.device))

@@ -287,6 +287,17 @@ def detector_archive(folder: Path, name: str, marker: str = "config.json") -> Pa
     return archive
 
 
+def worker_path(spark: SparkSession, folder: Path, name: str, marker: str = "config.json") -> str:
+    """Where the workers find the saved model ``folder``: the folder itself on a local master; on a
+    cluster, ``folder`` zipped (``detector_archive``), added with ``addArchive`` and resolved on the
+    executors with ``SparkFiles.get`` (the archive's name, a relative path)."""
+    if spark.sparkContext.master.startswith("local"):
+        return str(folder)
+    archive = detector_archive(folder, name, marker)
+    spark.sparkContext.addArchive(str(archive))
+    return archive.name
+
+
 def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths) -> PairScorer:
     """The pair scorer for this run: the registered champion, or the heuristic (with a warning)."""
     from feedback.core.registry import REPHRASE_DETECTOR, champion_uri
@@ -299,11 +310,7 @@ def resolve_scorer(spark: SparkSession, config: AppConfig, lake: LakePaths) -> P
         LOG.warning("no %s in the registry: scoring rephrases with the heuristic baseline", champion_uri(REPHRASE_DETECTOR))
         return score_pairs_heuristic
     version, folder = found
-    path = str(folder)
-    if not spark.sparkContext.master.startswith("local"):
-        archive = detector_archive(folder, f"{REPHRASE_DETECTOR}-{version}")
-        spark.sparkContext.addArchive(str(archive))
-        path = archive.name  # resolved with SparkFiles on the executors
+    path = worker_path(spark, folder, f"{REPHRASE_DETECTOR}-{version}")
     LOG.info(
         "scoring rephrases with %s v%s (%ss below heuristic score %s settled by the cascade)",
         REPHRASE_DETECTOR,
