@@ -56,7 +56,7 @@ notebooks-html:
 train-rephrase:
 	$(VENV)/bin/feedback train-rephrase --lake $(LAKE)
 
-## train-failure-points: train the failure-point classifier on a week of 1,000 households of each corpus with every failure point, judge it beside the rules on held-out intents and slot values (seed 808), register it in LAKE/mlflow (about 7 minutes on 2 cores: four simulations and pipeline runs, then the fit)
+## train-failure-points: train the failure-point classifier on a week of 2,000 households of each corpus with every failure point, judge it beside the rules on a week of 2,000 households of held-out intents and slot values (seed 808), register it in LAKE/mlflow (about 12 minutes on 2 cores: four simulations and pipeline runs, then the fit)
 train-failure-points:
 	$(VENV)/bin/feedback train-failure-points --lake $(LAKE)
 

@@ -738,7 +738,7 @@ class FailureModelConfig:
     """
 
     train_corpora: tuple[str, ...] = ("snips", "sgd")
-    users: int = 1000
+    users: int = 2000
     days: int = 7
     train_seed: int = 707
     eval_seed: int = 808
