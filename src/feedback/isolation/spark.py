@@ -132,11 +132,12 @@ def resolve_classifier(spark: SparkSession, config: AppConfig, lake: LakePaths) 
         LOG.info("no %s in the registry: failure points by the rules", champion_uri(FAILURE_POINT_CLASSIFIER))
         return failure_points_by_rules
     version, folder = found
-    if saved_format(folder) != FORMAT_VERSION:
+    saved = saved_format(folder)
+    if saved != FORMAT_VERSION:
         LOG.warning(
             "%s v%s is of format %s, this code serves %d: failure points by the rules until `feedback train-failure-points` "
             "registers a new champion",
-            FAILURE_POINT_CLASSIFIER, version, saved_format(folder), FORMAT_VERSION,
+            FAILURE_POINT_CLASSIFIER, version, saved, FORMAT_VERSION,
         )  # fmt: skip
         return failure_points_by_rules
     path = worker_path(spark, folder, f"{FAILURE_POINT_CLASSIFIER}-{version}", marker=SETTINGS_FILE)

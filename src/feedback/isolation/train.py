@@ -66,9 +66,10 @@ def simulation_for(config: AppConfig, corpus: str) -> SimulationConfig:
     )
 
 
-def labelled_inputs(spark: SparkSession, lake: LakePaths, truth_path: Path) -> pd.DataFrame:
-    """``classification_inputs`` of ``lake``'s silver turns (defects the truth also holds), with ``true_failure_point``."""
-    turns = spark.read.format("delta").option("versionAsOf", table_version(spark, lake.silver_turns)).load(lake.silver_turns)
+def labelled_inputs(spark: SparkSession, lake: LakePaths, truth_path: Path, silver_version: int) -> pd.DataFrame:
+    """``classification_inputs`` of ``lake``'s silver turns at ``silver_version`` (defects the truth also
+    holds), with ``true_failure_point``."""
+    turns = spark.read.format("delta").option("versionAsOf", silver_version).load(lake.silver_turns)
     bronze = spark.read.format("delta").load(lake.bronze)
     truth = (
         read_truth(spark, truth_path)
@@ -194,8 +195,8 @@ def prepare_sets(spark: SparkSession, config: AppConfig, lake: LakePaths) -> tup
             (heldout_folder(corpus, settings.eval_seed), "heldout", settings.eval_seed),
         ):
             simulated = prepare_simulation(spark, config, lake, name, vocabulary, settings.users, settings.days, seed, simulation)
-            inputs = labelled_inputs(spark, simulated.lake, simulated.truth)
-            versions[name] = table_version(spark, simulated.lake.silver_turns)
+            versions[name] = table_version(spark, simulated.lake.silver_turns)  # the version read is the version logged
+            inputs = labelled_inputs(spark, simulated.lake, simulated.truth, versions[name])
             LOG.info("%s: %d defective requests labelled", name, len(inputs))
             if vocabulary == "train":
                 training.append(inputs)
