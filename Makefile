@@ -10,7 +10,7 @@ CLUSTER_DIR ?= .cluster
 CLUSTER_PORT ?= 7077
 CLUSTER_WEBUI_PORT ?= 8080
 
-.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase train-failure-points quality-cross quality-cross-week quality-labels bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites bench-failure-points clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
+.PHONY: setup test test-chaos test-fast demo notebooks-html train-rephrase train-failure-points quality-cross quality-cross-week quality-labels bench-ingest bench-pipeline bench-pipeline-model bench-rephrase bench-rewrites bench-failure-points ab clean cluster-up cluster-demo cluster-down bench-kafka kafka-up kafka-down demo-kafka
 
 ## setup: create .venv, install the pinned dependencies and the package, fetch the Delta jars once
 setup:
@@ -59,6 +59,12 @@ train-rephrase:
 ## train-failure-points: train the failure-point classifier on a week of 2,000 households of each corpus with every failure point, judge it beside the rules on a week of 2,000 households of held-out intents and slot values (seed 808), register it in LAKE/mlflow (about 12 minutes on 2 cores: four simulations and pipeline runs, then the fit)
 train-failure-points:
 	$(VENV)/bin/feedback train-failure-points --lake $(LAKE)
+
+## ab: the closed-loop A/B of rewriting on three weeks of 1,000 households of each corpus (seed 1212): rewrites mined on weeks 1-2 of the control arm, both arms judged on week 3 (about 20 minutes)
+ab:
+	set -e; for corpus in snips sgd; do \
+	  $(VENV)/bin/feedback ab --lake bench/ab/$$corpus --users 1000 --seed 1212 --corpus $$corpus --history-days 14 --days 7 --json bench/ab/$$corpus/ab.json; \
+	done
 
 ## quality-cross: detection quality on SNIPS and SGD traffic under profiles a and b (seed 303), ours beside the naive baseline; MODEL_LAKE=... scores with that lake's champion (about 5 minutes, 10 with the model)
 quality-cross:

@@ -53,7 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="all intents and slot values, or the training / held-out part (simulation.heldout_*)",
     )
     simulate.add_argument("--corpus", choices=("snips", "sgd"), default=None, help="the corpus requests are composed from (simulation.corpus)")
+    simulate.add_argument(
+        "--rewriter",
+        default=None,
+        help="a query-rewriter model URI: the treatment arm, every request goes through it before the NLU (simulation.rewriter)",
+    )
+    simulate.add_argument(
+        "--rewrite-from-day", dest="rewrite_from_day", type=int, default=None, help="the day the rewriter is on from (simulation.rewrite_from_day)"
+    )
+    simulate.add_argument("--lake", type=Path, default=None, help="the lake whose MLflow registry resolves a models:/ --rewriter URI")
     _add_conf(simulate)
+
+    ab = commands.add_parser(
+        "ab", help="closed-loop A/B: the same simulated world with and without a rewriter; defect rates, fixed and broken requests"
+    )
+    ab.add_argument("--lake", type=Path, required=True, help="lake with the MLflow registry (the mined history goes under LAKE/_training)")
+    ab.add_argument("--rewriter", default=None, help="model URI of the treatment; default: mine one from the arms' shared history")
+    ab.add_argument("--days", dest="judged_days", type=int, default=7, help="days judged, after the history")
+    ab.add_argument("--history-days", dest="history_days", type=int, default=14, help="days both arms share before the rewriter is on")
+    ab.add_argument("--users", type=int, default=None)
+    ab.add_argument("--seed", type=int, default=None)
+    ab.add_argument("--corpus", choices=("snips", "sgd"), default=None)
+    ab.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    _add_conf(ab)
 
     for name, text in (
         ("pipeline", "process every event now in the source (--events, or the Kafka topic) through every stage, then exit"),
@@ -168,7 +190,8 @@ def _date(text: str) -> dt.date:
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     """The configuration the flags set: simulation size and seed, the bronze source."""
     overrides: dict[str, object] = {}
-    section = {key: getattr(args, key) for key in ("users", "days", "seed", "vocabulary", "corpus") if getattr(args, key, None) is not None}
+    keys = ("users", "days", "seed", "vocabulary", "corpus", "rewriter", "rewrite_from_day")
+    section = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
     if section:
         overrides["simulation"] = section
     if getattr(args, "source", None) is not None:
@@ -202,7 +225,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         from feedback.simulate import run as simulate
 
-        summary = simulate(config.simulation, args.out)
+        rewriter = None
+        if config.simulation.rewriter is not None:
+            from feedback.core.lake import LakePaths
+            from feedback.core.registry import configure_mlflow
+            from feedback.rewrites.closed_loop import load_rewriter
+
+            if args.lake is not None:
+                configure_mlflow(LakePaths.at(args.lake))
+            rewriter = load_rewriter(config.simulation.rewriter)
+        summary = simulate(config.simulation, args.out, rewriter=rewriter)
         print(summary)
         return 0
 
@@ -246,6 +278,10 @@ def _run_on_lake(spark: SparkSession, config: AppConfig, args: argparse.Namespac
 
         turns = backfill_days(spark, config, lake, args.first_day, args.last_day)
         print(f"backfill {args.first_day}..{args.last_day}: {turns} turns rewritten in silver/turns; gold rebuilt")
+    elif args.command == "ab":
+        from feedback.ops.ab import run as run_ab
+
+        print(run_ab(spark, config, lake, args.rewriter, args.history_days, args.judged_days, args.json).render())
     elif args.command == "evaluate":
         from feedback.silver.evaluate import run as evaluate
 

@@ -335,6 +335,9 @@ class SimulationConfig:
     heldout_intents: tuple[str, ...] = ()
     heldout_value_share: float = 0.3
     behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
+    rewriter: str | None = None
+    rewrite_from_day: int = 0
+    paired_sessions: bool = False
 
     def __post_init__(self) -> None:
         _require(
@@ -351,6 +354,18 @@ class SimulationConfig:
         _require(self.days >= 1, "simulation.days", "must be >= 1", self.days)
         _require(self.sessions_per_user_day > 0, "simulation.sessions_per_user_day", "must be > 0", self.sessions_per_user_day)
         _require(1 <= self.max_attempts <= 10, "simulation.max_attempts", "must be in [1, 10]", self.max_attempts)
+        _require(
+            0 <= self.rewrite_from_day < self.days,
+            "simulation.rewrite_from_day",
+            "must be in [0, days)",
+            self.rewrite_from_day,
+        )
+        _require(
+            self.rewriter is None or (isinstance(self.rewriter, str) and self.rewriter.strip() != ""),
+            "simulation.rewriter",
+            "must be null or a model URI",
+            self.rewriter,
+        )
         for name in (
             "duplicate_rate",
             "late_file_rate",

@@ -27,6 +27,7 @@ DEFECT_CAUSES: Final[tuple[str, ...]] = (
     "asr_systematic",
     "asr_random",
     "nlu_misroute",
+    "rewrite",
     "entity_resolution",
     "unhandled",
     "error",
@@ -46,6 +47,7 @@ CAUSE_FAILURE_POINTS: Final[dict[str, str]] = {
     "asr_systematic": "asr",
     "asr_random": "asr",  # only slot-value errors are causes: a misheard carrier word does no harm
     "nlu_misroute": "nlu",
+    "rewrite": "nlu",  # a rewriter (before the NLU) replaced the request with one of another meaning
     "entity_resolution": "entity",  # heard and understood right, a slot value resolved to another entity
     "unhandled": "nlu",  # correctly heard words the NLU could not interpret (after an ASR error, ASR comes first)
     "error": "result",
@@ -159,3 +161,8 @@ DIURNAL: Final[tuple[float, ...]] = (
 )
 
 APP_VERSIONS: Final[tuple[str, ...]] = ("4.12.0", "4.12.3", "4.13.1", "5.0.0-beta")
+
+LEAD_INS: Final[tuple[str, ...]] = ("i said", "i want", "please", "can you")
+"""What a user who adds words puts before the request."""
+CORRECTION_LEAD_IN: Final[str] = "no i said"
+"""What a user correcting one slot puts before the request."""

@@ -102,6 +102,9 @@ def truth_dict(turn: Turn) -> dict[str, Any]:
         "explicit_feedback": turn.explicit_feedback,
         "late": turn.late,
         "delivery_copies": turn.copies,
+        "rewrite": turn.rewrite.text if turn.rewrite is not None else None,
+        "rewrite_layer": turn.rewrite.layer if turn.rewrite is not None else None,
+        "defective_as_heard": turn.rewrite.defective_as_heard if turn.rewrite is not None else None,
     }
 
 

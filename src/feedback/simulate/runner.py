@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tqdm import tqdm
 from feedback.config import SimulationConfig
 from feedback.simulate.constants import DEFECT_CAUSES, MS_PER_DAY
 from feedback.simulate.delivery import dumps, format_ts, plan_files, truth_dict, write_files
+from feedback.simulate.interpret import RequestRewriter, TextInterpreter
 from feedback.simulate.population import make_household
 from feedback.simulate.sessions import SessionSimulator, Turn
 from feedback.simulate.truth import assign_interaction_flags
@@ -22,6 +24,7 @@ from feedback.simulate.world import VocabularySplit, build_world
 
 _STREAM_HOUSEHOLD = 1
 _STREAM_DELIVERY = 2
+_STREAM_SESSION = 3
 _SEED_TAG = 0x5EED
 OUTPUT_FILES = ("ground_truth.jsonl", "malformed.jsonl", "manifest.json")
 
@@ -52,6 +55,8 @@ class SimulationSummary:
     vocabulary: str = "all"
     corpus: str = "snips"
     profile: str = "a"
+    rewriter: str | None = None
+    rewritten: int = 0
 
     def manifest(self) -> dict[str, Any]:
         """The manifest.json content (everything but ``out_dir``, so outputs are path-free)."""
@@ -77,6 +82,8 @@ class SimulationSummary:
             "vocabulary": self.vocabulary,
             "corpus": self.corpus,
             "profile": self.profile,
+            "rewriter": self.rewriter,
+            "rewritten": self.rewritten,
         }
 
 
@@ -95,12 +102,35 @@ def _prepare_out_dir(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def simulate_turns(config: SimulationConfig, progress: bool) -> tuple[list[Turn], int]:
-    """All turns of all households (with timestamps and interaction flags) and the session count."""
+def window_start_ms(config: SimulationConfig) -> int:
+    """The simulated window's start: midnight UTC of ``simulation.start_date``, in epoch milliseconds."""
+    return (date.fromisoformat(config.start_date) - date(1970, 1, 1)).days * MS_PER_DAY
+
+
+def _checked_rewriter(config: SimulationConfig, rewriter: RequestRewriter | None) -> RequestRewriter | None:
+    """The rewriter to run: given exactly when ``simulation.rewriter`` names one."""
+    if config.rewriter is not None and rewriter is None:
+        raise ValueError(f"rewriter: simulation.rewriter is {config.rewriter!r}; load it and pass it in")
+    if rewriter is not None and config.rewriter is None:
+        raise ValueError("rewriter: given, but simulation.rewriter does not name it (the manifest would not say)")
+    if rewriter is not None and not callable(getattr(rewriter, "rewrite", None)):
+        raise TypeError(f"rewriter: expected an object with rewrite(utterance, user_id), got {type(rewriter).__name__}")
+    return rewriter
+
+
+def simulate_turns(config: SimulationConfig, progress: bool, rewriter: RequestRewriter | None = None) -> tuple[list[Turn], int]:
+    """All turns of all households (with timestamps and interaction flags) and the session count.
+
+    With a ``rewriter`` (the treatment arm), every request heard from day
+    ``simulation.rewrite_from_day`` on goes through it before the NLU; each household's draws
+    are the same as without one up to its first rewrite.
+    """
+    rewriter = _checked_rewriter(config, rewriter)
     split = VocabularySplit(config.vocabulary, config.heldout_intents, config.heldout_value_share)
     world = build_world(config.seed, split, config.corpus, config.behaviour.asr_confusions)
+    interpreter = TextInterpreter(world) if rewriter is not None else None
     start_day = date.fromisoformat(config.start_date)
-    start_ms = (start_day - date(1970, 1, 1)).days * MS_PER_DAY
+    start_ms = window_start_ms(config)
     window = (start_ms, start_ms + config.days * MS_PER_DAY)
     turns: list[Turn] = []
     sessions = 0
@@ -108,7 +138,8 @@ def simulate_turns(config: SimulationConfig, progress: bool) -> tuple[list[Turn]
     for index in users:
         rng = _stream(config.seed, _STREAM_HOUSEHOLD, index)
         household = make_household(index, world, rng)
-        simulator = SessionSimulator(config, world, household, rng, window)
+        streams = partial(_stream, config.seed, _STREAM_SESSION, index) if config.paired_sessions else None
+        simulator = SessionSimulator(config, world, household, rng, window, rewriter, interpreter, streams)
         household_turns, kept = simulator.all_sessions(start_day.weekday())
         turns.extend(household_turns)
         sessions += kept
@@ -129,24 +160,39 @@ def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
             handle.write(dumps(record) + "\n")
 
 
-def run(config: SimulationConfig, out_dir: Path, progress: bool = True) -> SimulationSummary:
+def run(config: SimulationConfig, out_dir: Path, progress: bool = True, rewriter: RequestRewriter | None = None) -> SimulationSummary:
     """Simulate ``config`` and write the landing files and ground truth under ``out_dir``.
 
     Writes ``events/events-<seq>-<hour>.jsonl`` (arrival order), ``ground_truth.jsonl``,
     ``malformed.jsonl`` and ``manifest.json``. The same config gives byte-identical files.
 
+    ``rewriter``: the loaded model ``simulation.rewriter`` names (see ``simulate_turns``).
+
     Raises:
         TypeError: ``config`` is not a SimulationConfig or ``out_dir`` is not a path.
+        ValueError: ``rewriter`` is missing while ``simulation.rewriter`` names one, or the reverse.
     """
     if not isinstance(config, SimulationConfig):
         raise TypeError(f"config: expected SimulationConfig, got {type(config).__name__}")
     if not isinstance(out_dir, (str, Path)):
         raise TypeError(f"out_dir: expected a path, got {type(out_dir).__name__}")
+    _checked_rewriter(config, rewriter)
+    turns, sessions = simulate_turns(config, progress, rewriter)
+    return write_simulation(config, turns, sessions, Path(out_dir))
+
+
+def write_simulation(config: SimulationConfig, turns: list[Turn], sessions: int, out_dir: Path) -> SimulationSummary:
+    """Write ``turns`` (simulated with ``config``) as landing files, ground truth and manifest under ``out_dir``.
+
+    The files cover ``config.days`` from ``config.start_date``; every turn must fall inside.
+    """
+    start_ms = window_start_ms(config)
+    outside = sum(1 for t in turns if not start_ms <= t.ts_ms < start_ms + config.days * MS_PER_DAY)
+    if outside:
+        raise ValueError(f"turns: {outside} fall outside the {config.days}-day window of {config.start_date}")
     out_path = Path(out_dir)
     _prepare_out_dir(out_path)
-    turns, sessions = simulate_turns(config, progress)
     start_day = date.fromisoformat(config.start_date)
-    start_ms = (start_day - date(1970, 1, 1)).days * MS_PER_DAY
     rates = (config.duplicate_rate, config.late_file_rate, config.malformed_rate)
     files = plan_files(turns, start_ms, config.days * 24, rates, _stream(config.seed, _STREAM_DELIVERY))
     start = datetime(start_day.year, start_day.month, start_day.day)
@@ -177,6 +223,8 @@ def run(config: SimulationConfig, out_dir: Path, progress: bool = True) -> Simul
         vocabulary=config.vocabulary,
         corpus=config.corpus,
         profile=config.behaviour.name,
+        rewriter=config.rewriter,
+        rewritten=sum(1 for t in turns if t.rewrite is not None),
     )
     (out_path / "manifest.json").write_text(json.dumps(summary.manifest(), indent=2) + "\n", encoding="utf-8")
     return summary

@@ -10,7 +10,7 @@ negatives and the noise that keep a defect detector honest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,15 +19,18 @@ from feedback.config import REPHRASE_STYLES, RephraseMix, SimulationConfig
 from feedback.simulate.asr import carrier_word_error, random_word_error
 from feedback.simulate.constants import (
     CAUSE_FAILURE_POINTS,
+    CORRECTION_LEAD_IN,
     DEFECT_CAUSES,
     DIURNAL,
     FAILURE_POINTS,
     FALSE_WAKE_INTENT,
+    LEAD_INS,
     MS_PER_DAY,
     SESSION_GAP_S,
     SYSTEM_COMMANDS,
     SYSTEM_DOMAIN,
 )
+from feedback.simulate.interpret import RequestRewriter, TextInterpreter, normalized, same_meaning
 from feedback.simulate.population import Device, Household, pick_request
 from feedback.simulate.responses import (
     ERROR_TEXT,
@@ -55,8 +58,6 @@ MEDIA_CONTROL_RATE = 0.45
 NEED_STOP_P = 0.3
 """Needs per session are geometric: mean about 1 / 0.3, so ~3.3 requests per session."""
 MIN_BARGE_SPEECH_MS = 1500
-LEAD_INS = ("i said", "i want", "please", "can you")
-"""What ``add_words`` puts before the request."""
 _DIURNAL_CDF = np.cumsum(np.array(DIURNAL)) / float(np.sum(DIURNAL))
 
 
@@ -94,6 +95,7 @@ class Turn:
     late: bool = False
     copies: int = 1
     ts: str = ""
+    rewrite: RewriteRecord | None = None
 
     @property
     def failure_point(self) -> str:
@@ -130,6 +132,18 @@ class _Outcome:
     status: str
     response: Response
     nlu_confidence: float | None
+    recognition_causes: list[str]
+    """The ASR causes of what was heard (before any rewrite): what the recogniser's confidence reflects."""
+
+
+@dataclass(frozen=True)
+class RewriteRecord:
+    """What a rewriter did to one request: the text it sent on, its layer, and whether the request
+    as heard would have failed (the same draws without the rewrite)."""
+
+    text: str
+    layer: str
+    defective_as_heard: bool
 
 
 def failure_point_of(causes: Sequence[str]) -> str:
@@ -165,7 +179,12 @@ class SessionSimulator:
         household: Household,
         rng: np.random.Generator,
         window: tuple[int, int],
+        rewriter: RequestRewriter | None = None,
+        interpreter: TextInterpreter | None = None,
+        session_streams: Callable[[int], np.random.Generator] | None = None,
     ) -> None:
+        if rewriter is not None and interpreter is None:
+            raise ValueError("interpreter: a rewriter needs the world's TextInterpreter to read what it returns")
         self.config = config
         self.behaviour = config.behaviour
         self.world = world
@@ -173,6 +192,11 @@ class SessionSimulator:
         self.rng = rng
         self.start_ms, self.end_ms = window
         self.session_count = 0
+        self.rewriter = rewriter
+        self.interpreter = interpreter
+        self.session_streams = session_streams
+        """With ``simulation.paired_sessions``: session number -> its own random stream."""
+        self.rewrite_from_ms = self.start_ms + config.rewrite_from_day * MS_PER_DAY
 
     # ----- ids and small draws ---------------------------------------------------------------
 
@@ -240,15 +264,56 @@ class SessionSimulator:
             return service
         return None
 
-    def _understand(self, request: Request, careful: bool, device: Device) -> _Outcome:
-        """Run ASR, NLU and fulfilment for one spoken request; decide status and causes."""
-        rng = self.rng
+    def _understand(self, request: Request, careful: bool, device: Device, ts_ms: int) -> tuple[_Outcome, RewriteRecord | None]:
+        """Run ASR, the rewriter (when one is on), NLU and fulfilment for one spoken request.
+
+        Why the saved random state: with a rewrite, the same draws first serve the request as
+        heard, which is exactly what the arm without a rewriter does with it; that outcome is
+        recorded beside the rewritten one, so each rewrite is judged against its own counterfactual.
+        """
         utterance, heard, asr_causes = self._recognise(request, careful, device)
-        causes = list(asr_causes)
+        rewrite = self._rewrite(utterance, ts_ms)
+        if rewrite is None:
+            return self._serve(request, utterance, heard, asr_causes, device), None
+        text, layer = rewrite
+        state = self.rng.bit_generator.state
+        as_heard = self._serve(request, utterance, heard, asr_causes, device)
+        self.rng.bit_generator.state = state
+        understood = self.interpreter.interpret(text, request) if self.interpreter is not None else None
+        if understood is None:
+            outcome = self._uninterpretable(utterance, asr_causes)
+        elif same_meaning(request, understood):
+            fixed = request.with_template(understood.template)
+            outcome = self._serve(fixed, utterance, fixed.slot_dict(), [], device)
+        else:
+            outcome = self._serve(understood, utterance, understood.slot_dict(), ["rewrite"], device)
+        outcome.recognition_causes = list(asr_causes)
+        return outcome, RewriteRecord(text, layer, bool(as_heard.causes))
+
+    def _rewrite(self, utterance: str, ts_ms: int) -> tuple[str, str] | None:
+        """The rewriter's answer for ``utterance`` when a rewriter is on at ``ts_ms`` and changes the text."""
+        if self.rewriter is None or ts_ms < self.rewrite_from_ms:
+            return None
+        answer = self.rewriter.rewrite(utterance, self.household.user_id)
+        if answer is None or normalized(answer[0]) == normalized(utterance):
+            return None
+        return answer
+
+    def _uninterpretable(self, utterance: str, asr_causes: list[str]) -> _Outcome:
+        """A rewrite the NLU cannot read: nothing is understood, the assistant says so."""
+        rng = self.rng
+        response = build_response("speech", unhandled_text(None, rng), "unhandled", rng)
+        nlu_conf = _beta(rng, 2, 6) if rng.random() < 0.5 else None
+        return _Outcome(utterance, {}, ["rewrite"], False, None, None, None, "unhandled", response, nlu_conf, list(asr_causes))
+
+    def _serve(self, request: Request, utterance: str, heard: dict[str, str], prior_causes: list[str], device: Device) -> _Outcome:
+        """NLU and fulfilment of ``request`` as understood from ``heard``, after ``prior_causes`` (ASR or rewrite)."""
+        rng = self.rng
+        causes = list(prior_causes)
         target = self._misroute(request)
         if target is not None:
             causes.append("nlu_misroute")
-        asr_error = bool(asr_causes)
+        asr_error = any(cause.startswith("asr_") for cause in prior_causes)
         routed = target or request.intent
         intent: str | None = routed
         domain: str | None = self.world.corpus.domains[routed]
@@ -302,7 +367,8 @@ class SessionSimulator:
             shown: str | None = text if response_type != "media" or rng.random() < 0.6 else None
             response = build_response(response_type, shown, kind, rng)
         ordered = [c for c in DEFECT_CAUSES if c in causes]
-        return _Outcome(utterance, heard, ordered, asr_error, domain, intent, slots or None, status, response, nlu_conf)
+        recognition = [c for c in prior_causes if c.startswith("asr_")]
+        return _Outcome(utterance, heard, ordered, asr_error, domain, intent, slots or None, status, response, nlu_conf, recognition)
 
     def _success_content(self, intent: str, slots: dict[str, str]) -> tuple[str, str]:
         """(response_type, text) of a served request, scripted for SNIPS, composed otherwise."""
@@ -313,9 +379,9 @@ class SessionSimulator:
 
     def _asr_confidence(self, outcome: _Outcome) -> float:
         """Lower when the recogniser erred, but overlapping with correct turns."""
-        if "asr_systematic" in outcome.causes:
+        if "asr_systematic" in outcome.recognition_causes:
             return _beta(self.rng, 6, 2.5)
-        if "asr_random" in outcome.causes:
+        if "asr_random" in outcome.recognition_causes:
             return _beta(self.rng, 5, 3)
         return _beta(self.rng, 14, 1.6)
 
@@ -328,7 +394,7 @@ class SessionSimulator:
     def request_turn(self, request: Request, careful: bool, device: Device, ts_ms: int, session_key: str) -> Turn:
         """One spoken request of ``request``'s meaning in ``request``'s wording."""
         rng = self.rng
-        outcome = self._understand(request, careful, device)
+        outcome, rewrite = self._understand(request, careful, device, ts_ms)
         omit_locale, omit_device_type = self._omissions()
         asr_conf: float | None = self._asr_confidence(outcome)
         if rng.random() < 0.02:
@@ -365,6 +431,7 @@ class SessionSimulator:
             omit_locale=omit_locale,
             omit_device_type=omit_device_type,
             explicit_feedback=feedback,
+            rewrite=rewrite,
         )
 
     def command_turn(self, intent: str, device: Device, ts_ms: int, session_key: str) -> Turn:
@@ -508,7 +575,7 @@ class SessionSimulator:
         elif style == "add_words":
             derived = with_lead_in(request, LEAD_INS[int(rng.integers(len(LEAD_INS)))])
         elif style == "correct_slot" and request.slots:
-            return with_lead_in(request, "no i said"), True, style
+            return with_lead_in(request, CORRECTION_LEAD_IN), True, style
         elif style == "switch":
             derived = self.world.switched_phrasing(request, rng)
         if derived is not None:
@@ -737,11 +804,20 @@ class SessionSimulator:
         last_end: dict[str, int] = {}
         turns: list[Turn] = []
         kept = 0
-        for planned, hour in self._planned_starts(start_weekday):
+        for number, (planned, hour) in enumerate(self._planned_starts(start_weekday)):
             device = self.household.device_for_hour(hour, self.rng)
             earliest = last_end.get(device.device_id, -(10**15)) + SESSION_GAP_S * 1000
-            start = max(planned, earliest + self._uniform_ms(1, 600) if planned < earliest else planned)
-            session = self.session(start, device)
+            if self.session_streams is None:
+                start = max(planned, earliest + self._uniform_ms(1, 600) if planned < earliest else planned)
+                session = self.session(start, device)
+            else:
+                shift = self._uniform_ms(1, 600)  # drawn always: the household's draws must not depend on its sessions
+                start = max(planned, earliest + shift if planned < earliest else planned)
+                home, self.rng = self.rng, self.session_streams(number)
+                try:
+                    session = self.session(start, device)
+                finally:
+                    self.rng = home
             if session[-1].ts_ms >= self.end_ms:
                 continue
             last_end[device.device_id] = max(t.end_ms for t in session)

@@ -293,6 +293,8 @@ def test_manifest_equals_recount(small: Output) -> None:
         "vocabulary": "all",
         "corpus": small.summary.corpus,
         "profile": "a",
+        "rewriter": None,
+        "rewritten": sum(t["rewrite"] is not None for t in small.truth),
     }
     assert manifest == recount
     assert total_lines == len(small.truth) + recount["duplicate_lines"] + len(small.malformed)
