@@ -29,6 +29,11 @@ Ground-truth definitions (computed from the generated timings, see ``feedback.si
 * ``rephrase_of``: the previous attempt at the same need (a "stop" in between does not count).
 * ``intended_text``: the user's own wording of this attempt, correctly transcribed (the ASR
   reference); ``utterance`` is what the recogniser produced.
+* ``rewrite``, ``rewrite_layer``, ``defective_as_heard``: with ``simulation.rewriter`` (a
+  treatment arm), the text the rewriter sent to the NLU instead of ``utterance``, its layer, and
+  whether the request as heard would have been defective (the same draws without the rewrite);
+  null for a request left as heard. A rewrite to another meaning, or to words no wording fits,
+  is a defect with cause ``rewrite`` (``feedback.simulate.interpret``).
 """
 
 from feedback.simulate.constants import (
