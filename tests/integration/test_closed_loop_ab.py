@@ -19,7 +19,8 @@ from feedback.cli import main
 from feedback.config import AppConfig, replace_section
 from feedback.core.lake import LakePaths
 from feedback.core.registry import configure_mlflow
-from feedback.ops.ab import EXPERIMENT, run as run_ab
+from feedback.ops.ab import EXPERIMENT
+from feedback.ops.ab import run as run_ab
 
 HISTORY_DAYS = 3
 JUDGED_DAYS = 2

@@ -40,9 +40,7 @@ def history_name(corpus: str, seed: int) -> str:
     return f"ab-{corpus}-{seed}"
 
 
-def rewriter_from_history(
-    spark: SparkSession, config: AppConfig, lake: LakePaths, control: list[Turn], sessions: int, history_days: int
-) -> tuple[str, LakePaths]:
+def rewriter_from_history(spark: SparkSession, config: AppConfig, lake: LakePaths, control: list[Turn], history_days: int) -> tuple[str, LakePaths]:
     """Write the first ``history_days`` of ``control``, run the pipeline, mine and register; the version's URI and its lake."""
     simulation = dataclasses.replace(config.simulation, days=history_days, rewriter=None, rewrite_from_day=0)
     end_ms = window_start_ms(simulation) + history_days * MS_PER_DAY
@@ -52,7 +50,7 @@ def rewriter_from_history(
     if base.exists():
         shutil.rmtree(base)  # a history of another size or code would mix with this one
     traffic = base / "traffic"
-    summary = write_simulation(simulation, history, sessions, traffic)
+    summary = write_simulation(simulation, history, len({turn.session_key for turn in history}), traffic)
     LOG.info("history: %d events over %d days written to %s", summary.events, history_days, traffic)
     history_lake = lake.training_lake(name)
     run_pipeline(spark, config, traffic / "events", history_lake)
@@ -86,10 +84,10 @@ def run(
         config.simulation, days=history_days + judged_days, rewriter=None, rewrite_from_day=0, paired_sessions=True
     )
     config = replace_section(config, simulation=simulation)
-    control, sessions = simulate_turns(simulation, progress=True)
+    control, _ = simulate_turns(simulation, progress=True)
     source_lake = lake
     if rewriter_uri is None:
-        rewriter_uri, source_lake = rewriter_from_history(spark, config, lake, control, sessions, history_days)
+        rewriter_uri, source_lake = rewriter_from_history(spark, config, lake, control, history_days)
     configure_mlflow(source_lake)
     rewriter = load_rewriter(rewriter_uri)
     report = run_arms(simulation, rewriter_uri, rewriter, history_days, control=control)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from feedback.core.text import normalized_words
 from feedback.simulate.constants import CORRECTION_LEAD_IN, LEAD_INS
 from feedback.simulate.world import Request, Template, World, derived_template, shortened
 
@@ -28,12 +29,9 @@ class RequestRewriter(Protocol):
     def rewrite(self, utterance: str, user_id: str) -> tuple[str, str] | None:
         """``(rewritten text, layer)`` for ``utterance`` said by ``user_id``, or None to leave it as heard."""
 
-_NOT_WORD = re.compile(r"[^\w']|_")
-
-
 def normalized(text: str) -> str:
-    """Lower case, every character but letters, digits and apostrophes a space, spaces collapsed."""
-    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+    """``text`` as silver normalizes it (``core.text.normalized_words``), words joined by one space."""
+    return " ".join(normalized_words(text))
 
 
 @dataclass(frozen=True)
