@@ -38,8 +38,9 @@ def test_the_demo_goes_from_simulated_traffic_to_a_served_rewrite(
                 "rewrite": best["rewrite_utterance"],
                 "probability": pytest.approx(best["probability"]),
                 "rewritten": True,
+                "layer": "precomputed",
             },
-            {"utterance": UNKNOWN_REQUEST, "rewrite": UNKNOWN_REQUEST, "probability": 0.0, "rewritten": False},
+            {"utterance": UNKNOWN_REQUEST, "rewrite": UNKNOWN_REQUEST, "probability": 0.0, "rewritten": False, "layer": "none"},
         ]
     }
     assert "(stopped)" in report

@@ -63,6 +63,7 @@ def test_champion_moves_only_when_no_worse(spark: SparkSession, registered: tupl
         "rewrite": ["b", "b"],
         "probability": [round(3 / 7, 12), 0.0],
         "rewritten": [True, False],
+        "layer": ["precomputed", "none"],
     }
 
     # Lineage: the run's input is the rewrite table at the version the model holds; metrics sit on the model.
@@ -147,7 +148,7 @@ def test_mlflow_models_serve_answers_invocations(registered: tuple[LakePaths, Mi
         _, answer = invoke(url, ["A", "hello there"])
         assert answer == {
             "predictions": [
-                {"utterance": "A", "rewrite": "b", "probability": round(3 / 7, 12), "rewritten": True},
-                {"utterance": "hello there", "rewrite": "hello there", "probability": 0.0, "rewritten": False},
+                {"utterance": "A", "rewrite": "b", "probability": round(3 / 7, 12), "rewritten": True, "layer": "precomputed"},
+                {"utterance": "hello there", "rewrite": "hello there", "probability": 0.0, "rewritten": False, "layer": "none"},
             ]
         }

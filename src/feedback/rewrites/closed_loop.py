@@ -23,15 +23,11 @@ import mlflow
 import pandas as pd
 
 from feedback.config import SimulationConfig
-from feedback.rewrites.pyfunc import QueryRewriter, RewriteTable, normalize_text
+from feedback.rewrites.pyfunc import PRECOMPUTED, QueryRewriter, RewriteTable, normalize_text
 from feedback.simulate.constants import MS_PER_DAY
 from feedback.simulate.interpret import RequestRewriter
 from feedback.simulate.runner import simulate_turns, window_start_ms
 from feedback.simulate.sessions import Turn
-
-PRECOMPUTED = "precomputed"
-"""The layer of an exact lookup in the mined rewrite table."""
-
 
 class TableRewriter:
     """A ``RequestRewriter`` over a mined rewrite table: the exact, precomputed layer."""
@@ -47,7 +43,7 @@ class TableRewriter:
 class PyfuncRewriter:
     """A ``RequestRewriter`` over any served rewriter model: one ``predict`` per request.
 
-    Reads ``rewrite`` and ``rewritten``, and ``layer`` when the model returns one.
+    Reads ``rewrite``, ``rewritten`` and ``layer`` (``precomputed`` for a model without one).
     """
 
     def __init__(self, model: Any) -> None:

@@ -2,7 +2,7 @@
 
 A consumer (the assistant's request path, or ``mlflow models serve``) sends a DataFrame with an
 ``utterance`` column and gets, per row, the rewrite or the original, the rewrite's absorption
-probability and whether it was rewritten. Lookups use the same normalisation as silver's
+probability, whether it was rewritten and by which layer (``precomputed``, or ``none``). Lookups use the same normalisation as silver's
 ``normalized_utterance`` (``feedback.silver.sessionize.normalize_utterance``), re-implemented here in
 plain Python: the model loads and serves with mlflow and pandas only (its ``pip_requirements``),
 and this module imports nothing else (``tests/unit/rewrites/test_rewriter.py`` checks that pyspark stays out).
@@ -29,6 +29,11 @@ _SPACES = re.compile(r" +")
 
 RewriteTable = dict[str, tuple[str, float]]
 """normalized source utterance -> (rewrite utterance, probability)."""
+
+PRECOMPUTED = "precomputed"
+"""The ``layer`` of a rewrite found in the mined table (an exact lookup)."""
+NO_LAYER = "none"
+"""The ``layer`` of a request handed back as it came."""
 
 
 def normalize_text(text: str) -> str:
@@ -58,7 +63,7 @@ def table_from_frame(frame: pd.DataFrame) -> RewriteTable:
 
 
 def rewrite_frame(table: Mapping[str, tuple[str, float]], utterances: pd.Series) -> pd.DataFrame:
-    """Apply ``table`` to ``utterances``: columns ``utterance``, ``rewrite``, ``probability``, ``rewritten``.
+    """Apply ``table`` to ``utterances``: columns ``utterance``, ``rewrite``, ``probability``, ``rewritten``, ``layer``.
 
     A row not in the table keeps its original text (not the normalized one), probability 0.
     Missing values (None/NaN) pass through unchanged as empty strings are not requests.
@@ -71,6 +76,7 @@ def rewrite_frame(table: Mapping[str, tuple[str, float]], utterances: pd.Series)
             "rewrite": [hit[0] if hit else text for hit, text in zip(hits, originals)],
             "probability": [hit[1] if hit else 0.0 for hit in hits],
             "rewritten": [hit is not None for hit in hits],
+            "layer": [PRECOMPUTED if hit else NO_LAYER for hit in hits],
         }
     )
 
@@ -104,7 +110,7 @@ class QueryRewriter(mlflow.pyfunc.PythonModel):
 
 
 def model_signature() -> ModelSignature:
-    """Input: ``utterance``; output: ``utterance``, ``rewrite``, ``probability``, ``rewritten``."""
+    """Input: ``utterance``; output: ``utterance``, ``rewrite``, ``probability``, ``rewritten``, ``layer``."""
     return ModelSignature(
         inputs=Schema([ColSpec("string", "utterance")]),
         outputs=Schema(
@@ -113,6 +119,7 @@ def model_signature() -> ModelSignature:
                 ColSpec("string", "rewrite"),
                 ColSpec("double", "probability"),
                 ColSpec("boolean", "rewritten"),
+                ColSpec("string", "layer"),
             ]
         ),
     )

@@ -52,6 +52,7 @@ def test_the_model_rewrites_known_sources_and_keeps_the_rest() -> None:
             "rewrite": ["play the beatles", "play the beatles", ""],
             "probability": [0.75, 0.0, 0.0],
             "rewritten": [True, False, False],
+            "layer": ["precomputed", "none", "none"],
         }
     )
     pd.testing.assert_frame_equal(result, expected)
@@ -102,15 +103,15 @@ def test_the_query_rewriter_logs_loads_and_serves_without_pyspark(tmp_path: Path
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {
         "rows": [
-            {"utterance": "Play the Beetles!", "rewrite": "play the beatles", "probability": 0.75, "rewritten": True},
-            {"utterance": "stop", "rewrite": "stop", "probability": 0.0, "rewritten": False},
+            {"utterance": "Play the Beetles!", "rewrite": "play the beatles", "probability": 0.75, "rewritten": True, "layer": "precomputed"},
+            {"utterance": "stop", "rewrite": "stop", "probability": 0.0, "rewritten": False, "layer": "none"},
         ],
         "pyspark_loaded": False,
     }
 
 
 def test_rewrite_frame_on_an_empty_input() -> None:
-    assert rewrite_frame({}, pd.Series([], dtype=object)).shape == (0, 4)
+    assert rewrite_frame({}, pd.Series([], dtype=object)).shape == (0, 5)
 
 
 # ----- offline win/loss ----------------------------------------------------------------------------
