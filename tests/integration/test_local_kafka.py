@@ -9,7 +9,7 @@ from pathlib import Path
 from kafka import KafkaConsumer
 from pyspark.sql import SparkSession
 
-from feedback.ops.kafka import Broker, accepts_connections, ensure_topic, running_broker, start_broker, stop_broker
+from feedback.ops.kafka import Broker, accepts_connections, ensure_topic, running_broker, serves_metadata, start_broker, stop_broker
 from feedback.ops.replay import replay
 
 
@@ -18,6 +18,7 @@ def test_the_broker_serves_spark_and_keeps_its_topics_across_a_restart(spark: Sp
     broker = start_broker(root)
     try:
         assert start_broker(root) == broker  # already up: the same broker
+        assert serves_metadata(broker.bootstrap_servers) is True  # registered, not only listening
         rows = [(f"e{i}", json.dumps({"event_id": f"e{i}"})) for i in range(300)]
         (
             spark.createDataFrame(rows, "key string, value string")
@@ -28,6 +29,7 @@ def test_the_broker_serves_spark_and_keeps_its_topics_across_a_restart(spark: Sp
         )
         assert stop_broker(root) is True
         assert running_broker(root) is None and not accepts_connections(broker.port)
+        assert serves_metadata(broker.bootstrap_servers, timeout_s=2.0) is False
         again = start_broker(root)
         assert (again.port, again.controller_port) == (broker.port, broker.controller_port)
         read = spark.read.format("kafka").option("kafka.bootstrap.servers", again.bootstrap_servers).option("subscribe", "events").load()

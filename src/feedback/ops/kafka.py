@@ -130,7 +130,7 @@ def _format_storage(root: Path, properties: Path) -> None:
 def start_broker(
     root: Path, port: int = 0, controller_port: int = 0, timeout_s: float = 90.0, heap: str = "256m"
 ) -> Broker:
-    """Start the broker under ``root`` and wait until it accepts connections; a running one is returned as is.
+    """Start the broker under ``root`` and wait until it serves clients (a registered broker); a running one is returned as is.
 
     Ports 0 pick free ones on a new folder; a folder that held a broker before keeps its ports
     (its ``server.properties``), so clients and checkpoints still find it after a restart.
@@ -163,14 +163,38 @@ def start_broker(
     broker = Broker(str(root), port, controller_port, process.pid)
     (root / STATE_FILE).write_text(json.dumps(asdict(broker)), encoding="utf-8")
     deadline = time.monotonic() + timeout_s
-    while not accepts_connections(port):
+    while not (accepts_connections(port) and serves_metadata(broker.bootstrap_servers)):
         if process.poll() is not None:
             raise RuntimeError(f"the Kafka broker exited with {process.returncode} while starting: {_log_tail(root)}")
         if time.monotonic() > deadline:
             stop_broker(root)
-            raise TimeoutError(f"the Kafka broker did not accept connections on {port} within {timeout_s:.0f}s: {_log_tail(root)}")
+            raise TimeoutError(f"the Kafka broker did not serve clients on {port} within {timeout_s:.0f}s: {_log_tail(root)}")
         time.sleep(0.2)
     return broker
+
+
+def serves_metadata(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
+    """Whether the broker answers a cluster description that lists a registered broker.
+
+    The port opens before the broker has registered with its controller; a producer that writes
+    then can wait out its whole delivery timeout on a topic with no leader.
+    """
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaConfigurationError, KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000))
+    except KafkaConfigurationError:
+        raise
+    except (KafkaError, OSError):
+        return False
+    try:
+        brokers = admin.describe_cluster().get("brokers") or []
+        return any(not broker.get("is_fenced", False) for broker in brokers)
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
 
 
 def _ports_of(properties: Path) -> tuple[int, int]:
@@ -236,7 +260,7 @@ def ensure_topic(bootstrap_servers: str, topic: str, partitions: int = 2) -> boo
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """The ``up`` and ``down`` commands, shared by ``feedback kafka`` and ``python -m feedback.ops.kafka``."""
     commands = parser.add_subparsers(dest="kafka_command", required=True)
-    up = commands.add_parser("up", help="start the broker and wait until it accepts connections")
+    up = commands.add_parser("up", help="start the broker and wait until it serves clients")
     up.add_argument("--root", type=Path, default=Path(".kafka"))
     up.add_argument("--port", type=int, default=0, help="PLAINTEXT port (0: a free one)")
     up.add_argument("--controller-port", type=int, default=0, help="KRaft controller port (0: a free one)")
