@@ -22,7 +22,6 @@ from feedback.core.lake import LakePaths
 from feedback.core.privacy import keyed_user_id
 from feedback.core.privacy import user_key as resolve_user_key
 from feedback.core.schema import DEFECT_METRICS_SCHEMA, FAILURE_POINTS_SCHEMA, REPHRASE_PAIRS_SCHEMA, UTTERANCE_DEFECTS_SCHEMA
-from feedback.core.tables import run_together
 
 UNKNOWN = "unknown"
 
@@ -204,38 +203,38 @@ def fold_into_gold(spark: SparkSession, lake: LakePaths, turns: DataFrame, user_
         in_hours = silver.filter(F.col("event_date").isin(dates)).join(
             F.broadcast(touched_hours), F.date_trunc("hour", "ts") == touched_hours["hour"], "left_semi"
         )
+        replace_in_scope(
+            spark, lake.defect_metrics, defect_metrics_increment(in_hours), touched_hours,
+            DEFECT_METRICS_KEYS, DEFECT_METRICS_SCHEMA.fieldNames(),
+        )
         in_days = silver.filter(F.col("event_date").isin(dates))
         touched_days = hours.select(F.col("event_date").alias("day")).distinct()
+        replace_in_scope(
+            spark, lake.failure_points, failure_points_increment(in_days), touched_days,
+            FAILURE_POINTS_KEYS, FAILURE_POINTS_SCHEMA.fieldNames(),
+        )
         of_utterances = silver.join(F.broadcast(utterances), "normalized_utterance", "left_semi")
         utterance_columns = [c for c in UTTERANCE_DEFECTS_SCHEMA.fieldNames() if not c.startswith("top_rephrase")]
-        rephrases = utterances.select(F.col("normalized_utterance").alias("rephrase"))
+        replace_in_scope(
+            spark, lake.utterance_defects, utterance_defects_increment(of_utterances, key), utterances,
+            UTTERANCE_DEFECTS_KEYS, utterance_columns,
+        )
         with checkpointed(of_utterances.filter(F.col("rephrase_of").isNotNull()).select(*_PAIR_INPUTS)) as links:
             source_ids = links.select(F.col("rephrase_of").alias("event_id")).distinct()
             sources = silver.join(F.broadcast(source_ids), "event_id", "left_semi").select(*_PAIR_INPUTS)
             pair_turns = links.unionByName(sources).dropDuplicates(["event_id"])
-            before = spark.read.format("delta").load(lake.rephrase_pairs).join(F.broadcast(rephrases), "rephrase", "left_semi")
+            before = spark.read.format("delta").load(lake.rephrase_pairs).join(
+                F.broadcast(utterances.select(F.col("normalized_utterance").alias("rephrase"))), "rephrase", "left_semi"
+            )
             with checkpointed(before.select("utterance")) as touched_sources:
-                # Four tables, no MERGE reads another's target: their jobs and commits overlap.
-                run_together([
-                    lambda: replace_in_scope(
-                        spark, lake.defect_metrics, defect_metrics_increment(in_hours), touched_hours,
-                        DEFECT_METRICS_KEYS, DEFECT_METRICS_SCHEMA.fieldNames(),
-                    ),
-                    lambda: replace_in_scope(
-                        spark, lake.failure_points, failure_points_increment(in_days), touched_days,
-                        FAILURE_POINTS_KEYS, FAILURE_POINTS_SCHEMA.fieldNames(),
-                    ),
-                    lambda: replace_in_scope(
-                        spark, lake.utterance_defects, utterance_defects_increment(of_utterances, key), utterances,
-                        UTTERANCE_DEFECTS_KEYS, utterance_columns,
-                    ),
-                    lambda: replace_in_scope(
-                        spark, lake.rephrase_pairs, rephrase_pairs_increment(pair_turns, key), rephrases,
-                        REPHRASE_PAIRS_KEYS, REPHRASE_PAIRS_SCHEMA.fieldNames(),
-                    ),
-                ])
-                # After both: it reads the new pairs and updates the new utterance rows.
-                after = spark.read.format("delta").load(lake.rephrase_pairs).join(F.broadcast(rephrases), "rephrase", "left_semi")
+                replace_in_scope(
+                    spark, lake.rephrase_pairs, rephrase_pairs_increment(pair_turns, key),
+                    utterances.select(F.col("normalized_utterance").alias("rephrase")),
+                    REPHRASE_PAIRS_KEYS, REPHRASE_PAIRS_SCHEMA.fieldNames(),
+                )
+                after = spark.read.format("delta").load(lake.rephrase_pairs).join(
+                    F.broadcast(utterances.select(F.col("normalized_utterance").alias("rephrase"))), "rephrase", "left_semi"
+                )
                 refresh_top_rephrases(spark, lake, touched_sources.unionByName(after.select("utterance")))
 
 

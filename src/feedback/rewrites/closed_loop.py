@@ -29,7 +29,6 @@ from feedback.simulate.interpret import RequestRewriter
 from feedback.simulate.runner import simulate_turns, window_start_ms
 from feedback.simulate.sessions import Turn
 
-
 class TableRewriter:
     """A ``RequestRewriter`` over a mined rewrite table: the exact, precomputed layer."""
 
